@@ -1,0 +1,72 @@
+import { CloseCode, ErrorCode } from '../shared/errorCodes.js';
+
+/**
+ * Base of every error Parley reports to a client. Only `{ code, message }` ever crosses the
+ * wire; `cause` and the stack stay in the server log.
+ */
+export class ParleyError extends Error {
+  override name = 'ParleyError';
+  readonly code: ErrorCode;
+  /** HTTP status when raised while serving HTTP. */
+  readonly httpStatus: number;
+  /** WebSocket close code when the error ends the connection. */
+  readonly closeCode: CloseCode;
+  readonly retryAfterMs: number | undefined;
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options: { httpStatus?: number; closeCode?: CloseCode; retryAfterMs?: number; cause?: unknown } = {},
+  ) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.httpStatus = options.httpStatus ?? 400;
+    this.closeCode = options.closeCode ?? CloseCode.policyViolation;
+    this.retryAfterMs = options.retryAfterMs;
+  }
+
+  toWire(): { code: ErrorCode; message: string } {
+    return { code: this.code, message: this.message };
+  }
+}
+
+export class UnauthorizedError extends ParleyError {
+  override name = 'UnauthorizedError';
+  constructor(message = 'Missing, invalid or expired token.', cause?: unknown) {
+    super(ErrorCode.unauthorized, message, { httpStatus: 401, closeCode: CloseCode.policyViolation, cause });
+  }
+}
+
+export class QueueFullError extends ParleyError {
+  override name = 'QueueFullError';
+  constructor(message: string) {
+    super(ErrorCode.queueFull, message, { httpStatus: 503 });
+  }
+}
+
+export class ContextOverflowError extends ParleyError {
+  override name = 'ContextOverflowError';
+  constructor(message: string) {
+    super(ErrorCode.contextOverflow, message, { httpStatus: 413 });
+  }
+}
+
+export class ShuttingDownError extends ParleyError {
+  override name = 'ShuttingDownError';
+  constructor() {
+    super(ErrorCode.shuttingDown, 'The server is shutting down.', { httpStatus: 503, closeCode: CloseCode.goingAway });
+  }
+}
+
+export class EngineError extends ParleyError {
+  override name = 'EngineError';
+  constructor(cause: unknown) {
+    super(ErrorCode.engineError, 'The model failed while generating this reply.', { httpStatus: 500, closeCode: CloseCode.internalError, cause });
+  }
+}
+
+/** Wraps anything unexpected so no internal message or stack reaches a client. */
+export function toParleyError(error: unknown): ParleyError {
+  if (error instanceof ParleyError) return error;
+  return new ParleyError(ErrorCode.internal, 'Internal error.', { httpStatus: 500, closeCode: CloseCode.internalError, cause: error });
+}

@@ -1,0 +1,115 @@
+import { availableParallelism } from 'node:os';
+import { resolve } from 'node:path';
+import * as z from 'zod/mini';
+import { ProtocolLimits } from '../shared/limits.js';
+
+z.config(z.locales.en());
+
+export const TransportChoice = { auto: 'auto', uws: 'uws', ws: 'ws' } as const;
+export type TransportChoice = (typeof TransportChoice)[keyof typeof TransportChoice];
+
+const cores = Math.max(1, availableParallelism());
+
+/**
+ * Defaults, chosen for a small LAN box. Threads come from the machine's cores, never from
+ * node-llama-cpp's own default (which oversubscribes small machines badly). Slots default to
+ * twice the cores, between 2 and 8: batching several sequences raises total throughput.
+ */
+export const defaults = {
+  host: '0.0.0.0',
+  port: 8080,
+  transport: TransportChoice.auto,
+  dataDir: 'data',
+  threads: cores,
+  slots: Math.min(8, Math.max(2, cores * 2)),
+  contextSize: 4096,
+  maxTokens: 512,
+  temperature: 0.8,
+  maxTextChars: 8000,
+  maxFrameBytes: 64 * 1024,
+  maxHttpBodyBytes: 16 * 1024,
+  maxQueue: 32,
+  maxQueuedPerUser: 4,
+  maxConversationsPerUser: 50,
+  maxTurnsPerConversation: 200,
+  generationTimeoutMs: 120_000,
+  tokenTtlSeconds: 300,
+  idleTimeoutSeconds: 120,
+  highWaterBytes: 64 * 1024,
+  maxOutboxBytes: 4 * 1024 * 1024,
+  logLevel: 'info',
+  qr: true,
+} as const;
+
+const positiveInt = z.int().check(z.gte(1));
+
+const ConfigSchema = z.strictObject({
+  host: z.string().check(z.minLength(1)),
+  port: z.int().check(z.gte(0), z.lte(65535)),
+  transport: z.enum(['auto', 'uws', 'ws']),
+  /** A GGUF path; absent means Parley's generated demo model. */
+  model: z.optional(z.string().check(z.minLength(1))),
+  /** Pinned invite code; absent means generated once and kept in the data dir. */
+  invite: z.optional(z.string().check(z.minLength(8, 'invite must be at least 8 characters'), z.maxLength(256))),
+  dataDir: z.string().check(z.minLength(1)),
+  threads: z.int().check(z.gte(1), z.lte(256)),
+  slots: z.int().check(z.gte(1), z.lte(64)),
+  contextSize: z.int().check(z.gte(64), z.lte(1 << 20)),
+  maxTokens: positiveInt,
+  temperature: z.number().check(z.gte(0), z.lte(2)),
+  systemPrompt: z.optional(z.string().check(z.maxLength(8000))),
+  maxTextChars: z.int().check(z.gte(1), z.lte(ProtocolLimits.maxTextCharsCeiling)),
+  maxFrameBytes: z.int().check(z.gte(1024), z.lte(16 * 1024 * 1024)),
+  maxHttpBodyBytes: z.int().check(z.gte(1024), z.lte(1024 * 1024)),
+  maxQueue: z.int().check(z.gte(0)),
+  maxQueuedPerUser: z.int().check(z.gte(0)),
+  maxConversationsPerUser: positiveInt,
+  maxTurnsPerConversation: z.int().check(z.gte(2)),
+  generationTimeoutMs: positiveInt,
+  tokenTtlSeconds: z.int().check(z.gte(10), z.lte(24 * 3600)),
+  idleTimeoutSeconds: z.int().check(z.gte(8), z.lte(3600)),
+  highWaterBytes: z.int().check(z.gte(1024)),
+  maxOutboxBytes: z.int().check(z.gte(64 * 1024)),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+  qr: z.boolean(),
+});
+
+export type Config = Readonly<z.infer<typeof ConfigSchema>>;
+export type ConfigInput = Partial<Record<keyof Config, unknown>>;
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+  readonly code = 'invalid_config';
+}
+
+/**
+ * Merges input over defaults, validates once and freezes. Numbers given as strings (from
+ * flags or env) are accepted. Throws ConfigError naming every bad field.
+ */
+export function loadConfig(input: ConfigInput = {}): Config {
+  const merged: Record<string, unknown> = { ...defaults };
+  for (const [key, value] of Object.entries(input)) {
+    if (value !== undefined) merged[key] = coerce(key, value);
+  }
+  const result = ConfigSchema.safeParse(merged);
+  if (!result.success) {
+    const problems = result.error.issues.map((issue) => `${issue.path.join('.') || 'config'}: ${issue.message}`);
+    throw new ConfigError(`Invalid configuration:\n  ${problems.join('\n  ')}`);
+  }
+  const config = { ...result.data, dataDir: resolve(result.data.dataDir) };
+  if (config.model !== undefined) config.model = resolve(config.model);
+  return Object.freeze(config);
+}
+
+const numericKeys = new Set(
+  Object.entries(defaults)
+    .filter(([, value]) => typeof value === 'number')
+    .map(([key]) => key),
+);
+
+function coerce(key: string, value: unknown): unknown {
+  if (typeof value !== 'string') return value;
+  if (numericKeys.has(key) && value.trim() !== '' && Number.isFinite(Number(value))) return Number(value);
+  if (key === 'qr') return !['0', 'false', 'no', 'off'].includes(value.toLowerCase());
+  return value;
+}

@@ -1,0 +1,100 @@
+import type { Logger } from 'pino';
+import { CloseCode } from '../shared/errorCodes.js';
+import { createUpgradeAuthenticator } from './auth/authenticateUpgrade.js';
+import type { TokenService } from './auth/createTokenService.js';
+import type { Invite } from './auth/loadOrCreateInvite.js';
+import { ChatService } from './chat/ChatService.js';
+import { ClientSession } from './chat/ClientSession.js';
+import type { Config } from './config.js';
+import type { Engine } from './engine/Engine.js';
+import { createHttpHandler } from './http/createHttpHandler.js';
+import type { StaticFile } from './http/loadStaticFiles.js';
+import type { Connection } from './transport/Connection.js';
+import type { TransportFactory } from './transport/Transport.js';
+
+export interface ServerDeps {
+  readonly logger: Logger;
+  readonly engine: Engine;
+  readonly tokens: TokenService;
+  readonly invite: Invite;
+  readonly transport: TransportFactory;
+  readonly staticFiles: ReadonlyMap<string, StaticFile>;
+}
+
+export interface ParleyServer {
+  readonly transport: string;
+  readonly chat: ChatService;
+  listen(): Promise<{ port: number }>;
+  /** Stops new work, ends every request with a terminal frame, closes sockets (1001). */
+  close(): Promise<void>;
+}
+
+export const WS_PATH = '/ws';
+
+export function createServer(config: Config, deps: ServerDeps): ParleyServer {
+  const { logger, engine } = deps;
+  const chat = new ChatService(config, engine);
+  const sessions = new Map<Connection, ClientSession>();
+  let accepting = true;
+
+  const transport = deps.transport({
+    wsPath: WS_PATH,
+    http: createHttpHandler({ tokens: deps.tokens, invite: deps.invite, staticFiles: deps.staticFiles, logger, isReady: () => accepting }),
+    upgrade: createUpgradeAuthenticator(deps.tokens, WS_PATH),
+    limits: {
+      maxFrameBytes: config.maxFrameBytes,
+      maxHttpBodyBytes: config.maxHttpBodyBytes,
+      idleTimeoutSeconds: config.idleTimeoutSeconds,
+      highWaterBytes: config.highWaterBytes,
+    },
+    onError: (error, context) => logger.error({ err: error, context }, 'transport error'),
+    socket: {
+      open(connection) {
+        const log = logger.child({ conn: connection.id, user: connection.principal.userId });
+        const session = new ClientSession(connection, chat, log, {
+          highWaterBytes: config.highWaterBytes,
+          maxOutboxBytes: config.maxOutboxBytes,
+          ready: {
+            model: engine.info,
+            limits: {
+              maxTextChars: config.maxTextChars,
+              maxTokens: config.maxTokens,
+              maxFrameBytes: config.maxFrameBytes,
+              slots: engine.slots,
+              maxQueue: config.maxQueue,
+            },
+          },
+        });
+        sessions.set(connection, session);
+        log.info({ ip: connection.remoteAddress, transport: connection.transport }, 'connection opened');
+        session.open();
+      },
+      message(connection, data) {
+        sessions.get(connection)?.message(data);
+      },
+      drain(connection) {
+        sessions.get(connection)?.drain();
+      },
+      close(connection, code) {
+        const session = sessions.get(connection);
+        sessions.delete(connection);
+        session?.close();
+        logger.info({ conn: connection.id, code }, 'connection closed');
+      },
+    },
+  });
+
+  return {
+    transport: transport.name,
+    chat,
+    async listen() {
+      const { port } = await transport.listen(config.host, config.port);
+      return { port };
+    },
+    async close() {
+      accepting = false;
+      await chat.shutdown();
+      await transport.close(CloseCode.goingAway, 'server shutting down');
+    },
+  };
+}

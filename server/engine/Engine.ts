@@ -1,0 +1,57 @@
+import type { ModelInfo } from '../../shared/protocol.js';
+
+export interface Turn {
+  readonly role: 'user' | 'assistant';
+  readonly text: string;
+}
+
+export const EngineStopReason = {
+  endOfText: 'eos',
+  maxTokens: 'max_tokens',
+  contextFull: 'context_full',
+  aborted: 'aborted',
+} as const;
+export type EngineStopReason = (typeof EngineStopReason)[keyof typeof EngineStopReason];
+
+/** What fits in the context window for one request, decided before it is queued. */
+export interface PromptPlan {
+  /** History turns from this index on are sent to the model; older ones are left out. */
+  readonly firstTurn: number;
+  readonly promptTokens: number;
+  /** The reply budget: the configured cap, or less when the context has less room. */
+  readonly maxTokens: number;
+  /** True when the budget is limited by the context rather than the configured cap. */
+  readonly limitedByContext: boolean;
+}
+
+export interface GenerateRequest {
+  readonly slot: number;
+  readonly conversationId: string;
+  readonly history: readonly Turn[];
+  readonly text: string;
+  readonly maxTokens: number;
+  readonly signal: AbortSignal;
+  /** Called for each piece of decoded text, in order. */
+  readonly onText: (text: string) => void;
+}
+
+export interface GenerateResult {
+  readonly text: string;
+  readonly stopReason: EngineStopReason;
+  readonly promptTokens: number;
+  readonly completionTokens: number;
+}
+
+/**
+ * A loaded model with a fixed number of slots (sequences of one context). Generations on
+ * different slots run together in one batch. The caller (the Scheduler) guarantees a slot
+ * is used by at most one generation at a time.
+ */
+export interface Engine {
+  readonly info: ModelInfo;
+  readonly slots: number;
+  /** Throws ContextOverflowError when the message alone cannot fit. */
+  planPrompt(history: readonly Turn[], text: string, maxTokens: number): PromptPlan;
+  generate(request: GenerateRequest): Promise<GenerateResult>;
+  dispose(): Promise<void>;
+}

@@ -1,0 +1,181 @@
+import {
+  LlamaChatSession,
+  type ChatHistoryItem,
+  type ChatWrapper,
+  type Llama,
+  type LlamaContext,
+  type LlamaContextSequence,
+  type LlamaModel,
+} from 'node-llama-cpp';
+import type { ModelInfo } from '../../shared/protocol.js';
+import { ContextOverflowError, EngineError } from '../ParleyError.js';
+import { EngineStopReason, type Engine, type GenerateRequest, type GenerateResult, type PromptPlan, type Turn } from './Engine.js';
+import { loadLlamaModel } from './loadLlamaModel.js';
+
+export interface LlamaEngineOptions {
+  readonly modelPath: string;
+  /** Shown to users; defaults to the GGUF's general.name. */
+  readonly displayName?: string;
+  readonly demo: boolean;
+  readonly threads: number;
+  readonly slots: number;
+  /** Per sequence. Capped at the model's training context. */
+  readonly contextSize: number;
+  readonly temperature: number;
+  readonly systemPrompt?: string;
+  readonly log?: (level: string, message: string) => void;
+}
+
+interface Slot {
+  readonly sequence: LlamaContextSequence;
+  /** The conversation whose tokens this sequence's KV cache holds, if any. */
+  conversationId: string | undefined;
+}
+
+/** The smallest reply room a message must leave; below it the message is refused. */
+const MIN_REPLY_TOKENS = 8;
+
+/**
+ * node-llama-cpp engine: one model, one context with `slots` sequences, a chat session per
+ * generation. A sequence is cleared before it serves a different conversation, so no KV
+ * state crosses conversations; the same conversation returning to its slot reuses its prefix.
+ */
+export class LlamaEngine implements Engine {
+  readonly info: ModelInfo;
+  readonly slots: number;
+  private readonly slotStates: Slot[];
+  private readonly initialHistory: ChatHistoryItem[];
+
+  private constructor(
+    private readonly llama: Llama,
+    private readonly model: LlamaModel,
+    private readonly context: LlamaContext,
+    private readonly chatWrapper: ChatWrapper,
+    private readonly options: LlamaEngineOptions,
+  ) {
+    this.slots = options.slots;
+    this.slotStates = Array.from({ length: options.slots }, () => ({ sequence: context.getSequence(), conversationId: undefined }));
+    this.initialHistory = chatWrapper.generateInitialChatHistory({ systemPrompt: options.systemPrompt ?? '' });
+    this.info = {
+      name: options.displayName ?? modelName(model, options.modelPath),
+      demo: options.demo,
+      contextSize: context.contextSize,
+    };
+  }
+
+  static async load(options: LlamaEngineOptions): Promise<LlamaEngine> {
+    const { llama, model } = await loadLlamaModel({ modelPath: options.modelPath, threads: options.threads, logger: options.log });
+    try {
+      const context = await model.createContext({
+        sequences: options.slots,
+        contextSize: Math.min(options.contextSize, model.trainContextSize),
+        threads: options.threads,
+      });
+      // Resolve the chat wrapper once (from the GGUF's template) through a throwaway session.
+      const probe = new LlamaChatSession({ contextSequence: context.getSequence(), autoDisposeSequence: true });
+      const chatWrapper = probe.chatWrapper;
+      probe.dispose({ disposeSequence: true });
+      return new LlamaEngine(llama, model, context, chatWrapper, options);
+    } catch (error) {
+      await model.dispose();
+      throw error;
+    }
+  }
+
+  get chatWrapperName(): string {
+    return this.chatWrapper.wrapperName;
+  }
+
+  planPrompt(history: readonly Turn[], text: string, maxTokens: number): PromptPlan {
+    const contextSize = this.context.contextSize;
+    const alone = this.countPromptTokens([], text);
+    if (alone + MIN_REPLY_TOKENS > contextSize) {
+      throw new ContextOverflowError(
+        `This message is about ${alone} tokens; the model's context holds ${contextSize} tokens including the reply. Shorten it.`,
+      );
+    }
+    // Drop the oldest turns (a user turn and its reply at a time) until the prompt leaves room
+    // for the full reply, or at least a quarter of the context.
+    const reserve = Math.min(maxTokens, Math.floor(contextSize / 4));
+    let firstTurn = 0;
+    let promptTokens = this.countPromptTokens(history, text);
+    while (promptTokens + reserve > contextSize && firstTurn < history.length) {
+      firstTurn = Math.min(history.length, firstTurn + 2);
+      promptTokens = this.countPromptTokens(history.slice(firstTurn), text);
+    }
+    const room = contextSize - promptTokens;
+    return { firstTurn, promptTokens, maxTokens: Math.min(maxTokens, room), limitedByContext: room < maxTokens };
+  }
+
+  async generate(request: GenerateRequest): Promise<GenerateResult> {
+    const slot = this.slotStates[request.slot];
+    if (!slot) throw new RangeError(`no slot ${request.slot}`);
+    let session: LlamaChatSession | undefined;
+    try {
+      if (slot.conversationId !== request.conversationId) {
+        slot.conversationId = undefined;
+        await slot.sequence.clearHistory();
+      }
+      slot.conversationId = request.conversationId;
+      session = new LlamaChatSession({ contextSequence: slot.sequence, chatWrapper: this.chatWrapper, autoDisposeSequence: false });
+      session.setChatHistory(this.toChatHistory(request.history));
+      let completionTokens = 0;
+      const result = await session.promptWithMeta(request.text, {
+        signal: request.signal,
+        stopOnAbortSignal: true,
+        maxTokens: request.maxTokens,
+        temperature: this.options.temperature,
+        trimWhitespaceSuffix: false,
+        onToken: (tokens) => {
+          completionTokens += tokens.length;
+        },
+        onTextChunk: (text) => {
+          if (text.length > 0) request.onText(text);
+        },
+      });
+      const stopReason = request.signal.aborted
+        ? EngineStopReason.aborted
+        : result.stopReason === 'maxTokens'
+          ? EngineStopReason.maxTokens
+          : EngineStopReason.endOfText;
+      return {
+        text: result.responseText,
+        stopReason,
+        promptTokens: Math.max(0, slot.sequence.nextTokenIndex - completionTokens),
+        completionTokens,
+      };
+    } catch (error) {
+      // The sequence may hold a half-evaluated state: forget it so the next user starts clean.
+      slot.conversationId = undefined;
+      await slot.sequence.clearHistory().catch(() => undefined);
+      throw new EngineError(error);
+    } finally {
+      session?.dispose({ disposeSequence: false });
+    }
+  }
+
+  async dispose(): Promise<void> {
+    await this.context.dispose();
+    await this.model.dispose();
+    void this.llama;
+  }
+
+  private countPromptTokens(history: readonly Turn[], text: string): number {
+    const chatHistory: ChatHistoryItem[] = [...this.toChatHistory(history), { type: 'user', text }, { type: 'model', response: [] }];
+    const { contextText } = this.chatWrapper.generateContextState({ chatHistory });
+    return contextText.tokenize(this.model.tokenizer).length;
+  }
+
+  private toChatHistory(history: readonly Turn[]): ChatHistoryItem[] {
+    return [
+      ...this.initialHistory,
+      ...history.map((turn): ChatHistoryItem => (turn.role === 'user' ? { type: 'user', text: turn.text } : { type: 'model', response: [turn.text] })),
+    ];
+  }
+}
+
+function modelName(model: LlamaModel, path: string): string {
+  const name = model.fileInfo.metadata.general?.name;
+  if (typeof name === 'string' && name.trim()) return name.trim();
+  return path.split(/[\\/]/).pop() ?? path;
+}

@@ -1,0 +1,82 @@
+import { fileURLToPath } from 'node:url';
+import type { Logger } from 'pino';
+import { ensureModel } from '../models/ensureModel.js';
+import { createTokenService } from './auth/createTokenService.js';
+import { loadOrCreateInvite, type Invite } from './auth/loadOrCreateInvite.js';
+import { loadOrCreateSigningKey } from './auth/loadOrCreateSigningKey.js';
+import type { Config } from './config.js';
+import { createServer, type ParleyServer } from './createServer.js';
+import { LlamaEngine } from './engine/LlamaEngine.js';
+import { loadStaticFiles } from './http/loadStaticFiles.js';
+import { selectTransport } from './transport/selectTransport.js';
+
+export const CLIENT_DIST = fileURLToPath(new URL('../client/dist', import.meta.url));
+
+export interface StartedServer {
+  readonly server: ParleyServer;
+  readonly engine: LlamaEngine;
+  readonly port: number;
+  readonly invite: Invite;
+  readonly transport: string;
+  /** Stops the server, then disposes the model. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Wires a real Parley from a validated config: model (the demo model when none is given),
+ * keys, invite, transport and HTTP assets. Used by main and by the integration tests alike.
+ */
+export async function startServer(config: Config, options: { logger: Logger; engine?: LlamaEngine; clientDist?: string }): Promise<StartedServer> {
+  const { logger } = options;
+  const selected = selectTransport(config.transport);
+  logger.info({ transport: selected.name, reason: selected.reason }, `transport: ${selected.name}`);
+
+  let engine = options.engine;
+  const ownsEngine = engine === undefined;
+  if (!engine) {
+    let modelPath = config.model;
+    let demo = false;
+    if (modelPath === undefined) {
+      const built = await ensureModel("demo", { logger: (message: string) => logger.info(message) });
+      modelPath = built.path;
+      demo = true;
+    }
+    const started = Date.now();
+    engine = await LlamaEngine.load({
+      modelPath,
+      demo,
+      threads: config.threads,
+      slots: config.slots,
+      contextSize: config.contextSize,
+      temperature: config.temperature,
+      systemPrompt: config.systemPrompt,
+      log: (level, message) => logger.debug({ llama: level }, message),
+    });
+    logger.info(
+      { model: engine.info.name, demo, path: modelPath, threads: config.threads, slots: config.slots, contextSize: engine.info.contextSize, chatWrapper: engine.chatWrapperName, ms: Date.now() - started },
+      demo ? "model loaded: Parley's demo model (a bigram toy that strings words together; it is not an assistant)" : 'model loaded',
+    );
+  }
+
+  const key = await loadOrCreateSigningKey(config.dataDir);
+  const invite = await loadOrCreateInvite(config.dataDir, config.invite);
+  const tokens = createTokenService({ key, ttlSeconds: config.tokenTtlSeconds });
+  const staticFiles = await loadStaticFiles(options.clientDist ?? CLIENT_DIST);
+  if (staticFiles.size === 0) logger.warn('web client not built: run `npm run build:client`');
+
+  const server = createServer(config, { logger, engine, tokens, invite, transport: selected.factory, staticFiles });
+  const { port } = await server.listen();
+  logger.info({ host: config.host, port, transport: server.transport }, `listening on ${config.host}:${port}`);
+  const owned = engine;
+  return {
+    server,
+    engine: owned,
+    port,
+    invite,
+    transport: server.transport,
+    async stop() {
+      await server.close();
+      if (ownsEngine) await owned.dispose();
+    },
+  };
+}

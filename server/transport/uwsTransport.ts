@@ -1,0 +1,215 @@
+import type { HttpResponse as UwsHttpResponse, WebSocket as UwsWebSocket, us_listen_socket } from '@trufflesuite/uws-js-unofficial';
+import type { Principal } from '../auth/Principal.js';
+import { SendStatus, TransportName, type Connection } from './Connection.js';
+import type { HttpResponse, Transport, TransportOptions } from './Transport.js';
+import { httpStatusLine } from './httpStatusLine.js';
+import { payloadTooLarge } from './payloadTooLarge.js';
+import type { UwsModule } from './loadUws.js';
+
+interface SocketData {
+  connection?: UwsConnection;
+  principal: Principal;
+  remoteAddress: string;
+}
+
+const decoder = new TextDecoder('utf-8');
+
+class UwsConnection implements Connection {
+  readonly transport = TransportName.uws;
+  isOpen = true;
+
+  constructor(
+    readonly id: string,
+    private readonly socket: UwsWebSocket<SocketData>,
+    readonly principal: Principal,
+    readonly remoteAddress: string,
+  ) {}
+
+  send(text: string): SendStatus {
+    if (!this.isOpen) return SendStatus.closed;
+    // 0 = queued under backpressure, 1 = written, 2 = dropped (maxBackpressure exceeded).
+    // The outbox keeps buffered bytes far below maxBackpressure, so 2 means the peer is gone.
+    const result = this.socket.send(text, false, false);
+    if (result === 1) return SendStatus.sent;
+    if (result === 0) return SendStatus.backpressure;
+    this.close(1008, 'send buffer overflow');
+    return SendStatus.closed;
+  }
+
+  bufferedAmount(): number {
+    return this.isOpen ? this.socket.getBufferedAmount() : 0;
+  }
+
+  close(code: number, reason: string): void {
+    if (!this.isOpen) return;
+    this.isOpen = false;
+    this.socket.end(code, reason);
+  }
+}
+
+/** HTTP and WebSocket on native uWebSockets.js. */
+export function uwsTransport(uws: UwsModule) {
+  return (options: TransportOptions): Transport => {
+    const { limits } = options;
+    const open = new Set<UwsConnection>();
+    let listenSocket: us_listen_socket | undefined;
+    let nextId = 0;
+
+    const app = uws.App();
+
+    app.ws<SocketData>(options.wsPath, {
+      compression: uws.DISABLED,
+      maxPayloadLength: limits.maxFrameBytes,
+      idleTimeout: limits.idleTimeoutSeconds,
+      sendPingsAutomatically: true,
+      // Above the outbox's high-water mark with room for one frame; reaching it means a dead peer.
+      maxBackpressure: Math.max(limits.highWaterBytes * 4, limits.maxFrameBytes * 2, 1 << 20),
+      closeOnBackpressureLimit: 0,
+
+      upgrade: (res, req, context) => {
+        // uWS invalidates `req` after this synchronous section: copy everything now.
+        const headers = readHeaders(req);
+        const path = req.getUrl();
+        const remoteAddress = decoder.decode(res.getRemoteAddressAsText());
+        const key = headers['sec-websocket-key'] ?? '';
+        const extensions = headers['sec-websocket-extensions'] ?? '';
+        let aborted = false;
+        res.onAborted(() => {
+          aborted = true;
+        });
+        options
+          .upgrade({ path, headers, remoteAddress })
+          .then((decision) => {
+            if (aborted) return;
+            res.cork(() => {
+              if (decision.accept) {
+                res.upgrade<SocketData>({ principal: decision.principal, remoteAddress }, key, decision.protocol, extensions, context);
+              } else {
+                writeResponse(res, decision.response);
+              }
+            });
+          })
+          .catch((error: unknown) => {
+            options.onError(error, 'upgrade');
+            if (!aborted) res.cork(() => writeResponse(res, { status: 500, headers: {}, body: '' }));
+          });
+      },
+
+      open: (ws) => {
+        const data = ws.getUserData();
+        const connection = new UwsConnection(`u${++nextId}`, ws, data.principal, data.remoteAddress);
+        data.connection = connection;
+        open.add(connection);
+        options.socket.open(connection);
+      },
+
+      message: (ws, message, isBinary) => {
+        const connection = ws.getUserData().connection;
+        if (!connection) return;
+        // `message` is only valid during this call: decode before anything async.
+        options.socket.message(connection, isBinary ? null : decoder.decode(message));
+      },
+
+      drain: (ws) => {
+        const connection = ws.getUserData().connection;
+        if (connection && connection.bufferedAmount() < limits.highWaterBytes) options.socket.drain(connection);
+      },
+
+      close: (ws, code) => {
+        const connection = ws.getUserData().connection;
+        if (!connection) return;
+        connection.isOpen = false;
+        open.delete(connection);
+        options.socket.close(connection, code);
+      },
+    });
+
+    app.any('/*', (res, req) => {
+      const method = req.getMethod().toUpperCase();
+      const path = req.getUrl();
+      const query = req.getQuery() ?? '';
+      const headers = readHeaders(req);
+      const remoteAddress = decoder.decode(res.getRemoteAddressAsText());
+      let aborted = false;
+      res.onAborted(() => {
+        aborted = true;
+      });
+
+      const chunks: Buffer[] = [];
+      let size = 0;
+      let tooLarge = false;
+      const finish = (body: Buffer) => {
+        options
+          .http({ method, path, query, headers, remoteAddress, body })
+          .then((response) => {
+            if (!aborted) res.cork(() => writeResponse(res, response));
+          })
+          .catch((error: unknown) => {
+            options.onError(error, 'http');
+            if (!aborted) res.cork(() => writeResponse(res, { status: 500, headers: {}, body: '' }));
+          });
+      };
+
+      if (method === 'GET' || method === 'HEAD') {
+        finish(Buffer.alloc(0));
+        return;
+      }
+      res.onData((chunk, isLast) => {
+        if (tooLarge) return;
+        size += chunk.byteLength;
+        if (size > limits.maxHttpBodyBytes) {
+          tooLarge = true;
+          if (!aborted) {
+            aborted = true;
+            res.cork(() => writeResponse(res, payloadTooLarge(), true));
+          }
+          return;
+        }
+        // The chunk's memory is reused by uWS after this callback: copy it.
+        chunks.push(Buffer.from(chunk.slice(0)));
+        if (isLast) finish(Buffer.concat(chunks, size));
+      });
+    });
+
+    return {
+      name: TransportName.uws,
+      listen(host, port) {
+        return new Promise((resolve, reject) => {
+          app.listen(host, port, (socket) => {
+            if (!socket) {
+              reject(new Error(`uWS could not listen on ${host}:${port}`));
+              return;
+            }
+            listenSocket = socket;
+            resolve({ port: uws.us_socket_local_port(socket) });
+          });
+        });
+      },
+      async close(code, reason) {
+        if (listenSocket) {
+          uws.us_listen_socket_close(listenSocket);
+          listenSocket = undefined;
+        }
+        for (const connection of [...open]) connection.close(code, reason);
+        // uWS.App has no close() in v20.30; closing the listen socket and every WebSocket
+        // lets the loop exit. Keep-alive HTTP sockets time out on their own (10 s).
+        await new Promise((resolve) => setImmediate(resolve));
+      },
+    };
+  };
+}
+
+function readHeaders(req: { forEach(cb: (key: string, value: string) => void): void }): Record<string, string> {
+  const headers: Record<string, string> = Object.create(null) as Record<string, string>;
+  req.forEach((key, value) => {
+    headers[key] = key in headers ? `${headers[key]}, ${value}` : value;
+  });
+  return headers;
+}
+
+function writeResponse(res: UwsHttpResponse, response: HttpResponse, closeConnection = false): void {
+  res.writeStatus(httpStatusLine(response.status));
+  for (const [name, value] of Object.entries(response.headers)) res.writeHeader(name, value);
+  res.end(response.body, closeConnection);
+}
+

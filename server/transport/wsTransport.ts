@@ -1,0 +1,241 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type WebSocket } from 'ws';
+import type { Principal } from '../auth/Principal.js';
+import { SendStatus, TransportName, type Connection } from './Connection.js';
+import type { HttpResponse, Transport, TransportOptions } from './Transport.js';
+import { httpStatusLine } from './httpStatusLine.js';
+import { payloadTooLarge } from './payloadTooLarge.js';
+
+class WsConnection implements Connection {
+  readonly transport = TransportName.ws;
+  isOpen = true;
+  /** Bytes passed to ws.send whose write callback has not fired yet. */
+  private pending = 0;
+  private overHighWater = false;
+
+  constructor(
+    readonly id: string,
+    readonly socket: WebSocket,
+    readonly principal: Principal,
+    readonly remoteAddress: string,
+    private readonly highWaterBytes: number,
+    private readonly onDrain: () => void,
+  ) {}
+
+  send(text: string): SendStatus {
+    if (!this.isOpen) return SendStatus.closed;
+    const bytes = Buffer.byteLength(text);
+    this.pending += bytes;
+    this.socket.send(text, { binary: false, compress: false }, () => {
+      this.pending -= bytes;
+      if (this.overHighWater && this.pending < this.highWaterBytes) {
+        this.overHighWater = false;
+        if (this.isOpen) this.onDrain();
+      }
+    });
+    if (this.pending >= this.highWaterBytes) {
+      this.overHighWater = true;
+      return SendStatus.backpressure;
+    }
+    return SendStatus.sent;
+  }
+
+  bufferedAmount(): number {
+    return this.isOpen ? this.pending : 0;
+  }
+
+  close(code: number, reason: string): void {
+    if (!this.isOpen) return;
+    this.isOpen = false;
+    this.socket.close(code, reason);
+  }
+}
+
+/** HTTP on node:http and WebSocket on `ws`: the fallback when native uWS is unavailable. */
+export function wsTransport() {
+  return (options: TransportOptions): Transport => {
+    const { limits } = options;
+    let nextId = 0;
+    const open = new Set<WsConnection>();
+    const alive = new WeakMap<WebSocket, boolean>();
+
+    const wss = new WebSocketServer({
+      noServer: true,
+      maxPayload: limits.maxFrameBytes,
+      perMessageDeflate: false,
+      clientTracking: false,
+      // The protocol was already checked in the upgrade handler; echo only parley.v1, never a token.
+      handleProtocols: (protocols) => (protocols.has('parley.v1') ? 'parley.v1' : false),
+    });
+
+    const server: Server = createServer({ maxHeaderSize: 16 * 1024 }, (req, res) => {
+      readBody(req, limits.maxHttpBodyBytes)
+        .then(async (body) => {
+          if (body === undefined) return writeResponse(res, payloadTooLarge(), true);
+          const url = new URL(req.url ?? '/', 'http://x');
+          const response = await options.http({
+            method: (req.method ?? 'GET').toUpperCase(),
+            path: url.pathname,
+            query: url.search.slice(1),
+            headers: flattenHeaders(req),
+            remoteAddress: req.socket.remoteAddress ?? '',
+            body,
+          });
+          writeResponse(res, response);
+        })
+        .catch((error: unknown) => {
+          options.onError(error, 'http');
+          if (!res.headersSent) writeResponse(res, { status: 500, headers: {}, body: '' });
+        });
+    });
+    server.on('clientError', (_error, socket) => {
+      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+      else socket.destroy();
+    });
+
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      socket.on('error', () => socket.destroy());
+      const url = new URL(req.url ?? '/', 'http://x');
+      if (url.pathname !== options.wsPath) {
+        rejectUpgrade(socket, { status: 404, headers: {}, body: '' });
+        return;
+      }
+      const remoteAddress = req.socket.remoteAddress ?? '';
+      options
+        .upgrade({ path: url.pathname, headers: flattenHeaders(req), remoteAddress })
+        .then((decision) => {
+          if (socket.destroyed) return;
+          if (!decision.accept) {
+            rejectUpgrade(socket, decision.response);
+            return;
+          }
+          wss.handleUpgrade(req, socket, head, (ws) => {
+            const connection: WsConnection = new WsConnection(
+              `w${++nextId}`,
+              ws,
+              decision.principal,
+              remoteAddress,
+              limits.highWaterBytes,
+              () => options.socket.drain(connection),
+            );
+            open.add(connection);
+            alive.set(ws, true);
+            ws.on('pong', () => alive.set(ws, true));
+            ws.on('message', (data, isBinary) => {
+              alive.set(ws, true);
+              options.socket.message(connection, isBinary ? null : rawToString(data));
+            });
+            ws.on('error', () => {
+              // `ws` emits 'error' (e.g. 1009 too big, invalid UTF-8) and then closes; 'close' does the cleanup.
+            });
+            ws.on('close', (code) => {
+              connection.isOpen = false;
+              open.delete(connection);
+              options.socket.close(connection, code);
+            });
+            options.socket.open(connection);
+          });
+        })
+        .catch((error: unknown) => {
+          options.onError(error, 'upgrade');
+          rejectUpgrade(socket, { status: 500, headers: {}, body: '' });
+        });
+    });
+
+    // Same contract as uWS idleTimeout: a socket silent for a whole period, and deaf to the
+    // ping sent halfway through it, is terminated.
+    const heartbeat = setInterval(
+      () => {
+        for (const connection of open) {
+          const ws = connection.socket;
+          if (!alive.get(ws)) {
+            ws.terminate();
+            continue;
+          }
+          alive.set(ws, false);
+          ws.ping();
+        }
+      },
+      (limits.idleTimeoutSeconds * 1000) / 2,
+    );
+    heartbeat.unref();
+
+    return {
+      name: TransportName.ws,
+      listen(host, port) {
+        return new Promise((resolve, reject) => {
+          server.once('error', reject);
+          server.listen(port, host, () => {
+            server.off('error', reject);
+            const address = server.address();
+            resolve({ port: typeof address === 'object' && address ? address.port : port });
+          });
+        });
+      },
+      async close(code, reason) {
+        clearInterval(heartbeat);
+        for (const connection of [...open]) connection.close(code, reason);
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeIdleConnections();
+        });
+      },
+    };
+  };
+}
+
+function flattenHeaders(req: IncomingMessage): Record<string, string> {
+  const headers: Record<string, string> = Object.create(null) as Record<string, string>;
+  for (const [key, value] of Object.entries(req.headers)) {
+    if (value === undefined) continue;
+    headers[key] = Array.isArray(value) ? value.join(', ') : value;
+  }
+  return headers;
+}
+
+function rawToString(data: WebSocket.RawData): string {
+  if (Array.isArray(data)) return Buffer.concat(data).toString('utf8');
+  if (data instanceof ArrayBuffer) return Buffer.from(data).toString('utf8');
+  return data.toString('utf8');
+}
+
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let done = false;
+    req.on('data', (chunk: Buffer) => {
+      if (done) return;
+      size += chunk.length;
+      if (size > limit) {
+        done = true;
+        resolve(undefined);
+        req.resume();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => {
+      if (!done) resolve(Buffer.concat(chunks, size));
+    });
+    req.on('error', reject);
+  });
+}
+
+function writeResponse(res: ServerResponse, response: HttpResponse, closeConnection = false): void {
+  const body = typeof response.body === 'string' ? Buffer.from(response.body) : response.body;
+  res.statusCode = response.status;
+  for (const [name, value] of Object.entries(response.headers)) res.setHeader(name, value);
+  res.setHeader('content-length', body.length);
+  if (closeConnection) res.setHeader('connection', 'close');
+  res.end(body);
+}
+
+function rejectUpgrade(socket: Duplex, response: HttpResponse): void {
+  const body = typeof response.body === 'string' ? Buffer.from(response.body) : response.body;
+  const lines = [`HTTP/1.1 ${httpStatusLine(response.status)}`, 'Connection: close', `Content-Length: ${body.length}`];
+  for (const [name, value] of Object.entries(response.headers)) lines.push(`${name}: ${value}`);
+  socket.end(Buffer.concat([Buffer.from(`${lines.join('\r\n')}\r\n\r\n`), body]));
+}
+

@@ -1,0 +1,57 @@
+/**
+ * Stable error codes carried in `error` frames and HTTP error bodies.
+ * A code never changes meaning once shipped; clients switch on it.
+ */
+export const ErrorCode = {
+  /** The frame was not valid JSON. */
+  badJson: 'bad_json',
+  /** The frame was JSON but did not match any client frame schema. */
+  badFrame: 'bad_frame',
+  /** Binary frames are not part of the protocol. */
+  binaryFrame: 'binary_frame',
+  /** A `send` reused the id of a request that is still running on this connection. */
+  duplicateId: 'duplicate_id',
+  /** A `cancel` named an id that is not running on this connection. */
+  unknownRequest: 'unknown_request',
+  /** The conversation does not exist, or belongs to someone else (indistinguishable by design). */
+  conversationNotFound: 'conversation_not_found',
+  /** The conversation already has a reply in progress. */
+  conversationBusy: 'conversation_busy',
+  /** The wait queue (overall or for this user) is full. */
+  queueFull: 'queue_full',
+  /** The message text is longer than the character limit. */
+  messageTooLong: 'message_too_long',
+  /** The message alone does not fit in the model's context window. */
+  contextOverflow: 'context_overflow',
+  /** The engine failed while generating this reply. */
+  engineError: 'engine_error',
+  /** The server is shutting down and accepts no new work. */
+  shuttingDown: 'shutting_down',
+  /** Too many requests; `retryAfterMs` says when to try again. */
+  rateLimited: 'rate_limited',
+  /** HTTP: missing, invalid or expired credentials. */
+  unauthorized: 'unauthorized',
+  /** HTTP: request body failed validation. */
+  badRequest: 'bad_request',
+  /** HTTP: no such route. */
+  notFound: 'not_found',
+  /** HTTP: request body too large. */
+  payloadTooLarge: 'payload_too_large',
+  /** Anything unexpected. The message never carries internals. */
+  internal: 'internal',
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** WebSocket close codes Parley uses. 4xxx codes are Parley's own (RFC 6455 private range). */
+export const CloseCode = {
+  normal: 1000,
+  goingAway: 1001,
+  policyViolation: 1008,
+  messageTooBig: 1009,
+  internalError: 1011,
+  /** The access token expired and was not refreshed in-band. */
+  tokenExpired: 4401,
+  /** A sustained flood of frames. */
+  flood: 4429,
+} as const;
+export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];

@@ -1,0 +1,166 @@
+/**
+ * The Parley wire protocol, v1 (`parley.v1`). Frames are JSON text.
+ * Every schema here is strict: unknown keys are rejected, so `__proto__` or `constructor`
+ * keys can never ride along into server objects. Documented in docs/protocol.md.
+ */
+import * as z from 'zod/mini';
+import { ProtocolLimits } from './limits.js';
+
+const requestId = z.string().check(
+  z.minLength(1),
+  z.maxLength(ProtocolLimits.maxIdLength),
+  z.regex(/^[A-Za-z0-9_-]+$/, 'id must be 1-64 characters of A-Z a-z 0-9 _ -'),
+);
+const conversationId = z.string().check(
+  z.minLength(1),
+  z.maxLength(ProtocolLimits.maxConversationIdLength),
+  z.regex(/^[A-Za-z0-9_-]+$/, 'conversationId must be 1-64 characters of A-Z a-z 0-9 _ -'),
+);
+const nonNegativeInt = z.int().check(z.gte(0));
+
+// ---- client -> server -------------------------------------------------------
+
+export const SendFrame = z.strictObject({
+  type: z.literal('send'),
+  id: requestId,
+  text: z.string().check(z.minLength(1), z.maxLength(ProtocolLimits.maxTextCharsCeiling)),
+  conversationId: z.optional(conversationId),
+});
+export type SendFrame = z.infer<typeof SendFrame>;
+
+export const CancelFrame = z.strictObject({
+  type: z.literal('cancel'),
+  id: requestId,
+});
+export type CancelFrame = z.infer<typeof CancelFrame>;
+
+export const ClientFrame = z.discriminatedUnion('type', [SendFrame, CancelFrame]);
+export type ClientFrame = z.infer<typeof ClientFrame>;
+export const CLIENT_FRAME_TYPES = ['send', 'cancel'] as const;
+
+// ---- server -> client -------------------------------------------------------
+
+export const ModelInfo = z.strictObject({
+  name: z.string(),
+  /** True when this is Parley's generated demo model: a bigram toy, not an assistant. */
+  demo: z.boolean(),
+  contextSize: nonNegativeInt,
+});
+export type ModelInfo = z.infer<typeof ModelInfo>;
+
+export const LimitsInfo = z.strictObject({
+  maxTextChars: nonNegativeInt,
+  maxTokens: nonNegativeInt,
+  maxFrameBytes: nonNegativeInt,
+  slots: nonNegativeInt,
+  maxQueue: nonNegativeInt,
+});
+export type LimitsInfo = z.infer<typeof LimitsInfo>;
+
+export const ReadyFrame = z.strictObject({
+  type: z.literal('ready'),
+  protocol: z.literal('parley.v1'),
+  user: z.strictObject({ id: z.string(), name: z.string() }),
+  model: ModelInfo,
+  limits: LimitsInfo,
+  transport: z.string(),
+});
+export type ReadyFrame = z.infer<typeof ReadyFrame>;
+
+export const AcceptedFrame = z.strictObject({
+  type: z.literal('accepted'),
+  id: requestId,
+  conversationId,
+});
+export type AcceptedFrame = z.infer<typeof AcceptedFrame>;
+
+export const QueuedFrame = z.strictObject({
+  type: z.literal('queued'),
+  id: requestId,
+  /** 1-based: 1 means next in line. */
+  position: z.int().check(z.gte(1)),
+});
+export type QueuedFrame = z.infer<typeof QueuedFrame>;
+
+export const DeltaFrame = z.strictObject({
+  type: z.literal('delta'),
+  id: requestId,
+  /** Starts at 0 for each request and increases by exactly 1. */
+  seq: nonNegativeInt,
+  text: z.string(),
+});
+export type DeltaFrame = z.infer<typeof DeltaFrame>;
+
+export const StopReason = {
+  /** The model ended its reply. */
+  endOfText: 'eos',
+  /** The reply reached the token cap. */
+  maxTokens: 'max_tokens',
+  /** The reply reached the wall-clock cap. */
+  timeLimit: 'time_limit',
+  /** The reply filled the context window. */
+  contextFull: 'context_full',
+} as const;
+export type StopReason = (typeof StopReason)[keyof typeof StopReason];
+
+export const DoneFrame = z.strictObject({
+  type: z.literal('done'),
+  id: requestId,
+  stopReason: z.enum([StopReason.endOfText, StopReason.maxTokens, StopReason.timeLimit, StopReason.contextFull]),
+  usage: z.strictObject({ promptTokens: nonNegativeInt, completionTokens: nonNegativeInt }),
+  timing: z.strictObject({
+    /** Milliseconds from leaving the queue to the first delta. */
+    firstTokenMs: z.number().check(z.gte(0)),
+    /** Completion tokens per second after the first token. */
+    tokensPerSecond: z.number().check(z.gte(0)),
+  }),
+});
+export type DoneFrame = z.infer<typeof DoneFrame>;
+
+export const CancelledFrame = z.strictObject({
+  type: z.literal('cancelled'),
+  id: requestId,
+});
+export type CancelledFrame = z.infer<typeof CancelledFrame>;
+
+export const ErrorFrame = z.strictObject({
+  type: z.literal('error'),
+  /** Present when the error is the terminal frame of that request. */
+  id: z.optional(requestId),
+  code: z.string(),
+  message: z.string(),
+  retryAfterMs: z.optional(nonNegativeInt),
+});
+export type ErrorFrame = z.infer<typeof ErrorFrame>;
+
+export const ServerFrame = z.discriminatedUnion('type', [
+  ReadyFrame,
+  AcceptedFrame,
+  QueuedFrame,
+  DeltaFrame,
+  DoneFrame,
+  CancelledFrame,
+  ErrorFrame,
+]);
+export type ServerFrame = z.infer<typeof ServerFrame>;
+
+/** Frames that end a request: exactly one per accepted id. */
+export type TerminalFrame = DoneFrame | CancelledFrame | (ErrorFrame & { id: string });
+export function isTerminalFrame(frame: ServerFrame): frame is TerminalFrame {
+  return frame.type === 'done' || frame.type === 'cancelled' || (frame.type === 'error' && frame.id !== undefined);
+}
+
+// ---- HTTP -------------------------------------------------------------------
+
+export const TokenRequest = z.strictObject({
+  invite: z.string().check(z.minLength(1), z.maxLength(256)),
+  name: z.string().check(z.minLength(1), z.maxLength(64)),
+});
+export type TokenRequest = z.infer<typeof TokenRequest>;
+
+export const TokenResponse = z.strictObject({
+  token: z.string(),
+  /** Epoch milliseconds. */
+  expiresAt: nonNegativeInt,
+});
+export type TokenResponse = z.infer<typeof TokenResponse>;

@@ -1,0 +1,76 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ensureModel } from '../../models/ensureModel.js';
+import { loadConfig, type ConfigInput } from '../../server/config.js';
+import { LlamaEngine } from '../../server/engine/LlamaEngine.js';
+import { createLogger } from '../../server/logging/createLogger.js';
+import { startServer, type StartedServer } from '../../server/startServer.js';
+import { LogSink } from './LogSink.js';
+import { TestClient } from './TestClient.js';
+
+export const TRANSPORTS = ['uws', 'ws'] as const;
+export const TEST_INVITE = 'test-invite-code-1234';
+
+/** Loads the tiny model once per test file; greedy decoding makes its replies deterministic. */
+export async function loadTinyEngine(options: { slots?: number; contextSize?: number } = {}): Promise<LlamaEngine> {
+  const tiny = await ensureModel('tiny');
+  return LlamaEngine.load({
+    modelPath: tiny.path,
+    demo: false,
+    threads: 1,
+    slots: options.slots ?? 4,
+    contextSize: options.contextSize ?? 1024,
+    temperature: 0,
+  });
+}
+
+export interface TestServer {
+  readonly started: StartedServer;
+  readonly baseUrl: string;
+  readonly wsUrl: string;
+  readonly logs: LogSink;
+  readonly dataDir: string;
+  token(name?: string): Promise<string>;
+  client(name?: string): Promise<TestClient>;
+  stop(): Promise<void>;
+}
+
+/** A real Parley on 127.0.0.1, port 0, with the given transport and a fresh data dir. */
+export async function startTestServer(transport: string, engine: LlamaEngine, overrides: ConfigInput = {}): Promise<TestServer> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'parley-test-'));
+  const config = loadConfig({ host: '127.0.0.1', port: 0, transport, dataDir, invite: TEST_INVITE, maxTokens: 64, qr: false, ...overrides });
+  const logs = new LogSink();
+  const logger = createLogger({ level: 'debug', destination: logs });
+  const started = await startServer(config, { logger, engine });
+  const baseUrl = `http://127.0.0.1:${started.port}`;
+  const clients: TestClient[] = [];
+  const token = async (name = 'tester') => {
+    const response = await fetch(`${baseUrl}/api/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ invite: TEST_INVITE, name }),
+    });
+    if (response.status !== 200) throw new Error(`token request failed: ${response.status}`);
+    return ((await response.json()) as { token: string }).token;
+  };
+  return {
+    started,
+    baseUrl,
+    wsUrl: `ws://127.0.0.1:${started.port}/ws`,
+    logs,
+    dataDir,
+    token,
+    async client(name) {
+      const client = await TestClient.connect(`ws://127.0.0.1:${started.port}/ws`, await token(name));
+      clients.push(client);
+      await client.waitForType('ready');
+      return client;
+    },
+    async stop() {
+      for (const client of clients) client.drop();
+      await started.stop();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
