@@ -8,7 +8,7 @@ z.config(z.locales.en());
 export const TransportChoice = { auto: 'auto', uws: 'uws', ws: 'ws' } as const;
 export type TransportChoice = (typeof TransportChoice)[keyof typeof TransportChoice];
 
-const cores = Math.max(1, availableParallelism());
+const cores = Math.min(256, Math.max(1, availableParallelism()));
 
 /**
  * Defaults, chosen for a small LAN box. Threads come from the machine's cores, never from
@@ -110,6 +110,10 @@ const numericKeys = new Set(
 function coerce(key: string, value: unknown): unknown {
   if (typeof value !== 'string') return value;
   if (numericKeys.has(key) && value.trim() !== '' && Number.isFinite(Number(value))) return Number(value);
-  if (key === 'qr') return !['0', 'false', 'no', 'off'].includes(value.toLowerCase());
+  if (key === 'qr') {
+    const flag = value.trim().toLowerCase();
+    if (['1', 'true', 'yes', 'on'].includes(flag)) return true;
+    if (['0', 'false', 'no', 'off'].includes(flag)) return false;
+  }
   return value;
 }

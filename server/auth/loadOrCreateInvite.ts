@@ -1,6 +1,7 @@
 import { randomBytes, timingSafeEqual, createHash } from 'node:crypto';
-import { mkdir, readFile, writeFile, rename } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { createFileOnce } from './createFileOnce.js';
 
 export const INVITE_FILE = 'invite.txt';
 
@@ -25,10 +26,9 @@ export async function loadOrCreateInvite(dataDir: string, pinned?: string): Prom
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
     }
     if (!code) {
-      code = randomBytes(16).toString('base64url');
-      const temp = `${file}.${process.pid}.tmp`;
-      await writeFile(temp, `${code}\n`, { mode: 0o600 });
-      await rename(temp, file);
+      // If another process created the invite meanwhile, its code wins.
+      await createFileOnce(file, `${randomBytes(16).toString('base64url')}\n`);
+      code = (await readFile(file, 'utf8')).trim();
     }
   }
   const expected = digest(code);

@@ -1,6 +1,7 @@
-import { mkdir, readFile, stat, writeFile, rename } from 'node:fs/promises';
+import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { exportJWK, generateKeyPair, importJWK, type CryptoKey, type JWK } from 'jose';
+import { createFileOnce } from './createFileOnce.js';
 
 export interface SigningKey {
   readonly privateKey: CryptoKey;
@@ -19,25 +20,30 @@ export const SIGNING_KEY_FILE = 'signing-key.jwk.json';
 export async function loadOrCreateSigningKey(dataDir: string): Promise<SigningKey> {
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   const file = join(dataDir, SIGNING_KEY_FILE);
-  let jwk: JWK;
-  try {
-    const info = await stat(file);
-    if (process.platform !== 'win32' && (info.mode & 0o077) !== 0) {
-      throw new Error(`${file} is readable by other users (mode ${(info.mode & 0o777).toString(8)}); run: chmod 600 ${file}`);
-    }
-    jwk = JSON.parse(await readFile(file, 'utf8')) as JWK;
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  if (!(await exists(file))) {
     const pair = await generateKeyPair('EdDSA', { crv: 'Ed25519', extractable: true });
-    jwk = await exportJWK(pair.privateKey);
-    const temp = `${file}.${process.pid}.tmp`;
-    await writeFile(temp, JSON.stringify(jwk), { mode: 0o600, flag: 'wx' });
-    await rename(temp, file);
+    // If another process created the key meanwhile, its key wins and is read below.
+    await createFileOnce(file, JSON.stringify(await exportJWK(pair.privateKey)));
   }
+  const info = await stat(file);
+  if (process.platform !== 'win32' && (info.mode & 0o077) !== 0) {
+    throw new Error(`${file} is readable by other users (mode ${(info.mode & 0o777).toString(8)}); run: chmod 600 ${file}`);
+  }
+  const jwk = JSON.parse(await readFile(file, 'utf8')) as JWK;
   if (jwk.kty !== 'OKP' || jwk.crv !== 'Ed25519' || typeof jwk.d !== 'string' || typeof jwk.x !== 'string') {
     throw new Error(`${file} is not an Ed25519 private key`);
   }
   const privateKey = (await importJWK(jwk, 'EdDSA')) as CryptoKey;
   const publicKey = (await importJWK({ kty: 'OKP', crv: 'Ed25519', x: jwk.x }, 'EdDSA')) as CryptoKey;
   return { privateKey, publicKey, kid: jwk.x.slice(0, 8) };
+}
+
+async function exists(file: string): Promise<boolean> {
+  try {
+    await stat(file);
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw error;
+  }
 }

@@ -1,7 +1,8 @@
 import { isTerminalFrame, type ServerFrame } from '../../shared/protocol.js';
 import { SendStatus, type Connection } from '../transport/Connection.js';
 
-type Pending = { kind: 'frame'; text: string; ends?: string } | { kind: 'delta'; id: string; text: string };
+/** `bytes` is what this item added to `queuedBytes`, so removal subtracts exactly that. */
+type Pending = { kind: 'frame'; text: string; bytes: number; ends?: string } | { kind: 'delta'; id: string; text: string; bytes: number };
 
 /**
  * Ordered, backpressure-aware writer for one connection.
@@ -21,6 +22,7 @@ export class Outbox {
   private readonly nextSeq = new Map<string, number>();
   private queuedBytes = 0;
   private blocked = false;
+  private overflowed = false;
 
   constructor(
     private readonly connection: Connection,
@@ -31,17 +33,21 @@ export class Outbox {
     const ends = isTerminalFrame(frame) ? frame.id : undefined;
     // Deltas produced after a terminal frame must not merge into one queued before it.
     if (ends !== undefined) this.openDelta.delete(ends);
-    this.enqueue({ kind: 'frame', text: JSON.stringify(frame), ends });
+    const text = JSON.stringify(frame);
+    this.enqueue({ kind: 'frame', text, bytes: Buffer.byteLength(text), ends });
   }
 
   delta(id: string, text: string): void {
     const open = this.openDelta.get(id);
     if (open) {
+      const bytes = Buffer.byteLength(text);
       open.text += text;
-      this.grow(text.length);
+      open.bytes += bytes;
+      this.queuedBytes += bytes;
+      this.checkOverflow();
       return;
     }
-    const pending: Pending & { kind: 'delta' } = { kind: 'delta', id, text };
+    const pending: Pending & { kind: 'delta' } = { kind: 'delta', id, text, bytes: Buffer.byteLength(text) };
     if (this.blocked) this.openDelta.set(id, pending);
     this.enqueue(pending);
   }
@@ -58,13 +64,16 @@ export class Outbox {
 
   private enqueue(pending: Pending): void {
     this.queue.push(pending);
-    this.grow(pending.text.length);
+    this.queuedBytes += pending.bytes;
     this.flush();
+    this.checkOverflow();
   }
 
-  private grow(bytes: number): void {
-    this.queuedBytes += bytes;
-    if (this.queuedBytes > this.options.maxQueuedBytes) this.options.onOverflow();
+  /** Only text still waiting counts; reported once. */
+  private checkOverflow(): void {
+    if (this.overflowed || this.queuedBytes <= this.options.maxQueuedBytes) return;
+    this.overflowed = true;
+    this.options.onOverflow();
   }
 
   private flush(): void {
@@ -76,7 +85,7 @@ export class Outbox {
         return;
       }
       const pending = this.queue.shift() as Pending;
-      this.queuedBytes -= pending.text.length;
+      this.queuedBytes -= pending.bytes;
       let text = pending.text;
       if (pending.kind === 'delta') {
         if (this.openDelta.get(pending.id) === pending) this.openDelta.delete(pending.id);

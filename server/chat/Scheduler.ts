@@ -26,20 +26,28 @@ export interface SchedulerOptions {
 interface Entry {
   readonly job: SchedulerJob;
   readonly arrival: number;
+  /** Fair-queuing round: jobs run in (round, arrival) order. */
+  readonly round: number;
   position: number;
   state: 'queued' | 'running' | 'withdrawn' | 'finished';
 }
 
 /**
- * Fixed slots plus a bounded wait queue that is fair between users: a user's n-th waiting
- * job goes behind every other user's (n-1)-th, and ties keep arrival order. With one job per
- * user this is plain FIFO. Positions are reported when they change.
+ * Fixed slots plus a bounded wait queue that is fair between users (start-time fair queuing):
+ * each job gets a round, max(the round now being served, one past its user's previous job),
+ * and jobs start in (round, arrival) order. So a user's n-th outstanding job goes behind every
+ * other user's earlier ones, a newcomer never jumps ahead of rounds already waiting (no
+ * starvation), and with one job per user it is plain FIFO. Positions are reported when they change.
  */
 export class Scheduler {
   private readonly free: number[];
   private readonly waiting: Entry[] = [];
   private arrivals = 0;
   private running = 0;
+  /** The highest round started so far. */
+  private round = 0;
+  /** Per user: the round their next job gets at the earliest. */
+  private readonly nextRound = new Map<string, number>();
   private idleWaiters: Array<() => void> = [];
 
   constructor(private readonly options: SchedulerOptions) {
@@ -57,10 +65,8 @@ export class Scheduler {
 
   /** Runs the job now if a slot is free, else queues it. Throws QueueFullError when it cannot wait. */
   submit(job: SchedulerJob): Ticket {
-    const entry: Entry = { job, arrival: this.arrivals++, position: 0, state: 'queued' };
-    if (this.free.length > 0 && this.waiting.length === 0) {
-      this.start(entry);
-    } else {
+    const runsNow = this.free.length > 0 && this.waiting.length === 0;
+    if (!runsNow) {
       if (this.waiting.length >= this.options.maxQueue) {
         throw new QueueFullError(`The queue is full (${this.options.maxQueue} waiting). Try again shortly.`);
       }
@@ -68,6 +74,13 @@ export class Scheduler {
       if (mine >= this.options.maxQueuedPerUser) {
         throw new QueueFullError(`You already have ${mine} requests waiting; the limit is ${this.options.maxQueuedPerUser}.`);
       }
+    }
+    const round = Math.max(this.round, this.nextRound.get(job.userId) ?? 0);
+    this.nextRound.set(job.userId, round + 1);
+    const entry: Entry = { job, arrival: this.arrivals++, round, position: 0, state: 'queued' };
+    if (runsNow) {
+      this.start(entry);
+    } else {
       this.waiting.push(entry);
       this.reorder();
     }
@@ -100,6 +113,11 @@ export class Scheduler {
     const slot = index >= 0 ? (this.free.splice(index, 1)[0] as number) : (this.free.shift() as number);
     entry.state = 'running';
     this.running++;
+    if (entry.round > this.round) {
+      this.round = entry.round;
+      // Users whose next round is already reached carry no state worth keeping.
+      for (const [user, next] of this.nextRound) if (next <= this.round) this.nextRound.delete(user);
+    }
     let settled: Promise<void>;
     try {
       settled = entry.job.run(slot);
@@ -131,14 +149,7 @@ export class Scheduler {
 
   /** Sorts the queue into fair order and reports every position that changed. */
   private reorder(): void {
-    const rank = new Map<Entry, number>();
-    const seen = new Map<string, number>();
-    for (const entry of [...this.waiting].sort((a, b) => a.arrival - b.arrival)) {
-      const n = seen.get(entry.job.userId) ?? 0;
-      rank.set(entry, n);
-      seen.set(entry.job.userId, n + 1);
-    }
-    this.waiting.sort((a, b) => (rank.get(a) as number) - (rank.get(b) as number) || a.arrival - b.arrival);
+    this.waiting.sort((a, b) => a.round - b.round || a.arrival - b.arrival);
     this.waiting.forEach((entry, index) => {
       const position = index + 1;
       if (entry.position !== position) {

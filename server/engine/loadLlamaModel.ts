@@ -1,0 +1,180 @@
+import { getLlama, Llama, LlamaLogLevel } from 'node-llama-cpp';
+import type { LlamaModel } from 'node-llama-cpp';
+import { GENERATOR_KIND_KEY } from '../../models/GeneratedModel.js';
+import { GgufValidationError } from '../../models/gguf/GgufValidationError.js';
+import { readGguf } from '../../models/gguf/readGguf.js';
+import { validateLlamaGguf } from '../../models/gguf/validateLlamaGguf.js';
+
+export type LlamaLogger = (level: LlamaLogLevel, message: string) => void;
+
+export interface LoadLlamaModelOptions {
+  modelPath: string;
+  /** CPU threads for llama.cpp. Always explicit: the library default oversubscribes small machines. */
+  threads: number;
+  /** Receives llama.cpp's warnings and errors while the model is alive. Without one they go to the console. */
+  logger?: LlamaLogger;
+}
+
+/**
+ * A model file that could not be loaded. The message carries the real reason: the validator's
+ * finding, or the error lines llama.cpp logged, never just "Failed to load model".
+ */
+export class ModelLoadError extends Error {
+  override name = 'ModelLoadError';
+  readonly code = 'model_load_failed' as const;
+  readonly modelPath: string;
+  /** The reason alone, without the path. */
+  readonly reason: string;
+
+  constructor(modelPath: string, reason: string, cause?: unknown) {
+    super(`Cannot load model ${modelPath}: ${reason}`, cause === undefined ? undefined : { cause });
+    this.modelPath = modelPath;
+    this.reason = reason;
+  }
+}
+
+/**
+ * Validates a GGUF file and loads it on the CPU.
+ *
+ * The file is checked before llama.cpp sees it, because llama.cpp aborts the whole process on
+ * some malformed files (a missing head count, a repeated token). Any GGUF gets the structural
+ * checks (magic, version, counts, tensor table, data within the file); files Parley generated
+ * also get the full `llama` shape checks. Real models of any architecture or quantization pass.
+ *
+ * The returned `llama` is shared by every model this module loads in the process. Dispose the
+ * model when done with it; disposing `llama` as well (at shutdown) is fine, and a later call then
+ * starts a fresh one.
+ */
+export async function loadLlamaModel(options: LoadLlamaModelOptions): Promise<{ llama: Llama; model: LlamaModel }> {
+  const { modelPath, threads, logger } = options;
+  if (!Number.isInteger(threads) || threads < 1) throw new RangeError(`threads must be a positive integer, got ${threads}`);
+  await validateModelFile(modelPath);
+
+  const llama = await sharedLlama(threads);
+  const lines: Array<{ level: LlamaLogLevel; message: string }> = [];
+  const collect: LlamaLogger = (level, message) => { lines.push({ level, message }); };
+  collectors.add(collect);
+  if (logger !== undefined) loggers.add(logger);
+  try {
+    const model = await llama.loadModel({ modelPath });
+    if (logger !== undefined) model.onDispose.createListener(() => loggers.delete(logger));
+    return { llama, model };
+  } catch (error) {
+    if (logger !== undefined) loggers.delete(logger);
+    await logsSettled(lines);
+    throw new ModelLoadError(modelPath, failureReason(lines, error), error);
+  } finally {
+    collectors.delete(collect);
+  }
+}
+
+async function validateModelFile(modelPath: string): Promise<void> {
+  try {
+    const file = await readGguf(modelPath, { checks: 'structure' });
+    if (file.has(GENERATOR_KIND_KEY)) validateLlamaGguf(file);
+  } catch (error) {
+    if (error instanceof GgufValidationError) throw new ModelLoadError(modelPath, error.message.replace(`${modelPath}: `, ''), error);
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new ModelLoadError(modelPath, 'the file does not exist', error);
+    if (code === 'EISDIR') throw new ModelLoadError(modelPath, 'the path is a directory, not a GGUF file', error);
+    throw new ModelLoadError(modelPath, (error as Error).message, error);
+  }
+}
+
+/** Everyone who asked for llama.cpp's log lines: loggers of live models. */
+const loggers = new Set<LlamaLogger>();
+/** Load attempts in progress, which keep the lines that explain a failure. */
+const collectors = new Set<LlamaLogger>();
+
+/**
+ * The single log sink of every Llama this module creates. llama.cpp's log callback is global to
+ * the process, so lines cannot be told apart by instance; they go to every current listener.
+ */
+function dispatchLog(level: LlamaLogLevel, message: string): void {
+  for (const collect of collectors) collect(level, message);
+  if (loggers.size === 0) {
+    Llama.defaultConsoleLogger(level, message);
+    return;
+  }
+  for (const logger of loggers) {
+    try {
+      logger(level, message);
+    } catch {
+      // A logger must not break llama.cpp's callback.
+    }
+  }
+}
+
+let current: Llama | undefined;
+let creating: Promise<Llama> | undefined;
+
+/**
+ * One Llama per process. Each `getLlama` call builds a new instance (about a second here, as it
+ * test-runs the prebuilt binary) and re-registers the process-wide native log callback; with
+ * node-llama-cpp 3.22.1 the callback it replaces is finalized afterwards and switches native
+ * logging off, so every second instance would lose llama.cpp's messages. Sharing one instance
+ * avoids both costs.
+ */
+async function sharedLlama(threads: number): Promise<Llama> {
+  if (current !== undefined && !current.disposed) {
+    if (current.maxThreads < threads) current.maxThreads = threads;
+    return current;
+  }
+  if (creating === undefined) {
+    const previous = current;
+    creating = (async () => {
+      // Release the disposed instance's native log callback first; see releaseNativeLogger.
+      if (previous !== undefined) releaseNativeLogger(previous);
+      const llama = await getLlama({
+        gpu: false,
+        build: 'never',
+        maxThreads: threads,
+        logLevel: LlamaLogLevel.warn,
+        logger: dispatchLog,
+      });
+      current = llama;
+      return llama;
+    })().finally(() => { creating = undefined; });
+  }
+  const llama = await creating;
+  if (llama.maxThreads < threads) llama.maxThreads = threads;
+  return llama;
+}
+
+/**
+ * Unregisters a disposed instance's native log callback before the next instance registers its
+ * own. Its finalizer then runs while the next getLlama is still starting (the binary test takes
+ * far longer than one event-loop turn), so it cannot switch off the new callback. Uses the
+ * binding's `setLogger`, which node-llama-cpp does not expose; without it, the new instance may
+ * log to the console instead of to the loggers.
+ */
+function releaseNativeLogger(llama: Llama): void {
+  const bindings = (llama as unknown as { _bindings?: { setLogger?: (callback?: unknown) => void } })._bindings;
+  try {
+    bindings?.setLogger?.();
+  } catch {
+    // Best effort: the worst outcome is llama.cpp logging to the console.
+  }
+}
+
+/**
+ * llama.cpp's log lines reach JS through a queue, and may arrive after loadModel has rejected.
+ * Waits briefly for the model loader's final line.
+ */
+async function logsSettled(lines: ReadonlyArray<{ message: string }>): Promise<void> {
+  const deadline = Date.now() + 250;
+  await new Promise((resolve) => setImmediate(resolve));
+  while (!lines.some(({ message }) => /failed to load model/i.test(message)) && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+function failureReason(lines: ReadonlyArray<{ level: LlamaLogLevel; message: string }>, error: unknown): string {
+  const errors = lines.filter(({ level }) => level === LlamaLogLevel.error || level === LlamaLogLevel.fatal);
+  const serious = errors.length > 0 ? errors : lines.filter(({ level }) => level === LlamaLogLevel.warn);
+  // The loader's generic last line adds nothing once a specific one is present.
+  const specific = serious.filter(({ message }) => !/llama_model_load_from_file_impl: failed to load model/i.test(message));
+  const chosen = (specific.length > 0 ? specific : serious).map(({ message }) => message.trim());
+  if (chosen.length > 0) return chosen.join('; ');
+  return `${error instanceof Error ? error.message : String(error)} (llama.cpp logged no reason)`;
+}

@@ -1,0 +1,149 @@
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import os from 'node:os';
+import { isAbsolute, resolve } from 'node:path';
+import { syncBuiltinESMExports } from 'node:module';
+import { ConfigError, defaults, loadConfig, type ConfigInput } from '../../server/config.js';
+
+function assertConfigError(input: ConfigInput, field: RegExp): void {
+  assert.throws(
+    () => loadConfig(input),
+    (error: unknown) => {
+      assert.ok(error instanceof ConfigError, `expected ConfigError, got ${String(error)}`);
+      assert.equal(error.code, 'invalid_config');
+      assert.equal(error.name, 'ConfigError');
+      assert.match(error.message, field);
+      return true;
+    },
+  );
+}
+
+describe('loadConfig', () => {
+  test('with no input every default is applied', () => {
+    const config = loadConfig();
+    for (const [key, value] of Object.entries(defaults)) {
+      if (key === 'dataDir') continue;
+      assert.equal(config[key as keyof typeof config], value, key);
+    }
+    assert.equal(config.dataDir, resolve(defaults.dataDir));
+    assert.equal(config.model, undefined);
+    assert.equal(config.invite, undefined);
+  });
+
+  test('the config is frozen: assigning to it throws in strict mode and changes nothing', () => {
+    const config = loadConfig();
+    assert.ok(Object.isFrozen(config));
+    assert.throws(() => {
+      (config as { port: number }).port = 1;
+    }, TypeError);
+    assert.throws(() => {
+      (config as unknown as Record<string, unknown>).extra = true;
+    }, TypeError);
+    assert.equal(config.port, defaults.port);
+  });
+
+  test('an input value of undefined keeps the default', () => {
+    assert.equal(loadConfig({ port: undefined, slots: undefined }).port, defaults.port);
+  });
+
+  test('numeric strings from env or flags are coerced to numbers, and port "0" means 0', () => {
+    const config = loadConfig({ port: '0', slots: '3', temperature: '0.25', maxTokens: ' 64 ', threads: '1' });
+    assert.equal(config.port, 0);
+    assert.equal(config.slots, 3);
+    assert.equal(config.temperature, 0.25);
+    assert.equal(config.maxTokens, 64);
+    assert.equal(config.threads, 1);
+  });
+
+  test('an empty or non-numeric string for a number is rejected, not read as 0 or NaN', () => {
+    assertConfigError({ port: '' }, /port/);
+    assertConfigError({ port: '80a' }, /port/);
+    assertConfigError({ slots: 'two' }, /slots/);
+  });
+
+  test('a fractional value for an integer field is rejected', () => {
+    assertConfigError({ slots: '2.5' }, /slots/);
+  });
+
+  test('qr accepts the usual false-y strings', () => {
+    for (const value of ['0', 'false', 'FALSE', 'no', 'off']) assert.equal(loadConfig({ qr: value }).qr, false, value);
+    for (const value of ['1', 'true', 'yes', 'on']) assert.equal(loadConfig({ qr: value }).qr, true, value);
+  });
+
+  test('port 70000 is rejected with a ConfigError naming port', () => {
+    assertConfigError({ port: 70000 }, /port/);
+    assertConfigError({ port: -1 }, /port/);
+  });
+
+  test('slots 0 is rejected with a ConfigError naming slots', () => {
+    assertConfigError({ slots: 0 }, /slots/);
+    assertConfigError({ slots: '0' }, /slots/);
+  });
+
+  test("transport 'tcp' is rejected with a ConfigError naming transport", () => {
+    assertConfigError({ transport: 'tcp' }, /transport/);
+  });
+
+  test('an invite shorter than 8 characters is rejected with a ConfigError naming invite', () => {
+    assertConfigError({ invite: 'short' }, /invite/);
+  });
+
+  test('an unknown key is rejected with a ConfigError naming that key', () => {
+    assertConfigError({ prot: 8080 } as ConfigInput, /prot/);
+  });
+
+  test('every bad field is named in one error', () => {
+    const error = captureError(() => loadConfig({ port: 70000, slots: 0, transport: 'tcp' }));
+    for (const field of ['port', 'slots', 'transport']) assert.match(error.message, new RegExp(field));
+  });
+
+  test('the error message does not echo a rejected invite code', () => {
+    const error = captureError(() => loadConfig({ invite: 'sekrit' }));
+    assert.doesNotMatch(error.message, /sekrit/);
+  });
+
+  test('dataDir and model become absolute paths', () => {
+    const config = loadConfig({ dataDir: 'some/data', model: 'models/tiny.gguf' });
+    assert.ok(isAbsolute(config.dataDir));
+    assert.equal(config.dataDir, resolve('some/data'));
+    assert.ok(config.model !== undefined && isAbsolute(config.model));
+    assert.equal(config.model, resolve('models/tiny.gguf'));
+    assert.equal(loadConfig({ dataDir: '/srv/parley' }).dataDir, '/srv/parley');
+  });
+
+  test('the default thread count is an integer between 1 and os.availableParallelism()', () => {
+    const { threads } = loadConfig();
+    assert.ok(Number.isInteger(threads));
+    assert.ok(threads >= 1);
+    assert.ok(threads <= os.availableParallelism());
+  });
+
+  test(
+    'the defaults are valid on a machine with more than 256 logical CPUs',
+    async () => {
+      const original = os.availableParallelism;
+      os.availableParallelism = () => 384;
+      syncBuiltinESMExports();
+      try {
+        // A query string makes a fresh module instance, which reads the patched core count.
+        const specifier = `../../server/config.js?cpus=${os.availableParallelism()}`;
+        const fresh = (await import(specifier)) as typeof import('../../server/config.js');
+        const config = fresh.loadConfig();
+        assert.ok(config.threads >= 1 && config.threads <= 256);
+      } finally {
+        os.availableParallelism = original;
+        syncBuiltinESMExports();
+      }
+    },
+  );
+});
+
+function captureError(fn: () => unknown): Error {
+  try {
+    fn();
+  } catch (error) {
+    assert.ok(error instanceof Error);
+    return error;
+  }
+  assert.fail('expected an error');
+}
