@@ -168,7 +168,7 @@ for (const transport of TRANSPORTS) {
     });
 
     test('four clients generating at once all stream, interleaved', async () => {
-      const server = await startTestServer(transport, engine, { maxTokens: 1500 });
+      const server = await startTestServer(transport, engine, { maxTokens: 400 });
       try {
         const clients = await Promise.all([0, 1, 2, 3].map((n) => server.client(`user${n}`)));
         const order: number[] = [];
