@@ -1,4 +1,5 @@
 import type { HttpResponse as UwsHttpResponse, WebSocket as UwsWebSocket, us_listen_socket } from '@trufflesuite/uws-js-unofficial';
+import { CloseCode } from '../../shared/errorCodes.js';
 import type { Principal } from '../auth/Principal.js';
 import { SendStatus, TransportName, type Connection } from './Connection.js';
 import type { HttpResponse, Transport, TransportOptions } from './Transport.js';
@@ -59,7 +60,9 @@ export function uwsTransport(uws: UwsModule) {
 
     app.ws<SocketData>(options.wsPath, {
       compression: uws.DISABLED,
-      maxPayloadLength: limits.maxFrameBytes,
+      // uWS drops an over-limit socket without a close frame (1006). Let frames up to a hard
+      // ceiling in and enforce maxFrameBytes in `message`, so both transports close with 1009.
+      maxPayloadLength: Math.max(limits.maxFrameBytes * 4, 1 << 20),
       idleTimeout: limits.idleTimeoutSeconds,
       sendPingsAutomatically: true,
       // Above the outbox's high-water mark with room for one frame; reaching it means a dead peer.
@@ -106,6 +109,10 @@ export function uwsTransport(uws: UwsModule) {
       message: (ws, message, isBinary) => {
         const connection = ws.getUserData().connection;
         if (!connection) return;
+        if (message.byteLength > limits.maxFrameBytes) {
+          connection.close(CloseCode.messageTooBig, 'message too big');
+          return;
+        }
         // `message` is only valid during this call: decode before anything async.
         options.socket.message(connection, isBinary ? null : decoder.decode(message));
       },
