@@ -13,12 +13,11 @@ import { createLogger } from './logging/createLogger.js';
 import { startServer } from './startServer.js';
 
 const program = new Command('parley')
-  .description('Self-hosted LAN chat server for local GGUF models')
-  .showHelpAfterError();
+  .description('Self-hosted LAN chat server for local GGUF models. With no command, serves the chat.')
+  .showHelpAfterError()
+  .enablePositionalOptions();
 
 program
-  .command('serve', { isDefault: true })
-  .description('serve the chat (default command)')
   .addOption(new Option('--host <address>', 'address to listen on').env('PARLEY_HOST').default(defaults.host))
   .addOption(new Option('--port <number>', 'port to listen on; 0 picks a free one').env('PARLEY_PORT').default(String(defaults.port)))
   .addOption(new Option('--model <path>', "GGUF model file to serve (default: Parley's generated demo model)").env('PARLEY_MODEL'))
