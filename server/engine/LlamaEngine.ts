@@ -34,6 +34,12 @@ interface Slot {
 
 /** The smallest reply room a message must leave; below it the message is refused. */
 const MIN_REPLY_TOKENS = 8;
+/**
+ * Tokens kept free beyond the counted prompt. The session may evaluate a few tokens more than
+ * the wrapper's rendering counts (BOS, separators), and a reply that runs past the context
+ * makes node-llama-cpp 3.22.1 spin, so the reply budget never reaches the last tokens.
+ */
+const CONTEXT_MARGIN = 16;
 
 /**
  * node-llama-cpp engine: one model, one context with `slots` sequences, a chat session per
@@ -55,7 +61,7 @@ export class LlamaEngine implements Engine {
   ) {
     this.slots = options.slots;
     this.slotStates = Array.from({ length: options.slots }, () => ({ sequence: context.getSequence(), conversationId: undefined }));
-    this.initialHistory = chatWrapper.generateInitialChatHistory({ systemPrompt: options.systemPrompt ?? '' });
+    this.initialHistory = options.systemPrompt ? chatWrapper.generateInitialChatHistory({ systemPrompt: options.systemPrompt }) : [];
     this.info = {
       name: options.displayName ?? modelName(model, options.modelPath),
       demo: options.demo,
@@ -89,7 +95,7 @@ export class LlamaEngine implements Engine {
   planPrompt(history: readonly Turn[], text: string, maxTokens: number): PromptPlan {
     const contextSize = this.context.contextSize;
     const alone = this.countPromptTokens([], text);
-    if (alone + MIN_REPLY_TOKENS > contextSize) {
+    if (alone + MIN_REPLY_TOKENS + CONTEXT_MARGIN > contextSize) {
       throw new ContextOverflowError(
         `This message is about ${alone} tokens; the model's context holds ${contextSize} tokens including the reply. Shorten it.`,
       );
@@ -99,11 +105,11 @@ export class LlamaEngine implements Engine {
     const reserve = Math.min(maxTokens, Math.floor(contextSize / 4));
     let firstTurn = 0;
     let promptTokens = this.countPromptTokens(history, text);
-    while (promptTokens + reserve > contextSize && firstTurn < history.length) {
+    while (promptTokens + reserve + CONTEXT_MARGIN > contextSize && firstTurn < history.length) {
       firstTurn = Math.min(history.length, firstTurn + 2);
       promptTokens = this.countPromptTokens(history.slice(firstTurn), text);
     }
-    const room = contextSize - promptTokens;
+    const room = Math.max(MIN_REPLY_TOKENS, contextSize - promptTokens - CONTEXT_MARGIN);
     return { firstTurn, promptTokens, maxTokens: Math.min(maxTokens, room), limitedByContext: room < maxTokens };
   }
 

@@ -54,13 +54,13 @@ export async function loadLlamaModel(options: LoadLlamaModelOptions): Promise<{ 
   const lines: Array<{ level: LlamaLogLevel; message: string }> = [];
   const collect: LlamaLogger = (level, message) => { lines.push({ level, message }); };
   collectors.add(collect);
-  if (logger !== undefined) loggers.add(logger);
+  if (logger !== undefined) addLogger(logger);
   try {
     const model = await llama.loadModel({ modelPath });
-    if (logger !== undefined) model.onDispose.createListener(() => loggers.delete(logger));
+    if (logger !== undefined) model.onDispose.createListener(() => removeLogger(logger));
     return { llama, model };
   } catch (error) {
-    if (logger !== undefined) loggers.delete(logger);
+    if (logger !== undefined) removeLogger(logger);
     await logsSettled(lines);
     throw new ModelLoadError(modelPath, failureReason(lines, error), error);
   } finally {
@@ -81,8 +81,19 @@ async function validateModelFile(modelPath: string): Promise<void> {
   }
 }
 
-/** Everyone who asked for llama.cpp's log lines: loggers of live models. */
-const loggers = new Set<LlamaLogger>();
+/** Loggers of live models, with the number of live models each one serves. */
+const loggers = new Map<LlamaLogger, number>();
+
+function addLogger(logger: LlamaLogger): void {
+  loggers.set(logger, (loggers.get(logger) ?? 0) + 1);
+}
+
+function removeLogger(logger: LlamaLogger): void {
+  const count = (loggers.get(logger) ?? 1) - 1;
+  if (count > 0) loggers.set(logger, count);
+  else loggers.delete(logger);
+}
+
 /** Load attempts in progress, which keep the lines that explain a failure. */
 const collectors = new Set<LlamaLogger>();
 
@@ -96,7 +107,7 @@ function dispatchLog(level: LlamaLogLevel, message: string): void {
     Llama.defaultConsoleLogger(level, message);
     return;
   }
-  for (const logger of loggers) {
+  for (const logger of loggers.keys()) {
     try {
       logger(level, message);
     } catch {
@@ -174,7 +185,8 @@ function failureReason(lines: ReadonlyArray<{ level: LlamaLogLevel; message: str
   const serious = errors.length > 0 ? errors : lines.filter(({ level }) => level === LlamaLogLevel.warn);
   // The loader's generic last line adds nothing once a specific one is present.
   const specific = serious.filter(({ message }) => !/llama_model_load_from_file_impl: failed to load model/i.test(message));
-  const chosen = (specific.length > 0 ? specific : serious).map(({ message }) => message.trim());
+  // llama.cpp may log the same line twice (the loader and its caller); keep each once.
+  const chosen = [...new Set((specific.length > 0 ? specific : serious).map(({ message }) => message.trim()))];
   if (chosen.length > 0) return chosen.join('; ');
   return `${error instanceof Error ? error.message : String(error)} (llama.cpp logged no reason)`;
 }
