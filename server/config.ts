@@ -40,7 +40,29 @@ export const defaults = {
   highWaterBytes: 64 * 1024,
   maxOutboxBytes: 4 * 1024 * 1024,
   logLevel: 'info',
+  logContent: false,
   qr: true,
+  // Origins and hosts allowed in addition to the server's own (every local address, localhost,
+  // the machine's hostname, on the listening port).
+  allowedOrigins: [] as readonly string[],
+  allowedHosts: [] as readonly string[],
+  // Per connection: frames per second with a burst allowance; this many refused frames within
+  // floodWindowSeconds closes the socket (4429).
+  framesPerSecond: 10,
+  frameBurst: 30,
+  floodStrikes: 20,
+  floodWindowSeconds: 10,
+  // Per user (JWT sub), shared by all of that user's sockets and not reset by reconnecting.
+  generationsPerMinute: 20,
+  tokensPerHour: 200_000,
+  maxConnectionsPerUser: 8,
+  // Per IP.
+  upgradesPerMinute: 60,
+  tokenRequestsPerMinute: 30,
+  loginFailuresBeforeLockout: 10,
+  lockoutSeconds: 900,
+  maxConnectionsPerIp: 32,
+  refreshTtlSeconds: 30 * 24 * 3600,
 } as const;
 
 const positiveInt = z.int().check(z.gte(1));
@@ -73,7 +95,29 @@ const ConfigSchema = z.strictObject({
   highWaterBytes: z.int().check(z.gte(1024)),
   maxOutboxBytes: z.int().check(z.gte(64 * 1024)),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+  /** Log message text. Off by default: prompts and replies are private. */
+  logContent: z.boolean(),
   qr: z.boolean(),
+  /** Exact origins (scheme://host[:port]) allowed besides the server's own. */
+  allowedOrigins: z.readonly(z.array(z.string().check(z.regex(/^https?:\/\/[^/\s]+$/, 'an origin is scheme://host[:port], with no path')))),
+  /** Extra Host header names (without port) accepted, e.g. a DNS name for this machine. */
+  allowedHosts: z.readonly(z.array(z.string().check(z.minLength(1), z.maxLength(253)))),
+  /** PEM files; both or neither. With them Parley serves https and wss. */
+  tlsCert: z.optional(z.string().check(z.minLength(1))),
+  tlsKey: z.optional(z.string().check(z.minLength(1))),
+  framesPerSecond: positiveInt,
+  frameBurst: z.int().check(z.gte(0)),
+  floodStrikes: positiveInt,
+  floodWindowSeconds: positiveInt,
+  generationsPerMinute: positiveInt,
+  tokensPerHour: positiveInt,
+  maxConnectionsPerUser: positiveInt,
+  upgradesPerMinute: positiveInt,
+  tokenRequestsPerMinute: positiveInt,
+  loginFailuresBeforeLockout: positiveInt,
+  lockoutSeconds: positiveInt,
+  maxConnectionsPerIp: positiveInt,
+  refreshTtlSeconds: z.int().check(z.gte(60)),
 });
 
 export type Config = Readonly<z.infer<typeof ConfigSchema>>;
@@ -100,7 +144,12 @@ export function loadConfig(input: ConfigInput = {}): Config {
   }
   const config = { ...result.data, dataDir: resolve(result.data.dataDir) };
   if (config.model !== undefined) config.model = resolve(config.model);
-  return Object.freeze(config);
+  if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) {
+    throw new ConfigError('Invalid configuration:\n  tlsCert and tlsKey go together: give both or neither');
+  }
+  if (config.tlsCert !== undefined) config.tlsCert = resolve(config.tlsCert);
+  if (config.tlsKey !== undefined) config.tlsKey = resolve(config.tlsKey);
+  return Object.freeze({ ...config, allowedOrigins: Object.freeze([...config.allowedOrigins]), allowedHosts: Object.freeze([...config.allowedHosts]) });
 }
 
 const numericKeys = new Set(
@@ -109,10 +158,16 @@ const numericKeys = new Set(
     .map(([key]) => key),
 );
 
+const listKeys = new Set(['allowedOrigins', 'allowedHosts']);
+const booleanKeys = new Set(['qr', 'logContent']);
+
 function coerce(key: string, value: unknown): unknown {
+  if (listKeys.has(key) && typeof value === 'string') {
+    return value.split(',').map((entry) => entry.trim()).filter(Boolean);
+  }
   if (typeof value !== 'string') return value;
   if (numericKeys.has(key) && value.trim() !== '' && Number.isFinite(Number(value))) return Number(value);
-  if (key === 'qr') {
+  if (booleanKeys.has(key)) {
     const flag = value.trim().toLowerCase();
     if (['1', 'true', 'yes', 'on'].includes(flag)) return true;
     if (['0', 'false', 'no', 'off'].includes(flag)) return false;

@@ -58,6 +58,8 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
             model: engine.info,
             limits: {
               maxTextChars: config.maxTextChars,
+              framesPerSecond: config.framesPerSecond,
+              generationsPerMinute: config.generationsPerMinute,
               maxTokens: config.maxTokens,
               maxFrameBytes: config.maxFrameBytes,
               slots: engine.slots,

@@ -29,6 +29,14 @@ export const ErrorCode = {
   shuttingDown: 'shutting_down',
   /** Too many requests; `retryAfterMs` says when to try again. */
   rateLimited: 'rate_limited',
+  /** The rate limiter could not decide; the request is refused rather than let through. */
+  limiterUnavailable: 'limiter_unavailable',
+  /** The connection's access token expired without an in-band refresh. */
+  tokenExpired: 'token_expired',
+  /** The user's tokens were revoked (logout, or an admin). */
+  revoked: 'revoked',
+  /** HTTP: Origin or Host not allowed, or the role does not permit this. */
+  forbidden: 'forbidden',
   /** HTTP: missing, invalid or expired credentials. */
   unauthorized: 'unauthorized',
   /** HTTP: request body failed validation. */
@@ -51,6 +59,8 @@ export const CloseCode = {
   internalError: 1011,
   /** The access token expired and was not refreshed in-band. */
   tokenExpired: 4401,
+  /** The user logged out or was revoked by an admin. */
+  revoked: 4403,
   /** A sustained flood of frames. */
   flood: 4429,
 } as const;

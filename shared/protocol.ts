@@ -34,9 +34,16 @@ export const CancelFrame = z.strictObject({
 });
 export type CancelFrame = z.infer<typeof CancelFrame>;
 
-export const ClientFrame = z.discriminatedUnion('type', [SendFrame, CancelFrame]);
+/** In-band token refresh: a fresh access token for the same user extends the connection. */
+export const RefreshFrame = z.strictObject({
+  type: z.literal('refresh'),
+  token: z.string().check(z.minLength(1), z.maxLength(4096)),
+});
+export type RefreshFrame = z.infer<typeof RefreshFrame>;
+
+export const ClientFrame = z.discriminatedUnion('type', [SendFrame, CancelFrame, RefreshFrame]);
 export type ClientFrame = z.infer<typeof ClientFrame>;
-export const CLIENT_FRAME_TYPES = ['send', 'cancel'] as const;
+export const CLIENT_FRAME_TYPES = ['send', 'cancel', 'refresh'] as const;
 
 // ---- server -> client -------------------------------------------------------
 
@@ -50,6 +57,8 @@ export type ModelInfo = z.infer<typeof ModelInfo>;
 
 export const LimitsInfo = z.strictObject({
   maxTextChars: nonNegativeInt,
+  framesPerSecond: nonNegativeInt,
+  generationsPerMinute: nonNegativeInt,
   maxTokens: nonNegativeInt,
   maxFrameBytes: nonNegativeInt,
   slots: nonNegativeInt,
@@ -64,6 +73,8 @@ export const ReadyFrame = z.strictObject({
   model: ModelInfo,
   limits: LimitsInfo,
   transport: z.string(),
+  /** Epoch ms at which this connection's token expires unless refreshed in-band. */
+  expiresAt: nonNegativeInt,
 });
 export type ReadyFrame = z.infer<typeof ReadyFrame>;
 
@@ -133,8 +144,16 @@ export const ErrorFrame = z.strictObject({
 });
 export type ErrorFrame = z.infer<typeof ErrorFrame>;
 
+export const RefreshedFrame = z.strictObject({
+  type: z.literal('refreshed'),
+  /** Epoch ms: the connection is closed with 4401 at this time unless refreshed again. */
+  expiresAt: nonNegativeInt,
+});
+export type RefreshedFrame = z.infer<typeof RefreshedFrame>;
+
 export const ServerFrame = z.discriminatedUnion('type', [
   ReadyFrame,
+  RefreshedFrame,
   AcceptedFrame,
   QueuedFrame,
   DeltaFrame,

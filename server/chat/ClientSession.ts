@@ -10,7 +10,7 @@ import { Outbox } from './Outbox.js';
 export interface ClientSessionOptions {
   readonly highWaterBytes: number;
   readonly maxOutboxBytes: number;
-  readonly ready: Omit<ReadyFrame, 'type' | 'protocol' | 'user' | 'transport'>;
+  readonly ready: Omit<ReadyFrame, 'type' | 'protocol' | 'user' | 'transport' | 'expiresAt'>;
 }
 
 /**
@@ -45,6 +45,7 @@ export class ClientSession {
       protocol: 'parley.v1',
       user: { id: principal.userId, name: principal.name },
       transport: this.connection.transport,
+      expiresAt: principal.expiresAt,
       ...this.options.ready,
     });
   }
@@ -74,6 +75,10 @@ export class ClientSession {
         };
         const request = this.chat.start(sink, frame, () => this.active.delete(frame.id));
         if (request) this.active.set(frame.id, request);
+        return;
+      }
+      case 'refresh': {
+        this.send({ type: 'error', code: ErrorCode.badFrame, message: 'refresh is not supported yet.' });
         return;
       }
       case 'cancel': {
