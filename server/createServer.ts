@@ -9,6 +9,9 @@ import type { Config } from './config.js';
 import type { Engine } from './engine/Engine.js';
 import { createHttpHandler } from './http/createHttpHandler.js';
 import type { StaticFile } from './http/loadStaticFiles.js';
+import { AbortReason } from './chat/AbortReason.js';
+import { Limiters, type LimiterSet } from './limits/Limiters.js';
+import { limitUpgrades } from './limits/limitUpgrades.js';
 import type { Connection } from './transport/Connection.js';
 import type { TransportFactory } from './transport/Transport.js';
 
@@ -19,12 +22,17 @@ export interface ServerDeps {
   readonly invite: Invite;
   readonly transport: TransportFactory;
   readonly staticFiles: ReadonlyMap<string, StaticFile>;
+  /** Replaces individual rate limiters (tests inject failing ones). */
+  readonly limiterOverrides?: Partial<LimiterSet>;
 }
 
 export interface ParleyServer {
   readonly transport: string;
   readonly chat: ChatService;
+  readonly limiters: Limiters;
   listen(): Promise<{ port: number }>;
+  /** Ends every request of this user (terminal `revoked`) and closes their sockets with 4403. */
+  revokeUser(userId: string): void;
   /** Stops new work, ends every request with a terminal frame, closes sockets (1001). */
   close(): Promise<void>;
 }
@@ -33,14 +41,20 @@ export const WS_PATH = '/ws';
 
 export function createServer(config: Config, deps: ServerDeps): ParleyServer {
   const { logger, engine } = deps;
-  const chat = new ChatService(config, engine);
+  const limiters = new Limiters(config, deps.limiterOverrides, (error, limiter) => logger.error({ err: error, limiter }, 'rate limiter failed; refusing'));
+  const chat = new ChatService(config, engine, limiters);
   const sessions = new Map<Connection, ClientSession>();
+  const revokeUser = (userId: string) => {
+    for (const session of sessions.values()) {
+      if (session.userId === userId) session.terminate(AbortReason.revoked, CloseCode.revoked, 'signed out');
+    }
+  };
   let accepting = true;
 
   const transport = deps.transport({
     wsPath: WS_PATH,
     http: createHttpHandler({ tokens: deps.tokens, invite: deps.invite, staticFiles: deps.staticFiles, logger, isReady: () => accepting }),
-    upgrade: createUpgradeAuthenticator(deps.tokens, WS_PATH),
+    upgrade: limitUpgrades(limiters, createUpgradeAuthenticator(deps.tokens, WS_PATH)),
     limits: {
       maxFrameBytes: config.maxFrameBytes,
       maxHttpBodyBytes: config.maxHttpBodyBytes,
@@ -51,7 +65,8 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
     socket: {
       open(connection) {
         const log = logger.child({ conn: connection.id, user: connection.principal.userId });
-        const session = new ClientSession(connection, chat, log, {
+        limiters.connectionOpened(connection.remoteAddress, connection.principal.userId);
+        const session = new ClientSession(connection, { chat, limiters, tokens: deps.tokens, log }, {
           highWaterBytes: config.highWaterBytes,
           maxOutboxBytes: config.maxOutboxBytes,
           ready: {
@@ -80,6 +95,7 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
       close(connection, code) {
         const session = sessions.get(connection);
         sessions.delete(connection);
+        limiters.connectionClosed(connection.remoteAddress, connection.principal.userId);
         session?.close();
         logger.info({ conn: connection.id, code }, 'connection closed');
       },
@@ -89,6 +105,8 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
   return {
     transport: transport.name,
     chat,
+    limiters,
+    revokeUser,
     async listen() {
       const { port } = await transport.listen(config.host, config.port);
       return { port };

@@ -9,6 +9,7 @@ import { createServer, type ParleyServer } from './createServer.js';
 import { LlamaEngine } from './engine/LlamaEngine.js';
 import { loadStaticFiles } from './http/loadStaticFiles.js';
 import { selectTransport } from './transport/selectTransport.js';
+import type { LimiterSet } from './limits/Limiters.js';
 
 export const CLIENT_DIST = fileURLToPath(new URL('../client/dist', import.meta.url));
 
@@ -26,7 +27,10 @@ export interface StartedServer {
  * Wires a real Parley from a validated config: model (the demo model when none is given),
  * keys, invite, transport and HTTP assets. Used by main and by the integration tests alike.
  */
-export async function startServer(config: Config, options: { logger: Logger; engine?: LlamaEngine; clientDist?: string }): Promise<StartedServer> {
+export async function startServer(
+  config: Config,
+  options: { logger: Logger; engine?: LlamaEngine; clientDist?: string; limiterOverrides?: Partial<LimiterSet> },
+): Promise<StartedServer> {
   const { logger } = options;
   const selected = selectTransport(config.transport);
   logger.info({ transport: selected.name, reason: selected.reason }, `transport: ${selected.name}`);
@@ -64,7 +68,7 @@ export async function startServer(config: Config, options: { logger: Logger; eng
   const staticFiles = await loadStaticFiles(options.clientDist ?? CLIENT_DIST);
   if (staticFiles.size === 0) logger.warn('web client not built: run `npm run build:client`');
 
-  const server = createServer(config, { logger, engine, tokens, invite, transport: selected.factory, staticFiles });
+  const server = createServer(config, { logger, engine, tokens, invite, transport: selected.factory, staticFiles, limiterOverrides: options.limiterOverrides });
   const { port } = await server.listen();
   logger.info({ host: config.host, port, transport: server.transport }, `listening on ${config.host}:${port}`);
   const owned = engine;

@@ -7,6 +7,7 @@ import { ParleyError, ShuttingDownError, toParleyError } from '../ParleyError.js
 import { AbortReason } from './AbortReason.js';
 import { ConversationStore, type Conversation } from './ConversationStore.js';
 import { Scheduler, type Ticket } from './Scheduler.js';
+import type { LimitDecision, Limiters } from '../limits/Limiters.js';
 
 /** What the service needs from a connection: its owner and a way to emit frames in order. */
 export interface RequestSink {
@@ -25,6 +26,7 @@ export interface ActiveRequest {
 
 type ChatConfig = Pick<
   Config,
+  | 'logContent'
   | 'maxTextChars'
   | 'maxTokens'
   | 'slots'
@@ -33,6 +35,8 @@ type ChatConfig = Pick<
   | 'generationTimeoutMs'
   | 'maxConversationsPerUser'
   | 'maxTurnsPerConversation'
+  | 'generationsPerMinute'
+  | 'tokensPerHour'
 >;
 
 /**
@@ -49,16 +53,17 @@ export class ChatService {
   constructor(
     private readonly config: ChatConfig,
     private readonly engine: Engine,
+    private readonly limiters: Limiters,
   ) {
     this.scheduler = new Scheduler({ slots: engine.slots, maxQueue: config.maxQueue, maxQueuedPerUser: config.maxQueuedPerUser });
     this.conversations = new ConversationStore({ maxPerUser: config.maxConversationsPerUser, maxTurns: config.maxTurnsPerConversation });
   }
 
   /**
-   * Starts a request. Returns the ActiveRequest when admitted; otherwise the terminal error
-   * frame has already been sent. `onSettled` runs once after the terminal frame.
+   * Starts a request. Resolves with the ActiveRequest when admitted; otherwise the terminal
+   * error frame has already been sent. `onSettled` runs once after the terminal frame.
    */
-  start(sink: RequestSink, frame: SendFrame, onSettled: () => void): ActiveRequest | undefined {
+  async start(sink: RequestSink, frame: SendFrame, onSettled: () => void): Promise<ActiveRequest | undefined> {
     const fail = (error: ParleyError) => {
       sink.send({ type: 'error', id: frame.id, ...error.toWire(), ...(error.retryAfterMs === undefined ? {} : { retryAfterMs: error.retryAfterMs }) });
     };
@@ -89,6 +94,25 @@ export class ChatService {
       fail(toParleyError(error));
       return undefined;
     }
+    const generationLimit = await this.limiters.generation(sink.userId);
+    if (!generationLimit.ok) {
+      fail(limitError(generationLimit, `You can start ${this.config.generationsPerMinute} replies per minute.`));
+      return undefined;
+    }
+    // Reserve the worst case now; what the reply does not use is refunded when it ends.
+    const reserved = plan.promptTokens + plan.maxTokens;
+    const tokenLimit = await this.limiters.reserveTokens(sink.userId, reserved);
+    if (!tokenLimit.ok) {
+      fail(limitError(tokenLimit, `This reply needs up to ${reserved} tokens; your hourly budget of ${this.config.tokensPerHour} tokens is used up.`));
+      return undefined;
+    }
+    let used = 0;
+    // The awaits above let other sockets of this user in: check the conversation again.
+    if (this.closing || conversation?.busy) {
+      void this.limiters.refundTokens(sink.userId, reserved);
+      fail(this.closing ? new ShuttingDownError() : new ParleyError(ErrorCode.conversationBusy, 'This conversation already has a reply in progress.'));
+      return undefined;
+    }
     conversation ??= this.conversations.create(sink.userId);
     const owned = conversation;
     owned.busy = true;
@@ -100,15 +124,25 @@ export class ChatService {
       settled = true;
       owned.busy = false;
       this.live.delete(request);
+      void this.limiters.refundTokens(sink.userId, reserved - used);
       if (terminal) sink.send(terminal);
       onSettled();
     };
     const signal = request.controller.signal;
     const terminalForAbort = (): ServerFrame | undefined => {
       const reason = signal.reason as AbortReason;
-      if (reason === AbortReason.disconnect) return undefined;
-      if (reason === AbortReason.shutdown) return { type: 'error', id: frame.id, ...new ShuttingDownError().toWire() };
-      return { type: 'cancelled', id: frame.id };
+      switch (reason) {
+        case AbortReason.disconnect:
+          return undefined;
+        case AbortReason.shutdown:
+          return { type: 'error', id: frame.id, ...new ShuttingDownError().toWire() };
+        case AbortReason.tokenExpired:
+          return { type: 'error', id: frame.id, code: ErrorCode.tokenExpired, message: 'Your session expired; reconnect to continue.' };
+        case AbortReason.revoked:
+          return { type: 'error', id: frame.id, code: ErrorCode.revoked, message: 'You were signed out.' };
+        default:
+          return { type: 'cancelled', id: frame.id };
+      }
     };
 
     sink.send({ type: 'accepted', id: frame.id, conversationId: owned.id });
@@ -140,11 +174,13 @@ export class ChatService {
                 sink.delta(frame.id, text);
               },
             });
+            used = result.promptTokens + result.completionTokens;
             // A stopped reply keeps its partial text in the history, as the user saw it.
             this.conversations.append(owned, frame.text, result.text);
             const finishedAt = Date.now();
             sink.log.info(
               {
+                ...(this.config.logContent ? { content: { prompt: frame.text, reply: result.text } } : {}),
                 req: frame.id,
                 conv: owned.id,
                 slot,
@@ -202,6 +238,13 @@ export class ChatService {
     for (const request of this.live) request.controller.abort(AbortReason.shutdown);
     return this.scheduler.whenIdle();
   }
+}
+
+function limitError(decision: Extract<LimitDecision, { ok: false }>, message: string): ParleyError {
+  if (decision.failed) {
+    return new ParleyError(ErrorCode.limiterUnavailable, 'Rate limiter unavailable; try again shortly.', { httpStatus: 503, retryAfterMs: decision.retryAfterMs });
+  }
+  return new ParleyError(ErrorCode.rateLimited, message, { httpStatus: 429, retryAfterMs: decision.retryAfterMs });
 }
 
 function stopReasonOf(reason: EngineStopReason, signal: AbortSignal, limitedByContext: boolean): StopReason {

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { ensureModel } from '../../models/ensureModel.js';
 import { loadConfig, type ConfigInput } from '../../server/config.js';
 import { LlamaEngine } from '../../server/engine/LlamaEngine.js';
+import type { LimiterSet } from '../../server/limits/Limiters.js';
 import { createLogger } from '../../server/logging/createLogger.js';
 import { startServer, type StartedServer } from '../../server/startServer.js';
 import { LogSink } from './LogSink.js';
@@ -37,12 +38,17 @@ export interface TestServer {
 }
 
 /** A real Parley on 127.0.0.1, port 0, with the given transport and a fresh data dir. */
-export async function startTestServer(transport: string, engine: LlamaEngine, overrides: ConfigInput = {}): Promise<TestServer> {
+export async function startTestServer(
+  transport: string,
+  engine: LlamaEngine,
+  overrides: ConfigInput = {},
+  options: { limiterOverrides?: Partial<LimiterSet> } = {},
+): Promise<TestServer> {
   const dataDir = await mkdtemp(join(tmpdir(), 'parley-test-'));
   const config = loadConfig({ host: '127.0.0.1', port: 0, transport, dataDir, invite: TEST_INVITE, maxTokens: 64, qr: false, ...overrides });
   const logs = new LogSink();
   const logger = createLogger({ level: 'debug', destination: logs });
-  const started = await startServer(config, { logger, engine });
+  const started = await startServer(config, { logger, engine, limiterOverrides: options.limiterOverrides });
   const baseUrl = `http://127.0.0.1:${started.port}`;
   const clients: TestClient[] = [];
   const token = async (name = 'tester') => {
