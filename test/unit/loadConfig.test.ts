@@ -23,7 +23,7 @@ describe('loadConfig', () => {
     const config = loadConfig();
     for (const [key, value] of Object.entries(defaults)) {
       if (key === 'dataDir') continue;
-      assert.equal(config[key as keyof typeof config], value, key);
+      assert.deepEqual(config[key as keyof typeof config], value, key);
     }
     assert.equal(config.dataDir, resolve(defaults.dataDir));
     assert.equal(config.model, undefined);
