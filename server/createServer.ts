@@ -3,17 +3,23 @@ import { CloseCode } from '../shared/errorCodes.js';
 import { createUpgradeAuthenticator } from './auth/authenticateUpgrade.js';
 import type { TokenService } from './auth/createTokenService.js';
 import type { Invite } from './auth/loadOrCreateInvite.js';
+import type { SessionStore } from './auth/SessionStore.js';
+import type { UserStore } from './auth/UserStore.js';
 import { ChatService } from './chat/ChatService.js';
 import { ClientSession } from './chat/ClientSession.js';
 import type { Config } from './config.js';
 import type { Engine } from './engine/Engine.js';
 import { createHttpHandler } from './http/createHttpHandler.js';
+import { createOriginPolicy, type OriginPolicy } from './http/createOriginPolicy.js';
+import { localHostNames } from './http/localHostNames.js';
+import { securityHeadersFor } from './http/securityHeaders.js';
+import { withOriginPolicy } from './http/withOriginPolicy.js';
 import type { StaticFile } from './http/loadStaticFiles.js';
 import { AbortReason } from './chat/AbortReason.js';
 import { Limiters, type LimiterSet } from './limits/Limiters.js';
 import { limitUpgrades } from './limits/limitUpgrades.js';
 import type { Connection } from './transport/Connection.js';
-import type { TransportFactory } from './transport/Transport.js';
+import type { TlsFiles, TransportFactory } from './transport/Transport.js';
 
 export interface ServerDeps {
   readonly logger: Logger;
@@ -22,6 +28,9 @@ export interface ServerDeps {
   readonly invite: Invite;
   readonly transport: TransportFactory;
   readonly staticFiles: ReadonlyMap<string, StaticFile>;
+  /** Refresh sessions and revocation epochs (also the token service's epoch source). */
+  readonly sessions: SessionStore;
+  readonly users: UserStore;
   /** Replaces individual rate limiters (tests inject failing ones). */
   readonly limiterOverrides?: Partial<LimiterSet>;
 }
@@ -51,9 +60,31 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
   };
   let accepting = true;
 
-  const transport = deps.transport({
+  const tls: TlsFiles | undefined = config.tlsCert && config.tlsKey ? { certFile: config.tlsCert, keyFile: config.tlsKey } : undefined;
+  const buildPolicy = (port: number) =>
+    createOriginPolicy({ port, tls: tls !== undefined, localNames: localHostNames(config.host), allowedHosts: config.allowedHosts, allowedOrigins: config.allowedOrigins });
+  // Built now so a bad allowlist entry fails before anything listens; rebuilt for the real port.
+  let policy: OriginPolicy = buildPolicy(config.port);
+  // Host and Origin are checked in front of the handlers below: a refused request never reaches a
+  // route, a limiter or a token check. The transport adds the security headers to every response.
+  const secureTransport: TransportFactory = (options) =>
+    deps.transport({ ...options, ...withOriginPolicy(() => policy, options, logger), tls, responseHeaders: securityHeadersFor({ tls: tls !== undefined }) });
+
+  const transport = secureTransport({
     wsPath: WS_PATH,
-    http: createHttpHandler({ tokens: deps.tokens, invite: deps.invite, staticFiles: deps.staticFiles, logger, isReady: () => accepting }),
+    http: createHttpHandler({
+      tokens: deps.tokens,
+      invite: deps.invite,
+      sessions: deps.sessions,
+      users: deps.users,
+      limiters,
+      refreshTtlSeconds: config.refreshTtlSeconds,
+      secureCookies: config.tlsCert !== undefined,
+      onRevoked: revokeUser,
+      staticFiles: deps.staticFiles,
+      logger,
+      isReady: () => accepting,
+    }),
     upgrade: limitUpgrades(limiters, createUpgradeAuthenticator(deps.tokens, WS_PATH)),
     limits: {
       maxFrameBytes: config.maxFrameBytes,
@@ -109,6 +140,8 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
     revokeUser,
     async listen() {
       const { port } = await transport.listen(config.host, config.port);
+      policy = buildPolicy(port);
+      logger.debug({ hosts: policy.hosts, origins: policy.origins }, 'allowed hosts and origins');
       return { port };
     },
     async close() {

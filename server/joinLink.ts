@@ -4,8 +4,9 @@ import { networkInterfaces } from 'node:os';
  * The link people on the LAN open. The invite rides in the URL fragment, which browsers never
  * send to a server, so it cannot land in any access log.
  */
-export function joinLink(host: string, port: number, invite: string): string {
-  return `http://${formatHost(lanAddress(host))}:${port}/#invite=${encodeURIComponent(invite)}`;
+export function joinLink(host: string, port: number, invite: string, options: { tls?: boolean } = {}): string {
+  const scheme = options.tls ? 'https' : 'http';
+  return `${scheme}://${formatHost(lanAddress(host))}:${port}/#invite=${encodeURIComponent(invite)}`;
 }
 
 /** The address others reach this machine at: the bound address, or the first LAN IPv4. */

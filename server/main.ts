@@ -7,6 +7,9 @@ import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import qrcode from 'qrcode-terminal';
 import { pullModel } from '../models/pullModel.js';
+import { Role } from './auth/Principal.js';
+import { PasswordInputError, readNewPassword } from './auth/readPassword.js';
+import { UserStore, UserStoreError } from './auth/UserStore.js';
 import { ConfigError, defaults, loadConfig } from './config.js';
 import { joinLink } from './joinLink.js';
 import { createLogger } from './logging/createLogger.js';
@@ -34,9 +37,40 @@ program
   .addOption(new Option('--max-text-chars <n>', 'longest message accepted, in characters').env('PARLEY_MAX_TEXT_CHARS').default(String(defaults.maxTextChars)))
   .addOption(new Option('--generation-timeout <ms>', 'wall-clock cap per reply').env('PARLEY_GENERATION_TIMEOUT_MS').default(String(defaults.generationTimeoutMs)))
   .addOption(new Option('--token-ttl <seconds>', 'access token lifetime').env('PARLEY_TOKEN_TTL').default(String(defaults.tokenTtlSeconds)))
+  .addOption(new Option('--allowed-origin <origin...>', 'extra exact origins (scheme://host[:port]) allowed besides the server\'s own; repeat or comma-separate').env('PARLEY_ALLOWED_ORIGINS'))
+  .addOption(new Option('--allowed-host <host...>', 'extra Host names (optionally name:port) accepted besides this machine\'s own names and addresses').env('PARLEY_ALLOWED_HOSTS'))
+  .addOption(new Option('--tls-cert <file>', 'PEM certificate: serve https and wss (needs --tls-key)').env('PARLEY_TLS_CERT'))
+  .addOption(new Option('--tls-key <file>', 'PEM private key for --tls-cert').env('PARLEY_TLS_KEY'))
   .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').env('PARLEY_LOG_LEVEL').default(defaults.logLevel))
-  .addOption(new Option('--no-qr', 'do not print the join QR code'))
-  .action(async (options: Record<string, string | boolean | undefined>) => {
+  .addOption(new Option('--log-content', 'log message text and replies (off by default: they are private)').env('PARLEY_LOG_CONTENT'))
+  .addOption(new Option('--no-qr', 'do not print the join QR code'));
+
+/** Numeric limits: one flag and one PARLEY_* variable each, named after the config key. */
+const limitFlags = [
+  ['maxFrameBytes', 'largest WebSocket frame in bytes; larger closes with 1009'],
+  ['maxQueuedPerUser', 'requests one user may have waiting'],
+  ['idleTimeoutSeconds', 'close sockets silent this long (pings keep live ones open)'],
+  ['framesPerSecond', 'frames per second per connection'],
+  ['frameBurst', 'extra frames per 10 s a connection may burst'],
+  ['floodStrikes', 'refused frames within the flood window that close the socket (4429)'],
+  ['floodWindowSeconds', 'the flood window'],
+  ['generationsPerMinute', 'replies per minute per user, across all their sockets'],
+  ['tokensPerHour', 'prompt + reply tokens per hour per user'],
+  ['maxConnectionsPerUser', 'open sockets per user'],
+  ['maxConnectionsPerIp', 'open sockets per IP address'],
+  ['upgradesPerMinute', 'WebSocket upgrades per minute per IP address'],
+  ['tokenRequestsPerMinute', 'token and login requests per minute per IP address'],
+  ['loginFailuresBeforeLockout', 'wrong invites or passwords before an IP is locked out'],
+  ['lockoutSeconds', 'how long a lockout lasts'],
+  ['refreshTtlSeconds', 'how long a sign-in (the refresh cookie) lasts'],
+] as const satisfies ReadonlyArray<readonly [keyof typeof defaults, string]>;
+for (const [key, description] of limitFlags) {
+  const kebab = key.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`);
+  const env = `PARLEY_${key.replace(/[A-Z]/g, (letter) => `_${letter}`).toUpperCase()}`;
+  program.addOption(new Option(`--${kebab} <n>`, description).env(env).default(String(defaults[key])));
+}
+
+program.action(async (options: Record<string, string | string[] | boolean | undefined>) => {
     let config;
     try {
       config = loadConfig({
@@ -56,8 +90,14 @@ program
         maxTextChars: options.maxTextChars,
         generationTimeoutMs: options.generationTimeout,
         tokenTtlSeconds: options.tokenTtl,
+        allowedOrigins: list(options.allowedOrigin),
+        allowedHosts: list(options.allowedHost),
+        tlsCert: options.tlsCert,
+        tlsKey: options.tlsKey,
         logLevel: options.logLevel,
+        logContent: options.logContent,
         qr: options.qr,
+        ...Object.fromEntries(limitFlags.map(([key]) => [key, options[key]])),
       });
     } catch (error) {
       if (error instanceof ConfigError) {
@@ -75,7 +115,7 @@ program
       process.stderr.write(`parley: ${(error as Error).message}\n`);
       process.exit(1);
     }
-    const link = joinLink(config.host, started.port, started.invite.code);
+    const link = joinLink(config.host, started.port, started.invite.code, { tls: config.tlsCert !== undefined });
     // The join link carries the invite: print it to the terminal only, never to the log.
     process.stderr.write(`\n  Parley is ready${started.engine.info.demo ? " (demo model: a toy that strings words together, not an assistant)" : ''}.\n  Join from any device on this network:\n\n    ${link}\n\n`);
     if (config.qr) qrcode.generate(link, { small: true }, (code) => process.stderr.write(`${code}\n`));
@@ -97,6 +137,12 @@ program
     process.once('SIGTERM', () => stop('SIGTERM'));
   });
 
+/** A variadic flag gives an array and its env var one string; both may hold comma-separated entries. */
+function list(value: string | string[] | boolean | undefined): string[] | undefined {
+  if (value === undefined || typeof value === 'boolean') return undefined;
+  return (Array.isArray(value) ? value : [value]).flatMap((entry) => entry.split(',')).map((entry) => entry.trim()).filter(Boolean);
+}
+
 program
   .command('pull')
   .description('download a GGUF model (https URL or hf:<user>/<repo>[:quant]) into models/pulled')
@@ -111,5 +157,60 @@ program
       process.exit(1);
     }
   });
+
+const userCommand = program
+  .command('user')
+  .description('manage named accounts (optional: invites keep working); the running server sees changes at the next login or refresh');
+const userDataDir = () => new Option('--data-dir <path>', 'where users.json lives').env('PARLEY_DATA_DIR').default(defaults.dataDir);
+const runUserCommand = async (work: () => Promise<void>) => {
+  try {
+    await work();
+  } catch (error) {
+    if (error instanceof UserStoreError || error instanceof PasswordInputError) {
+      process.stderr.write(`parley user: ${error.message}\n`);
+      process.exit(1);
+    }
+    throw error;
+  }
+};
+
+userCommand
+  .command('add')
+  .description("add an account; the password comes from standard input (typed twice on a terminal, else the first line)")
+  .argument('<name>', 'account name: a letter, then letters, digits, ".", "_" or "-" (32 at most)')
+  .option('--admin', 'may revoke users and rotate the invite')
+  .addOption(userDataDir())
+  .action((name: string, options: { admin?: boolean; dataDir: string }) =>
+    runUserCommand(async () => {
+      const password = await readNewPassword(process.stdin, process.stderr);
+      const account = await new UserStore(resolve(options.dataDir)).add(name, password, options.admin ? Role.admin : Role.user);
+      process.stdout.write(`Added ${account.role} "${account.name}" (id ${account.id}).\n`);
+    }),
+  );
+
+userCommand
+  .command('remove')
+  .description('remove an account; its sessions end at their next refresh (use the admin revoke route to end them at once)')
+  .argument('<name>', 'account name')
+  .addOption(userDataDir())
+  .action((name: string, options: { dataDir: string }) =>
+    runUserCommand(async () => {
+      const removed = await new UserStore(resolve(options.dataDir)).remove(name);
+      if (!removed) throw new UserStoreError(`No user "${name}".`);
+      process.stdout.write(`Removed "${removed.name}" (id ${removed.id}).\n`);
+    }),
+  );
+
+userCommand
+  .command('list')
+  .description('list accounts (names, ids and roles; never passwords)')
+  .addOption(userDataDir())
+  .action((options: { dataDir: string }) =>
+    runUserCommand(async () => {
+      for (const account of await new UserStore(resolve(options.dataDir)).list()) {
+        process.stdout.write(`${account.name}\t${account.role}\t${account.id}\n`);
+      }
+    }),
+  );
 
 await program.parseAsync(process.argv);

@@ -4,10 +4,13 @@ import { ensureModel } from '../models/ensureModel.js';
 import { createTokenService } from './auth/createTokenService.js';
 import { loadOrCreateInvite, type Invite } from './auth/loadOrCreateInvite.js';
 import { loadOrCreateSigningKey } from './auth/loadOrCreateSigningKey.js';
+import { SessionStore } from './auth/SessionStore.js';
+import { UserStore } from './auth/UserStore.js';
 import type { Config } from './config.js';
 import { createServer, type ParleyServer } from './createServer.js';
 import { LlamaEngine } from './engine/LlamaEngine.js';
 import { loadStaticFiles } from './http/loadStaticFiles.js';
+import { checkTlsFiles } from './transport/checkTlsFiles.js';
 import { selectTransport } from './transport/selectTransport.js';
 import type { LimiterSet } from './limits/Limiters.js';
 
@@ -34,6 +37,11 @@ export async function startServer(
   const { logger } = options;
   const selected = selectTransport(config.transport);
   logger.info({ transport: selected.name, reason: selected.reason }, `transport: ${selected.name}`);
+  // Checked before the model loads, so a wrong path fails in milliseconds and names the file.
+  if (config.tlsCert && config.tlsKey) {
+    const certificate = await checkTlsFiles({ certFile: config.tlsCert, keyFile: config.tlsKey });
+    logger.info({ subjectAltName: certificate.subjectAltName, validTo: certificate.validTo }, 'TLS on: serving https and wss');
+  }
 
   let engine = options.engine;
   const ownsEngine = engine === undefined;
@@ -64,13 +72,15 @@ export async function startServer(
 
   const key = await loadOrCreateSigningKey(config.dataDir);
   const invite = await loadOrCreateInvite(config.dataDir, config.invite);
-  const tokens = createTokenService({ key, ttlSeconds: config.tokenTtlSeconds });
+  const sessions = await SessionStore.load(config.dataDir);
+  const users = new UserStore(config.dataDir);
+  const tokens = createTokenService({ key, ttlSeconds: config.tokenTtlSeconds, epochs: sessions });
   const staticFiles = await loadStaticFiles(options.clientDist ?? CLIENT_DIST);
   if (staticFiles.size === 0) logger.warn('web client not built: run `npm run build:client`');
 
-  const server = createServer(config, { logger, engine, tokens, invite, transport: selected.factory, staticFiles, limiterOverrides: options.limiterOverrides });
+  const server = createServer(config, { logger, engine, tokens, invite, transport: selected.factory, staticFiles, sessions, users, limiterOverrides: options.limiterOverrides });
   const { port } = await server.listen();
-  logger.info({ host: config.host, port, transport: server.transport }, `listening on ${config.host}:${port}`);
+  logger.info({ host: config.host, port, transport: server.transport, tls: config.tlsCert !== undefined }, `listening on ${config.host}:${port}`);
   const owned = engine;
   return {
     server,

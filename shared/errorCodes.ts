@@ -41,6 +41,8 @@ export const ErrorCode = {
   unauthorized: 'unauthorized',
   /** HTTP: request body failed validation. */
   badRequest: 'bad_request',
+  /** HTTP: the request conflicts with the server's configuration (e.g. rotating a pinned invite). */
+  conflict: 'conflict',
   /** HTTP: no such route. */
   notFound: 'not_found',
   /** HTTP: request body too large. */

@@ -183,3 +183,25 @@ export const TokenResponse = z.strictObject({
   expiresAt: nonNegativeInt,
 });
 export type TokenResponse = z.infer<typeof TokenResponse>;
+
+/** Named accounts (`parley user add`). */
+export const LoginRequest = z.strictObject({
+  name: z.string().check(z.minLength(1), z.maxLength(64)),
+  password: z.string().check(z.minLength(1), z.maxLength(1024)),
+});
+export type LoginRequest = z.infer<typeof LoginRequest>;
+
+/** Admin: revoke a user. `user` is an account name or a user id (`sub`). */
+export const RevokeRequest = z.strictObject({
+  user: z.string().check(z.minLength(1), z.maxLength(128)),
+});
+export type RevokeRequest = z.infer<typeof RevokeRequest>;
+
+export interface RevokeResponse {
+  /** The user id whose sessions and tokens were revoked. */
+  readonly user: string;
+}
+
+export interface RotateInviteResponse {
+  readonly invite: string;
+}

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { SignJWT, jwtVerify } from 'jose';
 import { UnauthorizedError } from '../ParleyError.js';
-import type { Principal } from './Principal.js';
+import { isRole, Role, type Principal } from './Principal.js';
 import type { SigningKey } from './loadOrCreateSigningKey.js';
 
 export const TokenClaims = {
@@ -9,6 +9,9 @@ export const TokenClaims = {
   audience: 'parley:ws',
   /** The JOSE `typ` of access tokens; any other kind of token is refused where an access token is expected. */
   accessType: 'parley-access+jwt',
+  /** Refresh credentials differ from access tokens in both `typ` and `aud`, so neither passes for the other. */
+  refreshAudience: 'parley:refresh',
+  refreshType: 'parley-refresh+jwt',
   algorithm: 'EdDSA',
   clockToleranceSeconds: 5,
 } as const;
@@ -19,21 +22,60 @@ export interface IssuedToken {
   readonly principal: Principal;
 }
 
-export interface TokenService {
-  issueAccessToken(user: { userId?: string; name: string }): Promise<IssuedToken>;
-  /** Resolves the principal, or rejects with UnauthorizedError. */
-  verifyAccessToken(token: string): Promise<Principal>;
+/** The claims of a refresh credential, as issued and as verified. */
+export interface RefreshClaims {
+  readonly userId: string;
+  readonly name: string;
+  readonly role: Role;
+  /** Session family: every rotation keeps it; revoking it ends the session. */
+  readonly family: string;
+  /** This credential's id; only the family's latest jti is accepted. */
+  readonly jti: string;
+  /** Epoch ms. */
+  readonly expiresAt: number;
 }
 
-/** Short-lived EdDSA access tokens (jose), with the algorithm, issuer, audience and type pinned. */
-export function createTokenService(options: { key: SigningKey; ttlSeconds: number; now?: () => number }): TokenService {
+/** The per-user revocation epoch: access tokens carry the epoch they were issued at (`ep`). */
+export interface EpochSource {
+  epochOf(userId: string): number;
+}
+
+export interface TokenService {
+  issueAccessToken(user: { userId?: string; name: string; role?: Role }): Promise<IssuedToken>;
+  /** Resolves the principal, or rejects with UnauthorizedError. */
+  verifyAccessToken(token: string): Promise<Principal>;
+  issueRefreshToken(claims: RefreshClaims): Promise<string>;
+  /** Checks signature, type and claims only; whether the jti is current is the SessionStore's call. */
+  verifyRefreshToken(token: string): Promise<RefreshClaims>;
+}
+
+const noEpochs: EpochSource = { epochOf: () => 0 };
+
+/**
+ * Short-lived EdDSA access tokens and long-lived refresh credentials (jose), both signed with
+ * the server key, with the algorithm, issuer, audience and type pinned on verification.
+ * An access token whose `ep` is below the user's current epoch was revoked (logout or admin).
+ */
+export function createTokenService(options: { key: SigningKey; ttlSeconds: number; epochs?: EpochSource; now?: () => number }): TokenService {
   const now = options.now ?? Date.now;
+  const epochs = options.epochs ?? noEpochs;
+  const verifyOptions = (audience: string, typ: string, required: string[]) => ({
+    algorithms: [TokenClaims.algorithm],
+    issuer: TokenClaims.issuer,
+    audience,
+    typ,
+    requiredClaims: ['exp', 'iat', 'sub', 'iss', 'aud', ...required],
+    clockTolerance: TokenClaims.clockToleranceSeconds,
+    currentDate: new Date(now()),
+  });
+
   return {
     async issueAccessToken(user) {
       const userId = user.userId ?? `u_${randomBytes(9).toString('base64url')}`;
+      const role = user.role ?? Role.user;
       const issuedAt = Math.floor(now() / 1000);
       const exp = issuedAt + options.ttlSeconds;
-      const token = await new SignJWT({ name: user.name })
+      const token = await new SignJWT({ name: user.name, role, ep: epochs.epochOf(userId) })
         .setProtectedHeader({ alg: TokenClaims.algorithm, typ: TokenClaims.accessType, kid: options.key.kid })
         .setSubject(userId)
         .setIssuer(TokenClaims.issuer)
@@ -43,26 +85,45 @@ export function createTokenService(options: { key: SigningKey; ttlSeconds: numbe
         .setJti(randomBytes(12).toString('base64url'))
         .sign(options.key.privateKey);
       const expiresAt = exp * 1000;
-      return { token, expiresAt, principal: { userId, name: user.name, expiresAt } };
+      return { token, expiresAt, principal: { userId, name: user.name, role, expiresAt } };
     },
 
     async verifyAccessToken(token) {
       try {
-        const { payload } = await jwtVerify(token, options.key.publicKey, {
-          algorithms: [TokenClaims.algorithm],
-          issuer: TokenClaims.issuer,
-          audience: TokenClaims.audience,
-          typ: TokenClaims.accessType,
-          requiredClaims: ['exp', 'iat', 'sub'],
-          clockTolerance: TokenClaims.clockToleranceSeconds,
-          currentDate: new Date(now()),
-        });
-        if (typeof payload.sub !== 'string' || typeof payload.name !== 'string' || typeof payload.exp !== 'number') {
+        const { payload } = await jwtVerify(token, options.key.publicKey, verifyOptions(TokenClaims.audience, TokenClaims.accessType, ['role', 'ep']));
+        const { sub, name, role, ep, exp } = payload;
+        if (typeof sub !== 'string' || typeof name !== 'string' || typeof exp !== 'number' || !isRole(role) || !Number.isSafeInteger(ep) || (ep as number) < 0) {
           throw new Error('token claims have the wrong types');
         }
-        return { userId: payload.sub, name: payload.name, expiresAt: payload.exp * 1000 };
+        if ((ep as number) < epochs.epochOf(sub)) throw new Error('token was revoked');
+        return { userId: sub, name, role, expiresAt: exp * 1000 };
       } catch (error) {
         throw new UnauthorizedError('Missing, invalid or expired token.', error);
+      }
+    },
+
+    async issueRefreshToken(claims) {
+      return new SignJWT({ name: claims.name, role: claims.role, fam: claims.family })
+        .setProtectedHeader({ alg: TokenClaims.algorithm, typ: TokenClaims.refreshType, kid: options.key.kid })
+        .setSubject(claims.userId)
+        .setIssuer(TokenClaims.issuer)
+        .setAudience(TokenClaims.refreshAudience)
+        .setIssuedAt(Math.floor(now() / 1000))
+        .setExpirationTime(Math.floor(claims.expiresAt / 1000))
+        .setJti(claims.jti)
+        .sign(options.key.privateKey);
+    },
+
+    async verifyRefreshToken(token) {
+      try {
+        const { payload } = await jwtVerify(token, options.key.publicKey, verifyOptions(TokenClaims.refreshAudience, TokenClaims.refreshType, ['jti', 'fam', 'role']));
+        const { sub, name, role, fam, jti, exp } = payload;
+        if (typeof sub !== 'string' || typeof name !== 'string' || typeof fam !== 'string' || typeof jti !== 'string' || typeof exp !== 'number' || !isRole(role)) {
+          throw new Error('refresh claims have the wrong types');
+        }
+        return { userId: sub, name, role, family: fam, jti, expiresAt: exp * 1000 };
+      } catch (error) {
+        throw new UnauthorizedError('Missing, invalid or expired refresh credential.', error);
       }
     },
   };

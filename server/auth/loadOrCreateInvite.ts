@@ -2,13 +2,29 @@ import { randomBytes, timingSafeEqual, createHash } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createFileOnce } from './createFileOnce.js';
+import { writeFileAtomic } from './writeFileAtomic.js';
 
 export const INVITE_FILE = 'invite.txt';
 
 export interface Invite {
+  /** The current code; it changes when the invite is rotated. */
   readonly code: string;
+  /** True when the code came from --invite: it cannot be rotated. */
+  readonly pinned: boolean;
   /** Constant-time comparison, so response timing reveals nothing about the code. */
   matches(candidate: string): boolean;
+  /**
+   * Replaces the code with a new random one, in memory and in the data dir, so the old code
+   * stops working at once and after a restart. Rejects with InvitePinnedError for a pinned code.
+   */
+  rotate(): Promise<string>;
+}
+
+export class InvitePinnedError extends Error {
+  override name = 'InvitePinnedError';
+  constructor() {
+    super('The invite is pinned with --invite (or PARLEY_INVITE); change it there.');
+  }
 }
 
 /**
@@ -16,10 +32,10 @@ export interface Invite {
  * wins; otherwise a random 128-bit code is generated once and kept (mode 0600) in the data dir.
  */
 export async function loadOrCreateInvite(dataDir: string, pinned?: string): Promise<Invite> {
+  const file = join(dataDir, INVITE_FILE);
   let code = pinned;
   if (code === undefined) {
     await mkdir(dataDir, { recursive: true, mode: 0o700 });
-    const file = join(dataDir, INVITE_FILE);
     try {
       code = (await readFile(file, 'utf8')).trim();
     } catch (error) {
@@ -31,10 +47,22 @@ export async function loadOrCreateInvite(dataDir: string, pinned?: string): Prom
       code = (await readFile(file, 'utf8')).trim();
     }
   }
-  const expected = digest(code);
+  let current = code;
+  let expected = digest(code);
   return {
-    code,
+    get code() {
+      return current;
+    },
+    pinned: pinned !== undefined,
     matches: (candidate) => timingSafeEqual(digest(candidate), expected),
+    async rotate() {
+      if (pinned !== undefined) throw new InvitePinnedError();
+      const next = randomBytes(16).toString('base64url');
+      await writeFileAtomic(file, `${next}\n`);
+      current = next;
+      expected = digest(next);
+      return next;
+    },
   };
 }
 

@@ -1,8 +1,16 @@
 import type { Logger } from 'pino';
+import type * as z from 'zod/mini';
 import { ErrorCode } from '../../shared/errorCodes.js';
 import { TokenRequest, type TokenResponse } from '../../shared/protocol.js';
+import { LoginRequest, RevokeRequest, type RevokeResponse, type RotateInviteResponse } from '../../shared/protocol.js';
+import { createAuthService, type AuthService, type IssuedSession } from '../auth/createAuthService.js';
 import type { TokenService } from '../auth/createTokenService.js';
-import type { Invite } from '../auth/loadOrCreateInvite.js';
+import { InvitePinnedError, type Invite } from '../auth/loadOrCreateInvite.js';
+import { Role, type Principal } from '../auth/Principal.js';
+import { clearedRefreshCookie, readRefreshCookie, refreshCookie } from '../auth/refreshCookie.js';
+import type { SessionStore } from '../auth/SessionStore.js';
+import type { UserStore } from '../auth/UserStore.js';
+import type { LimitDecision, Limiters } from '../limits/Limiters.js';
 import type { HttpHandler, HttpRequest, HttpResponse } from '../transport/Transport.js';
 import type { StaticFile } from './loadStaticFiles.js';
 import { securityHeaders } from './securityHeaders.js';
@@ -10,17 +18,45 @@ import { securityHeaders } from './securityHeaders.js';
 export interface HttpDeps {
   readonly tokens: TokenService;
   readonly invite: Invite;
+  readonly sessions: SessionStore;
+  readonly users: UserStore;
+  readonly limiters: Limiters;
+  readonly refreshTtlSeconds: number;
+  /** Adds `Secure` to the refresh cookie; true when Parley serves TLS. */
+  readonly secureCookies: boolean;
+  /** The user's tokens were revoked (logout, admin, refresh reuse): close their sockets. */
+  readonly onRevoked: (userId: string) => void;
   readonly staticFiles: ReadonlyMap<string, StaticFile>;
   readonly logger: Logger;
   /** Readiness for /api/health: the model is loaded and new work is accepted. */
   readonly isReady: () => boolean;
 }
 
-/** Every HTTP route: the token endpoint, a health probe and the built client. */
+interface Context {
+  readonly deps: HttpDeps;
+  readonly auth: AuthService;
+  readonly request: HttpRequest;
+  readonly ip: string;
+}
+
+type Route = (context: Context) => Promise<HttpResponse>;
+
+/** POST routes under /api. Every one of them changes state, so none answers GET. */
+const postRoutes: Readonly<Record<string, Route>> = {
+  '/api/token': issueInviteToken,
+  '/api/login': login,
+  '/api/token/refresh': refresh,
+  '/api/logout': logout,
+  '/api/admin/revoke': adminRevoke,
+  '/api/admin/rotate-invite': adminRotateInvite,
+};
+
+/** Every HTTP route: token, login, refresh, logout and admin endpoints, a health probe and the built client. */
 export function createHttpHandler(deps: HttpDeps): HttpHandler {
+  const auth = createAuthService({ tokens: deps.tokens, sessions: deps.sessions, users: deps.users, refreshTtlSeconds: deps.refreshTtlSeconds });
   return async (request) => {
     try {
-      return withSecurityHeaders(await route(deps, request));
+      return withSecurityHeaders(await route({ deps, auth, request, ip: request.remoteAddress }));
     } catch (error) {
       deps.logger.error({ err: error, method: request.method, path: request.path }, 'http handler failed');
       return withSecurityHeaders(json(500, { code: ErrorCode.internal, message: 'Internal error.' }));
@@ -28,10 +64,18 @@ export function createHttpHandler(deps: HttpDeps): HttpHandler {
   };
 }
 
-async function route(deps: HttpDeps, request: HttpRequest): Promise<HttpResponse> {
-  if (request.path === '/api/token') {
+async function route(context: Context): Promise<HttpResponse> {
+  const { deps, request } = context;
+  const post = Object.hasOwn(postRoutes, request.path) ? postRoutes[request.path] : undefined;
+  if (post) {
     if (request.method !== 'POST') return json(405, { code: ErrorCode.badRequest, message: 'Use POST.' }, { allow: 'POST' });
-    return issueToken(deps, request);
+    // SameSite=Strict keeps the cookie from other sites, but another port of this host is the
+    // same site. Browsers label such requests, so refuse anything not from this very origin.
+    const site = request.headers['sec-fetch-site'];
+    if (site !== undefined && site !== 'same-origin' && site !== 'none') {
+      return json(403, { code: ErrorCode.forbidden, message: 'Cross-site requests are not accepted.' });
+    }
+    return post(context);
   }
   if (request.path === '/api/health') {
     const ready = deps.isReady();
@@ -44,29 +88,221 @@ async function route(deps: HttpDeps, request: HttpRequest): Promise<HttpResponse
   return serveStatic(deps.staticFiles, request);
 }
 
-async function issueToken(deps: HttpDeps, request: HttpRequest): Promise<HttpResponse> {
+// ---- logins -----------------------------------------------------------------
+
+/** POST /api/token {invite, name}: a new invite user. */
+async function issueInviteToken(context: Context): Promise<HttpResponse> {
+  const { deps, auth, ip } = context;
+  const refused = await admitLogin(context);
+  if (refused) return refused;
+  const body = readJson(context.request, TokenRequest, 'Expected {"invite": string, "name": string (1-64 characters)}.');
+  if (!body.ok) return body.response;
+  if (!deps.invite.matches(body.value.invite)) {
+    await loginFailed(context, [ip], { method: 'invite' });
+    return json(401, { code: ErrorCode.unauthorized, message: 'Wrong invite code.' });
+  }
+  await deps.limiters.loginSucceeded(ip);
+  const session = await auth.loginWithInvite(body.value.name.trim() || 'guest');
+  audit(deps, 'login', { user: session.access.principal.userId, role: session.access.principal.role, method: 'invite', family: session.family, ip }, 'login with invite');
+  return sessionResponse(deps, session);
+}
+
+/** POST /api/login {name, password}: a named account. */
+async function login(context: Context): Promise<HttpResponse> {
+  const { deps, auth, ip } = context;
+  const refused = await admitLogin(context);
+  if (refused) return refused;
+  const body = readJson(context.request, LoginRequest, 'Expected {"name": string, "password": string}.');
+  if (!body.ok) return body.response;
+  // Failures also count per account name, so a valid login from one address cannot reset the
+  // count that protects another account, and guesses spread over addresses still lock.
+  const accountKey = `account:${body.value.name.toLowerCase()}`;
+  const locked = limitResponse(await deps.limiters.loginAllowed(accountKey), 'Too many failed attempts; try again later.');
+  if (locked) return locked;
+  const outcome = await auth.loginWithPassword(body.value.name, body.value.password);
+  if (!outcome.ok) {
+    // The name is logged only when it is an account: a password typed into the name field stays out of the log.
+    await loginFailed(context, [ip, accountKey], { method: 'password', account: outcome.knownName ? body.value.name : undefined });
+    return json(401, { code: ErrorCode.unauthorized, message: 'Wrong name or password.' });
+  }
+  await deps.limiters.loginSucceeded(ip);
+  await deps.limiters.loginSucceeded(accountKey);
+  const { principal } = outcome.session.access;
+  audit(deps, 'login', { user: principal.userId, role: principal.role, method: 'password', account: outcome.account.name, family: outcome.session.family, ip }, 'login with password');
+  return sessionResponse(deps, outcome.session);
+}
+
+/**
+ * Per-IP limits that come before any credential is looked at: token requests per minute,
+ * then the brute-force lockout, so a locked-out address is refused even with the right secret.
+ */
+async function admitLogin(context: Context): Promise<HttpResponse | undefined> {
+  const { deps, ip } = context;
+  return (
+    limitResponse(await deps.limiters.tokenRequest(ip), 'Too many token requests; try again later.') ??
+    limitResponse(await deps.limiters.loginAllowed(ip), 'Too many failed attempts from this address; try again later.')
+  );
+}
+
+/** Counts a wrong invite or password against each key and records a lockout when one begins. */
+async function loginFailed(context: Context, keys: readonly string[], details: Record<string, unknown>): Promise<void> {
+  const { deps, ip } = context;
+  audit(deps, 'login_failed', { ...details, ip }, 'login failed');
+  for (const key of keys) {
+    await deps.limiters.loginFailed(key);
+    // While locked, requests are refused before reaching here, so this fires once per lockout.
+    const now = await deps.limiters.loginAllowed(key);
+    if (!now.ok && !now.failed) audit(deps, 'lockout', { key: key === ip ? 'ip' : 'account', ...details, ip, retryAfterMs: now.retryAfterMs }, 'login locked out');
+  }
+}
+
+// ---- refresh and logout -----------------------------------------------------
+
+/** POST /api/token/refresh: the cookie alone; rotates it and returns a new access token. */
+async function refresh(context: Context): Promise<HttpResponse> {
+  const { deps, auth, ip } = context;
+  const limited = limitResponse(await deps.limiters.tokenRequest(ip), 'Too many token requests; try again later.');
+  if (limited) return limited;
+  const cookie = readRefreshCookie(context.request.headers.cookie);
+  if (!cookie) return unauthorizedClearingCookie(deps, 'No refresh credential.');
+  const outcome = await auth.refresh(cookie);
+  if (!outcome.ok) {
+    if (outcome.reason === 'reused') {
+      audit(deps, 'refresh_reuse_detected', { user: outcome.userId, family: outcome.family, ip }, 'a rotated refresh credential came back: session revoked');
+      if (outcome.userId !== undefined) deps.onRevoked(outcome.userId);
+    } else if (outcome.reason === 'account_gone') {
+      audit(deps, 'revoked', { user: outcome.userId, reason: 'account removed', family: outcome.family, ip }, 'account removed: sessions revoked');
+      if (outcome.userId !== undefined) deps.onRevoked(outcome.userId);
+    } else {
+      audit(deps, 'refresh_refused', { reason: outcome.reason, user: outcome.userId, family: outcome.family, ip }, 'refresh refused');
+    }
+    return unauthorizedClearingCookie(deps, 'The refresh credential is invalid, expired or revoked. Sign in again.');
+  }
+  const { principal } = outcome.session.access;
+  audit(deps, 'token_refreshed', { user: principal.userId, role: principal.role, family: outcome.session.family, ip }, 'token refreshed');
+  return sessionResponse(deps, outcome.session);
+}
+
+/**
+ * POST /api/logout, with the refresh cookie, a bearer access token, or both. Ends every
+ * session of the user behind them, kills their live access tokens and closes their sockets.
+ */
+async function logout(context: Context): Promise<HttpResponse> {
+  const { deps, auth, ip, request } = context;
+  const userIds = new Set<string>();
+  const cookie = readRefreshCookie(request.headers.cookie);
+  if (cookie) {
+    const userId = await auth.refreshTokenUser(cookie);
+    if (userId !== undefined) userIds.add(userId);
+  }
+  const bearer = readBearer(request);
+  if (bearer) {
+    const principal = await auth.authenticate(bearer).catch(() => undefined);
+    if (principal) userIds.add(principal.userId);
+  }
+  if (userIds.size === 0) return unauthorizedClearingCookie(deps, 'Nothing to sign out: no valid credential.');
+  for (const userId of userIds) {
+    await auth.revokeUser(userId);
+    audit(deps, 'logout', { user: userId, ip }, 'logout');
+    deps.onRevoked(userId);
+  }
+  return json(200, { ok: true }, { 'set-cookie': clearedRefreshCookie(deps.secureCookies) });
+}
+
+// ---- admin ------------------------------------------------------------------
+
+/** POST /api/admin/revoke {user}: ends every session and token of a user (account name or id). */
+async function adminRevoke(context: Context): Promise<HttpResponse> {
+  const { deps, auth, ip } = context;
+  const admin = await requireAdmin(context);
+  if (!admin.ok) return admin.response;
+  const body = readJson(context.request, RevokeRequest, 'Expected {"user": account name or user id}.');
+  if (!body.ok) return body.response;
+  const userId = await auth.resolveUser(body.value.user);
+  if (userId === undefined) return json(404, { code: ErrorCode.notFound, message: 'No such user.' });
+  await auth.revokeUser(userId);
+  audit(deps, 'revoked', { user: userId, by: admin.principal.userId, ip }, 'user revoked by an admin');
+  deps.onRevoked(userId);
+  const response: RevokeResponse = { user: userId };
+  return json(200, response);
+}
+
+/** POST /api/admin/rotate-invite: a new invite code; the old one stops working at once. */
+async function adminRotateInvite(context: Context): Promise<HttpResponse> {
+  const { deps, ip } = context;
+  const admin = await requireAdmin(context);
+  if (!admin.ok) return admin.response;
+  let invite: string;
+  try {
+    invite = await deps.invite.rotate();
+  } catch (error) {
+    if (!(error instanceof InvitePinnedError)) throw error;
+    return json(409, { code: ErrorCode.conflict, message: error.message });
+  }
+  audit(deps, 'invite_rotated', { by: admin.principal.userId, ip }, 'invite rotated');
+  const response: RotateInviteResponse = { invite };
+  return json(200, response);
+}
+
+async function requireAdmin(context: Context): Promise<{ ok: true; principal: Principal } | { ok: false; response: HttpResponse }> {
+  const bearer = readBearer(context.request);
+  const principal = bearer ? await context.auth.authenticate(bearer).catch(() => undefined) : undefined;
+  if (!principal) {
+    return { ok: false, response: json(401, { code: ErrorCode.unauthorized, message: 'Missing, invalid or expired token.' }, { 'www-authenticate': 'Bearer' }) };
+  }
+  if (principal.role !== Role.admin) {
+    return { ok: false, response: json(403, { code: ErrorCode.forbidden, message: 'This needs an admin account.' }) };
+  }
+  return { ok: true, principal };
+}
+
+// ---- helpers ----------------------------------------------------------------
+
+/** The access token and the rotated refresh cookie of a login or refresh. */
+function sessionResponse(deps: HttpDeps, session: IssuedSession): HttpResponse {
+  const body: TokenResponse = { token: session.access.token, expiresAt: session.access.expiresAt };
+  const maxAge = (session.refresh.expiresAt - Date.now()) / 1000;
+  return json(200, body, { 'set-cookie': refreshCookie(session.refresh.token, maxAge, deps.secureCookies) });
+}
+
+function unauthorizedClearingCookie(deps: HttpDeps, message: string): HttpResponse {
+  return json(401, { code: ErrorCode.unauthorized, message }, { 'set-cookie': clearedRefreshCookie(deps.secureCookies) });
+}
+
+/** 429 for a limit, 503 when the limiter itself failed (fail closed); undefined when allowed. */
+function limitResponse(decision: LimitDecision, message: string): HttpResponse | undefined {
+  if (decision.ok) return undefined;
+  const headers = { 'retry-after': String(Math.max(1, Math.ceil(decision.retryAfterMs / 1000))) };
+  if (decision.failed) {
+    return json(503, { code: ErrorCode.limiterUnavailable, message: 'Rate limiting is unavailable; try again shortly.', retryAfterMs: decision.retryAfterMs }, headers);
+  }
+  return json(429, { code: ErrorCode.rateLimited, message, retryAfterMs: decision.retryAfterMs }, headers);
+}
+
+function readJson<T>(request: HttpRequest, schema: z.ZodMiniType<T>, expected: string): { ok: true; value: T } | { ok: false; response: HttpResponse } {
   const type = request.headers['content-type'] ?? '';
   if (!type.toLowerCase().startsWith('application/json')) {
-    return json(415, { code: ErrorCode.badRequest, message: 'Send application/json.' });
+    return { ok: false, response: json(415, { code: ErrorCode.badRequest, message: 'Send application/json.' }) };
   }
   let body: unknown;
   try {
     body = JSON.parse(request.body.toString('utf8'));
   } catch {
-    return json(400, { code: ErrorCode.badRequest, message: 'Body is not valid JSON.' });
+    return { ok: false, response: json(400, { code: ErrorCode.badRequest, message: 'Body is not valid JSON.' }) };
   }
-  const parsed = TokenRequest.safeParse(body);
-  if (!parsed.success) {
-    return json(400, { code: ErrorCode.badRequest, message: 'Expected {"invite": string, "name": string (1-64 characters)}.' });
-  }
-  if (!deps.invite.matches(parsed.data.invite)) {
-    deps.logger.info({ event: 'login_failed', ip: request.remoteAddress }, 'wrong invite code');
-    return json(401, { code: ErrorCode.unauthorized, message: 'Wrong invite code.' });
-  }
-  const issued = await deps.tokens.issueAccessToken({ name: parsed.data.name.trim() || 'guest' });
-  deps.logger.info({ event: 'login', user: issued.principal.userId, ip: request.remoteAddress }, 'token issued');
-  const response: TokenResponse = { token: issued.token, expiresAt: issued.expiresAt };
-  return json(200, response);
+  const parsed = schema.safeParse(body);
+  if (!parsed.success) return { ok: false, response: json(400, { code: ErrorCode.badRequest, message: expected }) };
+  return { ok: true, value: parsed.data };
+}
+
+function readBearer(request: HttpRequest): string | undefined {
+  const match = /^Bearer\s+([A-Za-z0-9_.-]+)\s*$/i.exec(request.headers.authorization ?? '');
+  return match?.[1];
+}
+
+/** Audit records: info level with an `event` field. Never a token, cookie, password or invite. */
+function audit(deps: HttpDeps, event: string, fields: Record<string, unknown>, message: string): void {
+  deps.logger.info({ event, ...fields }, message);
 }
 
 function serveStatic(files: ReadonlyMap<string, StaticFile>, request: HttpRequest): HttpResponse {

@@ -21,3 +21,11 @@ export const securityHeaders: Readonly<Record<string, string>> = Object.freeze({
   'cross-origin-resource-policy': 'same-origin',
   'permissions-policy': 'camera=(), microphone=(), geolocation=()',
 });
+
+/** One year; only sent over TLS, where the browser honours it. */
+export const strictTransportSecurity = 'max-age=31536000';
+
+/** The headers every response carries: the set above, plus HSTS when serving TLS. */
+export function securityHeadersFor(options: { tls: boolean }): Readonly<Record<string, string>> {
+  return Object.freeze(options.tls ? { ...securityHeaders, 'strict-transport-security': strictTransportSecurity } : { ...securityHeaders });
+}

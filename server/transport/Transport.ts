@@ -52,8 +52,21 @@ export interface TransportLimits {
   readonly highWaterBytes: number;
 }
 
+/** PEM files for https and wss. uWS reads them by name; ws reads them once at creation. */
+export interface TlsFiles {
+  readonly certFile: string;
+  readonly keyFile: string;
+}
+
 export interface TransportOptions {
   readonly wsPath: string;
+  /** Serve https and wss instead of http and ws. */
+  readonly tls?: TlsFiles;
+  /**
+   * Added to every HTTP response the transport writes: handler responses, upgrade refusals and
+   * the transport's own 404, 413 and 500. A response's own header of the same name wins.
+   */
+  readonly responseHeaders?: Readonly<Record<string, string>>;
   readonly http: HttpHandler;
   readonly upgrade: UpgradeHandler;
   readonly socket: SocketHandlers;

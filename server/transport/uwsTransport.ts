@@ -4,6 +4,7 @@ import type { Principal } from '../auth/Principal.js';
 import { SendStatus, TransportName, type Connection } from './Connection.js';
 import type { HttpResponse, Transport, TransportOptions } from './Transport.js';
 import { httpStatusLine } from './httpStatusLine.js';
+import { internalError } from './internalError.js';
 import { payloadTooLarge } from './payloadTooLarge.js';
 import type { UwsModule } from './loadUws.js';
 
@@ -18,6 +19,13 @@ const decoder = new TextDecoder('utf-8');
 class UwsConnection implements Connection {
   readonly transport = TransportName.uws;
   isOpen = true;
+  /**
+   * Frames sent from the `open` handler, held until the upgrade's cork has ended. Writing while
+   * the asynchronous upgrade is still corked can make uWS v20.30 close the new socket at once
+   * (uWebSockets#1928, fixed upstream by PR #1929, not in this binary); the upstream workaround
+   * is to send after the open handler returns.
+   */
+  private early: string[] | undefined = [];
 
   constructor(
     readonly id: string,
@@ -28,6 +36,10 @@ class UwsConnection implements Connection {
 
   send(text: string): SendStatus {
     if (!this.isOpen) return SendStatus.closed;
+    if (this.early) {
+      this.early.push(text);
+      return SendStatus.sent;
+    }
     // 0 = queued under backpressure, 1 = written, 2 = dropped (maxBackpressure exceeded).
     // The outbox keeps buffered bytes far below maxBackpressure, so 2 means the peer is gone.
     const result = this.socket.send(text, false, false);
@@ -39,6 +51,16 @@ class UwsConnection implements Connection {
 
   bufferedAmount(): number {
     return this.isOpen ? this.socket.getBufferedAmount() : 0;
+  }
+
+  /** Ends the opening phase: writes what the open handler sent, in order. */
+  flushEarly(): void {
+    const early = this.early ?? [];
+    this.early = undefined;
+    if (!this.isOpen) return;
+    this.socket.cork(() => {
+      for (const text of early) this.send(text);
+    });
   }
 
   close(code: number, reason: string): void {
@@ -55,8 +77,14 @@ export function uwsTransport(uws: UwsModule) {
     const open = new Set<UwsConnection>();
     let listenSocket: us_listen_socket | undefined;
     let nextId = 0;
+    const extraHeaders = options.responseHeaders ?? {};
+    const writeResponse = (res: UwsHttpResponse, response: HttpResponse, closeConnection = false) =>
+      writeUwsResponse(res, { ...response, headers: { ...extraHeaders, ...response.headers } }, closeConnection);
 
-    const app = uws.App();
+    silenceVersionHeader(uws);
+    // SSLApp throws "App construction failed" for unreadable or mismatched PEM files;
+    // startServer checks them first so the user sees which file is wrong.
+    const app = options.tls ? uws.SSLApp({ cert_file_name: options.tls.certFile, key_file_name: options.tls.keyFile }) : uws.App();
 
     app.ws<SocketData>(options.wsPath, {
       compression: uws.DISABLED,
@@ -84,6 +112,11 @@ export function uwsTransport(uws: UwsModule) {
           .upgrade({ path, headers, remoteAddress })
           .then((decision) => {
             if (aborted) return;
+            // Known v20.30 bug (uWebSockets#1928, fixed upstream by PR #1929): after an upgrade made
+            // inside res.cork, cork() may read the old HTTP state from the new WebSocket's memory
+            // and close the fresh socket (1006 right after `open`), depending on heap layout.
+            // Upgrading outside cork avoids it but makes uWS print a warning per upgrade on stderr;
+            // see docs/DEVELOPERS.md. Clients reconnect.
             res.cork(() => {
               if (decision.accept) {
                 res.upgrade<SocketData>({ principal: decision.principal, remoteAddress }, key, decision.protocol, extensions, context);
@@ -94,7 +127,7 @@ export function uwsTransport(uws: UwsModule) {
           })
           .catch((error: unknown) => {
             options.onError(error, 'upgrade');
-            if (!aborted) res.cork(() => writeResponse(res, { status: 500, headers: {}, body: '' }));
+            if (!aborted) res.cork(() => writeResponse(res, internalError()));
           });
       },
 
@@ -104,6 +137,7 @@ export function uwsTransport(uws: UwsModule) {
         data.connection = connection;
         open.add(connection);
         options.socket.open(connection);
+        setImmediate(() => connection.flushEarly());
       },
 
       message: (ws, message, isBinary) => {
@@ -153,7 +187,7 @@ export function uwsTransport(uws: UwsModule) {
           })
           .catch((error: unknown) => {
             options.onError(error, 'http');
-            if (!aborted) res.cork(() => writeResponse(res, { status: 500, headers: {}, body: '' }));
+            if (!aborted) res.cork(() => writeResponse(res, internalError()));
           });
       };
 
@@ -214,7 +248,19 @@ function readHeaders(req: { forEach(cb: (key: string, value: string) => void): v
   return headers;
 }
 
-function writeResponse(res: UwsHttpResponse, response: HttpResponse, closeConnection = false): void {
+/**
+ * uWS writes `uWebSockets: 20` into every HTTP response, including the 101, unless the binary
+ * was built with UWS_HTTPRESPONSE_NO_WRITEMARK. The prebuilt v20.30 binary was not, but its
+ * undocumented `_cfg` export switches the mark off for the whole loop at runtime: it calls
+ * `Loop::setSilent(true)` for the key "silent" (v20.30 compares the sum of the key's character codes).
+ * Idempotent. handshake.test.ts fails if the mark ever comes back.
+ */
+function silenceVersionHeader(uws: UwsModule): void {
+  const cfg = (uws as unknown as { _cfg?: (key: string) => void })._cfg;
+  if (typeof cfg === 'function') cfg('silent');
+}
+
+function writeUwsResponse(res: UwsHttpResponse, response: HttpResponse, closeConnection: boolean): void {
   res.writeStatus(httpStatusLine(response.status));
   for (const [name, value] of Object.entries(response.headers)) res.writeHeader(name, value);
   res.end(response.body, closeConnection);

@@ -1,10 +1,14 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { readFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerOptions, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { ErrorCode } from '../../shared/errorCodes.js';
 import type { Principal } from '../auth/Principal.js';
 import { SendStatus, TransportName, type Connection } from './Connection.js';
 import type { HttpResponse, Transport, TransportOptions } from './Transport.js';
 import { httpStatusLine } from './httpStatusLine.js';
+import { internalError } from './internalError.js';
 import { payloadTooLarge } from './payloadTooLarge.js';
 
 class WsConnection implements Connection {
@@ -52,13 +56,15 @@ class WsConnection implements Connection {
   }
 }
 
-/** HTTP on node:http and WebSocket on `ws`: the fallback when native uWS is unavailable. */
+/** HTTP on node:http (node:https under TLS) and WebSocket on `ws`: the fallback when native uWS is unavailable. */
 export function wsTransport() {
   return (options: TransportOptions): Transport => {
     const { limits } = options;
     let nextId = 0;
     const open = new Set<WsConnection>();
     const alive = new WeakMap<WebSocket, boolean>();
+    const extraHeaders = options.responseHeaders ?? {};
+    const withExtra = (response: HttpResponse): HttpResponse => ({ ...response, headers: { ...extraHeaders, ...response.headers } });
 
     const wss = new WebSocketServer({
       noServer: true,
@@ -68,11 +74,18 @@ export function wsTransport() {
       // The protocol was already checked in the upgrade handler; echo only parley.v1, never a token.
       handleProtocols: (protocols) => (protocols.has('parley.v1') ? 'parley.v1' : false),
     });
+    // ws refuses a malformed handshake (no key, bad version, an unparsable protocol list; e.g.
+    // a key pushed past Node's 2,000-header cap) with its own text/html 400. Answering here
+    // gives it the same JSON body and security headers as every other response.
+    wss.on('wsClientError', (error: Error, socket: Duplex) => {
+      const status = error.message === 'Invalid HTTP method' ? 405 : 400;
+      rejectUpgrade(socket, withExtra({ status, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ code: ErrorCode.badRequest, message: `${error.message}.` }) }));
+    });
 
-    const server: Server = createServer({ maxHeaderSize: 16 * 1024 }, (req, res) => {
+    const onRequest: RequestListener = (req, res) => {
       readBody(req, limits.maxHttpBodyBytes)
         .then(async (body) => {
-          if (body === undefined) return writeResponse(res, payloadTooLarge(), true);
+          if (body === undefined) return writeResponse(res, withExtra(payloadTooLarge()), true);
           const url = new URL(req.url ?? '/', 'http://x');
           const response = await options.http({
             method: (req.method ?? 'GET').toUpperCase(),
@@ -82,23 +95,37 @@ export function wsTransport() {
             remoteAddress: req.socket.remoteAddress ?? '',
             body,
           });
-          writeResponse(res, response);
+          writeResponse(res, withExtra(response));
         })
         .catch((error: unknown) => {
           options.onError(error, 'http');
-          if (!res.headersSent) writeResponse(res, { status: 500, headers: {}, body: '' });
+          if (!res.headersSent) writeResponse(res, withExtra(internalError()));
         });
-    });
-    server.on('clientError', (_error, socket) => {
-      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
-      else socket.destroy();
+    };
+    // Node's defaults: at most 2,000 headers are kept (the rest are dropped, the case of
+    // CVE-2024-37890, fixed in ws 8.17.1) and a header section over maxHeaderSize is refused.
+    const serverOptions: ServerOptions = { maxHeaderSize: 16 * 1024 };
+    const server: Server = options.tls
+      ? createHttpsServer({ ...serverOptions, cert: readFileSync(options.tls.certFile), key: readFileSync(options.tls.keyFile) }, onRequest)
+      : createServer(serverOptions, onRequest);
+    server.on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => {
+      if (!socket.writable) {
+        socket.destroy();
+        return;
+      }
+      const tooLarge = error.code === 'HPE_HEADER_OVERFLOW';
+      const message = tooLarge ? 'Request headers are too large.' : 'Malformed request.';
+      const body = JSON.stringify({ code: ErrorCode.badRequest, message });
+      const response = { status: tooLarge ? 431 : 400, headers: { 'content-type': 'application/json' }, body };
+      rejectUpgrade(socket, withExtra(response));
     });
 
     server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       socket.on('error', () => socket.destroy());
       const url = new URL(req.url ?? '/', 'http://x');
       if (url.pathname !== options.wsPath) {
-        rejectUpgrade(socket, { status: 404, headers: {}, body: '' });
+        const body = JSON.stringify({ code: ErrorCode.notFound, message: 'Not found.' });
+        rejectUpgrade(socket, withExtra({ status: 404, headers: { 'content-type': 'application/json' }, body }));
         return;
       }
       const remoteAddress = req.socket.remoteAddress ?? '';
@@ -107,7 +134,7 @@ export function wsTransport() {
         .then((decision) => {
           if (socket.destroyed) return;
           if (!decision.accept) {
-            rejectUpgrade(socket, decision.response);
+            rejectUpgrade(socket, withExtra(decision.response));
             return;
           }
           wss.handleUpgrade(req, socket, head, (ws) => {
@@ -139,7 +166,7 @@ export function wsTransport() {
         })
         .catch((error: unknown) => {
           options.onError(error, 'upgrade');
-          rejectUpgrade(socket, { status: 500, headers: {}, body: '' });
+          if (!socket.destroyed) rejectUpgrade(socket, withExtra(internalError()));
         });
     });
 
@@ -232,6 +259,7 @@ function writeResponse(res: ServerResponse, response: HttpResponse, closeConnect
   res.end(body);
 }
 
+/** Writes a whole response on a raw socket and closes it: upgrade refusals and parse errors. */
 function rejectUpgrade(socket: Duplex, response: HttpResponse): void {
   const body = typeof response.body === 'string' ? Buffer.from(response.body) : response.body;
   const lines = [`HTTP/1.1 ${httpStatusLine(response.status)}`, 'Connection: close', `Content-Length: ${body.length}`];

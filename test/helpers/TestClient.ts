@@ -1,4 +1,4 @@
-import { WebSocket } from 'ws';
+import { WebSocket, type ClientOptions } from 'ws';
 import { isTerminalFrame, ServerFrame, type ClientFrame, type TerminalFrame } from '../../shared/protocol.js';
 
 type Frame = ServerFrame;
@@ -31,9 +31,10 @@ export class TestClient {
     });
   }
 
-  static connect(wsUrl: string, token: string, protocols?: string[]): Promise<TestClient> {
+  /** `options` go to the ws client: e.g. `origin`, `headers: { host }`, or `ca` for wss. */
+  static connect(wsUrl: string, token: string, protocols?: string[], options: ClientOptions = {}): Promise<TestClient> {
     return new Promise((resolve, reject) => {
-      const socket = new WebSocket(wsUrl, protocols ?? ['parley.v1', `bearer.${token}`]);
+      const socket = new WebSocket(wsUrl, protocols ?? ['parley.v1', `bearer.${token}`], options);
       const client = new TestClient(socket);
       socket.once('open', () => resolve(client));
       socket.once('error', reject);

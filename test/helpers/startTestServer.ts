@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureModel } from '../../models/ensureModel.js';
@@ -8,6 +8,7 @@ import type { LimiterSet } from '../../server/limits/Limiters.js';
 import { createLogger } from '../../server/logging/createLogger.js';
 import { startServer, type StartedServer } from '../../server/startServer.js';
 import { LogSink } from './LogSink.js';
+import { rawRequest } from './rawRequest.js';
 import { TestClient } from './TestClient.js';
 
 export const TRANSPORTS = ['uws', 'ws'] as const;
@@ -32,6 +33,8 @@ export interface TestServer {
   readonly wsUrl: string;
   readonly logs: LogSink;
   readonly dataDir: string;
+  /** Under TLS (tlsCert/tlsKey overrides): the certificate, to trust it as a CA. */
+  readonly ca: Buffer | undefined;
   token(name?: string): Promise<string>;
   client(name?: string): Promise<TestClient>;
   stop(): Promise<void>;
@@ -42,16 +45,30 @@ export async function startTestServer(
   transport: string,
   engine: LlamaEngine,
   overrides: ConfigInput = {},
-  options: { limiterOverrides?: Partial<LimiterSet> } = {},
+  options: {
+    limiterOverrides?: Partial<LimiterSet>;
+    /** Use this data dir (signing key, invite, sessions) and leave it in place on stop, so a restarted server keeps them. */
+    dataDir?: string;
+  } = {},
 ): Promise<TestServer> {
-  const dataDir = await mkdtemp(join(tmpdir(), 'parley-test-'));
+  const ownsDataDir = options.dataDir === undefined;
+  const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'parley-test-')));
   const config = loadConfig({ host: '127.0.0.1', port: 0, transport, dataDir, invite: TEST_INVITE, maxTokens: 64, qr: false, ...overrides });
   const logs = new LogSink();
   const logger = createLogger({ level: 'debug', destination: logs });
   const started = await startServer(config, { logger, engine, limiterOverrides: options.limiterOverrides });
-  const baseUrl = `http://127.0.0.1:${started.port}`;
+  const ca = config.tlsCert === undefined ? undefined : await readFile(config.tlsCert);
+  const baseUrl = `${ca ? 'https' : 'http'}://127.0.0.1:${started.port}`;
+  const wsUrl = `${ca ? 'wss' : 'ws'}://127.0.0.1:${started.port}/ws`;
   const clients: TestClient[] = [];
   const token = async (name = 'tester') => {
+    if (ca) {
+      // fetch cannot be given a CA on Node 20; node:https can.
+      const body = JSON.stringify({ invite: TEST_INVITE, name });
+      const response = await rawRequest(`${baseUrl}/api/token`, { method: 'POST', headers: { 'content-type': 'application/json' }, body, ca });
+      if (response.status !== 200) throw new Error(`token request failed: ${response.status}`);
+      return (JSON.parse(response.body) as { token: string }).token;
+    }
     const response = await fetch(`${baseUrl}/api/token`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
@@ -63,12 +80,13 @@ export async function startTestServer(
   return {
     started,
     baseUrl,
-    wsUrl: `ws://127.0.0.1:${started.port}/ws`,
+    wsUrl,
     logs,
     dataDir,
+    ca,
     token,
     async client(name) {
-      const client = await TestClient.connect(`ws://127.0.0.1:${started.port}/ws`, await token(name));
+      const client = await TestClient.connect(wsUrl, await token(name), undefined, ca ? { ca } : {});
       clients.push(client);
       await client.waitForType('ready');
       return client;
@@ -76,7 +94,7 @@ export async function startTestServer(
     async stop() {
       for (const client of clients) client.drop();
       await started.stop();
-      await rm(dataDir, { recursive: true, force: true });
+      if (ownsDataDir) await rm(dataDir, { recursive: true, force: true });
     },
   };
 }

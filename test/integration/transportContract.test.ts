@@ -8,7 +8,7 @@ import { SendStatus, type Connection } from '../../server/transport/Connection.j
 import type { Transport } from '../../server/transport/Transport.js';
 import { TRANSPORTS } from '../helpers/startTestServer.js';
 
-const principal: Principal = { userId: 'u_test', name: 'test', expiresAt: Date.now() + 60_000 };
+const principal: Principal = { userId: 'u_test', name: 'test', role: 'user', expiresAt: Date.now() + 60_000 };
 const HIGH_WATER = 64 * 1024;
 const MAX_FRAME = 16 * 1024;
 

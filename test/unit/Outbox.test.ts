@@ -13,7 +13,7 @@ class FakeConnection implements Connection {
   readonly id = 'conn-1';
   readonly transport = TransportName.ws;
   readonly remoteAddress = '127.0.0.1';
-  readonly principal = { userId: 'u_test', name: 'Test', expiresAt: 0 };
+  readonly principal = { userId: 'u_test', name: 'Test', role: 'user' as const, expiresAt: 0 };
   isOpen = true;
   status: SendStatus = SendStatus.sent;
   buffered = 0;

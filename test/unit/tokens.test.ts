@@ -44,7 +44,7 @@ const nowSeconds = () => Math.floor(Date.now() / 1000);
 /** A token with every claim right, signed by `key`, for tests to break one thing at a time. */
 function validJwt(key: SigningKey, overrides: { header?: Record<string, unknown>; iss?: string; aud?: string; nbf?: number; exp?: number | null } = {}) {
   const iat = nowSeconds();
-  let jwt = new SignJWT({ name: 'Mallory' })
+  let jwt = new SignJWT({ name: 'Mallory', role: 'user', ep: 0 })
     .setProtectedHeader({ alg: 'EdDSA', typ: TokenClaims.accessType, kid: key.kid, ...overrides.header })
     .setSubject('u_mallory')
     .setIssuer(overrides.iss ?? TokenClaims.issuer)
@@ -67,10 +67,10 @@ describe('access tokens', () => {
     const issued = await service.issueAccessToken({ userId: 'u_alice', name: 'Alice' });
     const expectedExpiry = (Math.floor(fixedNow / 1000) + 300) * 1000;
     assert.equal(issued.expiresAt, expectedExpiry);
-    assert.deepEqual(issued.principal, { userId: 'u_alice', name: 'Alice', expiresAt: expectedExpiry });
+    assert.deepEqual(issued.principal, { userId: 'u_alice', name: 'Alice', role: 'user', expiresAt: expectedExpiry });
 
     const principal = await service.verifyAccessToken(issued.token);
-    assert.deepEqual(principal, { userId: 'u_alice', name: 'Alice', expiresAt: expectedExpiry });
+    assert.deepEqual(principal, { userId: 'u_alice', name: 'Alice', role: 'user', expiresAt: expectedExpiry });
   });
 
   test('a token issued without a userId gets a fresh u_ id that verifies back', async () => {

@@ -1,0 +1,379 @@
+import { css, html, LitElement, nothing } from 'lit';
+import { customElement, query, state } from 'lit/decorators.js';
+import type { ServerFrame } from '../../../shared/protocol.js';
+import { AuthError } from '../auth/authApi.js';
+import { RefreshResult, TokenBroker } from '../auth/TokenBroker.js';
+import { ChatController } from '../controllers/ChatController.js';
+import { ConnectionController, ConnectionState } from '../controllers/ConnectionController.js';
+import { ConversationStore } from '../state/ConversationStore.js';
+import type { ChatComposer } from './chat-composer.js';
+import { visuallyHidden } from './sharedStyles.js';
+import './chat-composer.js';
+import './chat-header.js';
+import './chat-join.js';
+import './chat-sidebar.js';
+import './chat-thread.js';
+
+const NAME_KEY = 'parley.v1.name';
+
+/** Before the first refresh answers, the page shows neither the join form nor the chat. */
+const Phase = { starting: 'starting', join: 'join', chat: 'chat' } as const;
+type Phase = (typeof Phase)[keyof typeof Phase];
+
+/**
+ * The application: signs in (refresh cookie, else the join form with the invite from the
+ * link's fragment), then shows the conversation list, the thread and the composer. The socket
+ * lives in ConnectionController, requests and replies in ChatController, conversations in
+ * ConversationStore (localStorage).
+ */
+@customElement('chat-app')
+export class ChatApp extends LitElement {
+  @state() private phase: Phase = Phase.starting;
+  @state() private joinMessage: string | undefined;
+  @state() private joining = false;
+  @state() private sidebarOpen = false;
+  @query('chat-composer') private composer: ChatComposer | null | undefined;
+  @query('.announcer') private announcer!: HTMLElement;
+
+  private readonly broker = new TokenBroker();
+  private readonly store: ConversationStore = new ConversationStore((): boolean => this.chat.busy);
+  private readonly connection = new ConnectionController(this, this.broker, {
+    frame: (frame) => this.onFrame(frame),
+    disconnected: () => this.chat.disconnected(),
+    signedOut: (reason) => this.showJoin(reason),
+  });
+  private readonly chat: ChatController = new ChatController(this, this.store, this.connection, (text) => this.announce(text));
+  /** Kept in memory only, to fill the form again if the session ends. */
+  private invite = '';
+  private ticker: ReturnType<typeof setInterval> | undefined;
+
+  static override styles = [
+    visuallyHidden,
+    css`
+      :host {
+        display: flex;
+        flex-direction: column;
+        height: 100vh;
+        height: 100dvh;
+        color: var(--text);
+        background: var(--bg);
+      }
+      .notice {
+        padding: 0.45rem 0.9rem;
+        font-size: 0.85rem;
+        border-bottom: 1px solid var(--border);
+      }
+      .notice.info {
+        background: var(--info-bg);
+      }
+      .notice.warning {
+        background: var(--warning-bg);
+      }
+      .notice.error {
+        background: var(--danger-bg);
+      }
+      .layout {
+        flex: 1;
+        display: flex;
+        min-height: 0;
+        position: relative;
+      }
+      aside {
+        width: 17rem;
+        flex: none;
+        border-right: 1px solid var(--border);
+        background: var(--sidebar);
+        display: flex;
+        flex-direction: column;
+        min-height: 0;
+      }
+      chat-sidebar {
+        flex: 1;
+      }
+      main {
+        flex: 1;
+        min-width: 0;
+        display: flex;
+        flex-direction: column;
+      }
+      .demo-banner {
+        margin: 0.75rem auto 0;
+        max-width: 46rem;
+        width: calc(100% - 2rem);
+        box-sizing: border-box;
+        padding: 0.5rem 0.75rem;
+        border-radius: 0.6rem;
+        font-size: 0.85rem;
+        background: var(--warning-bg);
+      }
+      chat-thread {
+        flex: 1;
+      }
+      chat-composer {
+        width: 100%;
+        max-width: 48rem;
+        margin: 0 auto;
+        padding: 0.5rem 1rem 0;
+        box-sizing: border-box;
+      }
+      .starting {
+        margin: 20vh auto;
+        color: var(--muted);
+      }
+      .scrim {
+        display: none;
+      }
+      @media (max-width: 760px) {
+        aside {
+          position: absolute;
+          inset: 0 auto 0 0;
+          width: min(20rem, 85vw);
+          z-index: 2;
+          transform: translateX(-100%);
+          visibility: hidden;
+          transition:
+            transform 0.2s ease,
+            visibility 0.2s;
+          box-shadow: 0 0 2rem rgb(0 0 0 / 0.3);
+        }
+        aside.open {
+          transform: none;
+          visibility: visible;
+        }
+        .scrim.open {
+          display: block;
+          position: absolute;
+          inset: 0;
+          z-index: 1;
+          background: rgb(0 0 0 / 0.35);
+          border: none;
+        }
+        chat-composer {
+          padding: 0.4rem 0.6rem 0;
+        }
+      }
+      @media (prefers-reduced-motion: reduce) {
+        aside {
+          transition: none;
+        }
+      }
+    `,
+  ];
+
+  override connectedCallback(): void {
+    super.connectedCallback();
+    this.store.addEventListener('change', this.onStoreChange);
+    document.addEventListener('keydown', this.onKeydown);
+    window.addEventListener('pagehide', this.onPageHide);
+    void this.boot();
+  }
+
+  override disconnectedCallback(): void {
+    super.disconnectedCallback();
+    this.store.removeEventListener('change', this.onStoreChange);
+    document.removeEventListener('keydown', this.onKeydown);
+    window.removeEventListener('pagehide', this.onPageHide);
+    clearInterval(this.ticker);
+  }
+
+  /** Reads the invite from the link (and removes it from the address bar), then tries the refresh cookie. */
+  private async boot(): Promise<void> {
+    const invite = new URLSearchParams(location.hash.slice(1)).get('invite');
+    if (invite) {
+      this.invite = invite;
+      history.replaceState(null, '', location.pathname + location.search);
+    }
+    const result = await this.broker.refresh();
+    if (result === RefreshResult.ok) {
+      this.phase = Phase.chat;
+      this.connection.start();
+      return;
+    }
+    this.showJoin(result === RefreshResult.failed ? 'Cannot reach the Parley server right now.' : undefined);
+  }
+
+  protected override updated(): void {
+    // A once-a-second tick keeps "reconnecting in N s" true.
+    const reconnecting = this.connection.state === ConnectionState.reconnecting;
+    if (reconnecting && this.ticker === undefined) this.ticker = setInterval(() => this.requestUpdate(), 1000);
+    if (!reconnecting && this.ticker !== undefined) {
+      clearInterval(this.ticker);
+      this.ticker = undefined;
+    }
+  }
+
+  protected override render() {
+    const { connection } = this;
+    const ready = connection.ready;
+    return html`
+      <chat-header
+        .state=${connection.state}
+        .retry=${connection.describeRetry()}
+        .model=${ready?.model}
+        .userName=${ready?.user.name}
+        .sidebarOpen=${this.sidebarOpen}
+        @toggle-sidebar=${this.toggleSidebar}
+        @sign-out=${this.signOut}
+      ></chat-header>
+      ${connection.notice && this.phase === Phase.chat ? html`<div class="notice ${connection.notice.tone}" role="status">${connection.notice.text}</div>` : nothing}
+      ${this.phase === Phase.starting ? html`<p class="starting">Signing in…</p>` : nothing}
+      ${this.phase === Phase.join
+        ? html`<chat-join .name=${readName()} .invite=${this.invite} .message=${this.joinMessage} ?busy=${this.joining} @join=${this.onJoin}></chat-join>`
+        : nothing}
+      ${this.phase === Phase.chat ? this.renderChat() : nothing}
+      <div class="announcer visually-hidden" aria-live="polite" aria-atomic="true"></div>
+    `;
+  }
+
+  private renderChat() {
+    const current = this.store.current;
+    const ready = this.connection.ready;
+    const generating = new Set(this.store.list.filter((conversation) => this.chat.isGenerating(conversation.id)).map((conversation) => conversation.id));
+    const currentGenerating = current !== undefined && generating.has(current.id);
+    return html`<div class="layout">
+      <button type="button" class="scrim ${this.sidebarOpen ? 'open' : ''}" tabindex="-1" aria-hidden="true" @click=${() => (this.sidebarOpen = false)}></button>
+      <aside id="sidebar" class=${this.sidebarOpen ? 'open' : ''} aria-label="Conversations">
+        <chat-sidebar
+          .conversations=${this.store.list}
+          .currentId=${current?.id}
+          .generating=${generating}
+          @new-conversation=${this.onNew}
+          @select-conversation=${this.onSelect}
+          @rename-conversation=${(event: CustomEvent<{ id: string; title: string }>) => this.store.rename(event.detail.id, event.detail.title)}
+          @delete-conversation=${(event: CustomEvent<{ id: string }>) => this.chat.remove(event.detail.id)}
+        ></chat-sidebar>
+      </aside>
+      <main>
+        ${ready?.model.demo
+          ? html`<p class="demo-banner">
+              This is <strong>Parley's demo model</strong>: a toy that strings words together. It is not an assistant. Start Parley with
+              <code>--model</code> to chat with a real one.
+            </p>`
+          : nothing}
+        <chat-thread
+          .messages=${current?.messages ?? []}
+          .conversationId=${current?.id}
+          .model=${ready?.model}
+          .streamFor=${(id: string) => this.chat.streamFor(id)}
+          ?generating=${currentGenerating}
+          ?connected=${this.connection.connected}
+          @regenerate=${() => this.chat.regenerate()}
+        ></chat-thread>
+        <chat-composer
+          ?generating=${currentGenerating}
+          ?connected=${this.connection.connected}
+          .maxChars=${ready?.limits.maxTextChars ?? 0}
+          @send-message=${(event: CustomEvent<{ text: string }>) => this.chat.send(event.detail.text)}
+          @stop-reply=${() => this.chat.stop()}
+        ></chat-composer>
+      </main>
+    </div>`;
+  }
+
+  private onFrame(frame: ServerFrame): void {
+    if (frame.type === 'ready') {
+      this.store.load(frame.user.id);
+      this.phase = Phase.chat;
+    }
+    this.chat.handle(frame);
+  }
+
+  private async onJoin(event: CustomEvent<{ name: string; invite: string }>): Promise<void> {
+    const { name, invite } = event.detail;
+    this.joining = true;
+    this.joinMessage = undefined;
+    try {
+      await this.broker.join(invite, name);
+      this.invite = invite;
+      try {
+        localStorage.setItem(NAME_KEY, name);
+      } catch {
+        // Only a convenience.
+      }
+      this.phase = Phase.chat;
+      this.connection.start();
+      await this.updateComplete;
+      this.composer?.focus();
+    } catch (error) {
+      this.joinMessage = error instanceof AuthError ? (error.status === 401 ? 'That invite code is not right.' : error.message) : 'Joining failed.';
+    } finally {
+      this.joining = false;
+    }
+  }
+
+  private showJoin(reason: string | undefined): void {
+    this.phase = Phase.join;
+    this.joinMessage = reason;
+    this.sidebarOpen = false;
+  }
+
+  private readonly signOut = async (): Promise<void> => {
+    this.store.forgetUser();
+    this.connection.signOut();
+    await this.broker.signOut();
+    this.showJoin(undefined);
+  };
+
+  private readonly onNew = async (): Promise<void> => {
+    const current = this.store.current;
+    // An untouched new conversation is reused rather than piling up empty ones.
+    if (!current || current.messages.length > 0) this.store.create();
+    this.sidebarOpen = false;
+    await this.updateComplete;
+    this.composer?.focus();
+  };
+
+  private readonly onSelect = async (event: CustomEvent<{ id: string }>): Promise<void> => {
+    this.store.select(event.detail.id);
+    this.sidebarOpen = false;
+    await this.updateComplete;
+    this.composer?.focus();
+  };
+
+  private readonly onStoreChange = (): void => this.requestUpdate();
+
+  /** The drawer on narrow screens: opening it moves the focus into it. */
+  private readonly toggleSidebar = async (): Promise<void> => {
+    this.sidebarOpen = !this.sidebarOpen;
+    if (!this.sidebarOpen) return;
+    await this.updateComplete;
+    this.renderRoot.querySelector('chat-sidebar')?.focus();
+  };
+
+  private readonly onKeydown = (event: KeyboardEvent): void => {
+    if (event.key !== 'Escape' || event.defaultPrevented) return;
+    if (this.sidebarOpen) {
+      this.sidebarOpen = false;
+      return;
+    }
+    const current = this.store.current;
+    if (current && this.chat.isGenerating(current.id)) {
+      event.preventDefault();
+      this.chat.stop();
+    }
+  };
+
+  private readonly onPageHide = (): void => this.store.saveNow();
+
+  /** Polite announcement of a finished reply; cleared first so the same text is read again. */
+  private announce(text: string): void {
+    const region = this.announcer;
+    if (!region) return;
+    region.textContent = '';
+    setTimeout(() => (region.textContent = text), 50);
+  }
+}
+
+function readName(): string {
+  try {
+    return localStorage.getItem(NAME_KEY) ?? '';
+  } catch {
+    return '';
+  }
+}
+
+declare global {
+  interface HTMLElementTagNameMap {
+    'chat-app': ChatApp;
+  }
+}

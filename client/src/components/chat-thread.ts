@@ -1,0 +1,136 @@
+import { css, html, LitElement, nothing, type PropertyValues } from 'lit';
+import { customElement, property, query } from 'lit/decorators.js';
+import { repeat } from 'lit/directives/repeat.js';
+import type { ModelInfo } from '../../../shared/protocol.js';
+import { Sender, type ChatMessage } from '../state/ChatMessage.js';
+import type { ReplyStream } from '../state/ReplyStream.js';
+import './chat-message.js';
+
+/**
+ * The messages of one conversation, in a scroll container that sticks to the bottom while the
+ * reader is there (a reader who scrolled up to read is left alone).
+ */
+@customElement('chat-thread')
+export class ChatThread extends LitElement {
+  @property({ attribute: false }) messages: readonly ChatMessage[] = [];
+  @property({ attribute: false }) model: ModelInfo | undefined;
+  /** Finds the live stream of a running reply. */
+  @property({ attribute: false }) streamFor: (messageId: string) => ReplyStream | undefined = () => undefined;
+  /** The conversation is generating (no regenerate button meanwhile). */
+  @property({ type: Boolean }) generating = false;
+  @property({ type: Boolean }) connected = false;
+  /** Identifies the conversation shown: switching jumps to its end. */
+  @property() conversationId: string | undefined;
+
+  @query('.scroller') private scroller!: HTMLElement;
+  @query('.list') private list!: HTMLElement;
+  private stuck = true;
+  private resizeObserver: ResizeObserver | undefined;
+
+  static override styles = css`
+    :host {
+      display: block;
+      min-height: 0;
+    }
+    .scroller {
+      height: 100%;
+      overflow-y: auto;
+      overscroll-behavior: contain;
+    }
+    .list {
+      display: flex;
+      flex-direction: column;
+      gap: 0.9rem;
+      padding: 1rem;
+      max-width: 48rem;
+      margin: 0 auto;
+      box-sizing: border-box;
+    }
+    .empty {
+      margin: 15vh auto 0;
+      max-width: 30rem;
+      padding: 0 1rem;
+      text-align: center;
+      color: var(--muted);
+    }
+    .empty h2 {
+      color: var(--text);
+      font-size: 1.25rem;
+      margin: 0 0 0.5rem;
+    }
+  `;
+
+  override connectedCallback(): void {
+    super.connectedCallback();
+    this.resizeObserver = new ResizeObserver(() => this.keepAtBottom());
+  }
+
+  override disconnectedCallback(): void {
+    super.disconnectedCallback();
+    this.resizeObserver?.disconnect();
+  }
+
+  protected override firstUpdated(): void {
+    if (this.list) this.resizeObserver?.observe(this.list);
+  }
+
+  protected override updated(changed: PropertyValues<this>): void {
+    if (changed.has('conversationId')) {
+      this.stuck = true;
+      this.keepAtBottom();
+    }
+  }
+
+  protected override render() {
+    const lastAssistant = this.messages.at(-1)?.from === Sender.assistant ? this.messages.at(-1)?.id : undefined;
+    return html`
+      <div class="scroller" @scroll=${this.onScroll}>
+        <section class="list" aria-label="Messages">
+          ${this.messages.length === 0
+            ? html`<div class="empty">
+                <h2>Start a conversation</h2>
+                <p>
+                  ${this.model
+                    ? this.model.demo
+                      ? "You are talking to Parley's demo model. It strings plausible words together and is not an assistant."
+                      : `Ask ${this.model.name} anything. Replies stay on this network.`
+                    : nothing}
+                </p>
+              </div>`
+            : nothing}
+          ${repeat(
+            this.messages,
+            (message) => message.id,
+            (message) => html`<chat-message
+              data-id=${message.id}
+              .from=${message.from}
+              .text=${message.text}
+              .status=${message.status}
+              .queuePosition=${message.queuePosition}
+              .stats=${message.stats}
+              .error=${message.error}
+              .notice=${message.notice}
+              .stream=${this.streamFor(message.id)}
+              ?regenerable=${message.id === lastAssistant && !this.generating && this.connected}
+            ></chat-message>`,
+          )}
+        </section>
+      </div>
+    `;
+  }
+
+  private onScroll(): void {
+    const { scrollTop, scrollHeight, clientHeight } = this.scroller;
+    this.stuck = scrollHeight - scrollTop - clientHeight < 48;
+  }
+
+  private keepAtBottom(): void {
+    if (this.stuck && this.scroller) this.scroller.scrollTop = this.scroller.scrollHeight;
+  }
+}
+
+declare global {
+  interface HTMLElementTagNameMap {
+    'chat-thread': ChatThread;
+  }
+}

@@ -1,0 +1,215 @@
+import type { ReactiveController, ReactiveControllerHost } from 'lit';
+import { ErrorCode } from '../../../shared/errorCodes.js';
+import type { ServerFrame } from '../../../shared/protocol.js';
+import { MessageStatus, Sender, type ChatMessage, type Conversation } from '../state/ChatMessage.js';
+import type { ConversationStore } from '../state/ConversationStore.js';
+import { ReplyStream } from '../state/ReplyStream.js';
+import { describeError } from '../util/describeError.js';
+import { newId } from '../util/newId.js';
+import type { ConnectionController } from './ConnectionController.js';
+
+/** A request the server has not finished: which reply it fills, and what to resend if needed. */
+interface Running {
+  readonly conversationId: string;
+  readonly message: ChatMessage;
+  readonly text: string;
+  readonly stream: ReplyStream;
+  /** Already resent once after `conversation_not_found`. */
+  readonly retried: boolean;
+  nextSeq: number;
+}
+
+/** What the chat announces to assistive technology: one sentence per finished reply. */
+export type Announce = (text: string) => void;
+
+export const LOST_CONVERSATION_NOTICE =
+  'The server no longer had this conversation (it probably restarted), so this reply started a new one: the model does not see the earlier messages.';
+
+/**
+ * Requests and replies: sends messages, routes each server frame to its reply, keeps the
+ * conversation store up to date, and hides the server forgetting a conversation by starting a
+ * new one. Streaming text goes through a ReplyStream per reply; everything else is a
+ * structural change of the store.
+ */
+export class ChatController implements ReactiveController {
+  private readonly running = new Map<string, Running>();
+
+  constructor(
+    host: ReactiveControllerHost,
+    private readonly store: ConversationStore,
+    private readonly connection: ConnectionController,
+    private readonly announce: Announce,
+  ) {
+    host.addController(this);
+  }
+
+  /** The page is going away: keep what streamed so far. */
+  hostDisconnected(): void {
+    this.store.saveNow();
+  }
+
+  /** The live stream of a reply that is still running, for its message element. */
+  streamFor(messageId: string): ReplyStream | undefined {
+    for (const running of this.running.values()) if (running.message.id === messageId) return running.stream;
+    return undefined;
+  }
+
+  /** Any reply of this tab is still running. */
+  get busy(): boolean {
+    return this.running.size > 0;
+  }
+
+  isGenerating(conversationId: string): boolean {
+    for (const running of this.running.values()) if (running.conversationId === conversationId) return true;
+    return false;
+  }
+
+  /** Sends a message in the current conversation (a new one if there is none). */
+  send(text: string): boolean {
+    const trimmed = text.trim();
+    if (!trimmed || !this.connection.connected) return false;
+    const conversation = this.store.current ?? this.store.create();
+    if (this.isGenerating(conversation.id)) return false;
+    this.store.autoTitle(conversation, trimmed);
+    conversation.messages.push({ id: newId('m'), from: Sender.user, text: trimmed, status: MessageStatus.done });
+    this.startReply(conversation, trimmed);
+    return true;
+  }
+
+  /** Asks again for the last reply of the current conversation, replacing it. */
+  regenerate(): boolean {
+    const conversation = this.store.current;
+    if (!conversation || !this.connection.connected || this.isGenerating(conversation.id)) return false;
+    const last = conversation.messages.at(-1);
+    const prompt = [...conversation.messages].reverse().find((message) => message.from === Sender.user);
+    if (!prompt) return false;
+    if (last?.from === Sender.assistant) conversation.messages.pop();
+    this.startReply(conversation, prompt.text);
+    return true;
+  }
+
+  /** Stops the reply running in a conversation (the current one by default). */
+  stop(conversationId = this.store.current?.id): void {
+    for (const [id, running] of this.running) {
+      if (running.conversationId === conversationId) this.connection.send({ type: 'cancel', id });
+    }
+  }
+
+  /** Removes a conversation, stopping its reply first. */
+  remove(conversationId: string): void {
+    this.stop(conversationId);
+    for (const [id, running] of this.running) if (running.conversationId === conversationId) this.running.delete(id);
+    this.store.remove(conversationId);
+  }
+
+  private startReply(conversation: Conversation, text: string, retried = false, notice?: string): void {
+    const message: ChatMessage = { id: newId('m'), from: Sender.assistant, text: '', status: MessageStatus.sending };
+    if (notice) message.notice = notice;
+    conversation.messages.push(message);
+    this.store.touch(conversation);
+    this.submit(conversation, message, text, retried);
+  }
+
+  private submit(conversation: Conversation, message: ChatMessage, text: string, retried: boolean): void {
+    const id = newId('r');
+    this.running.set(id, { conversationId: conversation.id, message, text, stream: new ReplyStream(message), retried, nextSeq: 0 });
+    const sent = this.connection.send({ type: 'send', id, text, ...(conversation.serverId ? { conversationId: conversation.serverId } : {}) });
+    if (!sent) {
+      this.running.delete(id);
+      message.status = MessageStatus.error;
+      message.error = 'Not connected: the message was not sent.';
+    }
+    this.store.changed();
+  }
+
+  /** A frame from the server. */
+  handle(frame: ServerFrame): void {
+    if (frame.type === 'ready' || frame.type === 'refreshed') return;
+    if (frame.type === 'error' && frame.id === undefined) {
+      // A frame the server could not read at all: nothing of ours to attach it to.
+      console.warn('Parley: the server refused a frame:', frame.code);
+      return;
+    }
+    const running = this.running.get(frame.id as string);
+    if (!running) return;
+    const { message } = running;
+    const conversation = this.store.get(running.conversationId);
+    switch (frame.type) {
+      case 'accepted':
+        if (conversation) conversation.serverId = frame.conversationId;
+        message.status = MessageStatus.starting;
+        message.queuePosition = undefined;
+        this.store.changed();
+        return;
+      case 'queued':
+        message.status = MessageStatus.queued;
+        message.queuePosition = frame.position;
+        this.store.changed();
+        return;
+      case 'delta':
+        if (frame.seq !== running.nextSeq) console.warn(`Parley: reply ${frame.id} skipped from seq ${running.nextSeq} to ${frame.seq}`);
+        running.nextSeq = frame.seq + 1;
+        running.stream.append(frame.text);
+        if (message.status !== MessageStatus.streaming) {
+          message.status = MessageStatus.streaming;
+          message.queuePosition = undefined;
+          this.store.changed();
+        }
+        return;
+      case 'done':
+        message.status = MessageStatus.done;
+        message.stats = {
+          tokensPerSecond: frame.timing.tokensPerSecond,
+          firstTokenMs: frame.timing.firstTokenMs,
+          completionTokens: frame.usage.completionTokens,
+          stopReason: frame.stopReason,
+        };
+        this.finish(frame.id, running, conversation);
+        this.announce(`Reply complete${conversation ? ` in ${conversation.title}` : ''}: ${excerpt(message.text)}`);
+        return;
+      case 'cancelled':
+        message.status = MessageStatus.stopped;
+        this.finish(frame.id, running, conversation);
+        this.announce('Reply stopped.');
+        return;
+      case 'error':
+        if (frame.code === ErrorCode.conversationNotFound && !running.retried && conversation) {
+          // The server forgot the conversation (a restart): carry on in a new one, and say so.
+          this.running.delete(frame.id as string);
+          conversation.serverId = undefined;
+          message.notice = LOST_CONVERSATION_NOTICE;
+          message.status = MessageStatus.sending;
+          this.submit(conversation, message, running.text, true);
+          return;
+        }
+        message.status = MessageStatus.error;
+        message.error = describeError(frame, this.connection.ready?.limits);
+        this.finish(frame.id as string, running, conversation);
+        this.announce(`Reply failed: ${message.error}`);
+        return;
+    }
+  }
+
+  /** The socket closed: the server has ended every request that ran on it. */
+  disconnected(): void {
+    for (const [id, running] of this.running) {
+      running.message.status = MessageStatus.interrupted;
+      running.message.error = 'The connection dropped, so this reply was cut off.';
+      running.stream.flush();
+      this.running.delete(id);
+    }
+    this.store.changed();
+  }
+
+  private finish(id: string, running: Running, conversation: Conversation | undefined): void {
+    this.running.delete(id);
+    running.stream.flush();
+    if (conversation) this.store.touch(conversation);
+    this.store.changed();
+  }
+}
+
+function excerpt(text: string): string {
+  const flat = text.replace(/\s+/g, ' ').trim();
+  return flat.length > 1000 ? `${flat.slice(0, 1000)}… (continues)` : flat || '(empty)';
+}

@@ -1,0 +1,182 @@
+import { randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
+import { mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import * as z from 'zod/mini';
+import { Role } from './Principal.js';
+import { writeFileAtomic } from './writeFileAtomic.js';
+
+export const USERS_FILE = 'users.json';
+
+/** scrypt cost for new hashes (RFC 7914 §2; OWASP's minimum is N=2^17 with r=8, or N=2^14 with more p). */
+export const ScryptParams = { N: 16384, r: 8, p: 1, keyLength: 64, saltLength: 16 } as const;
+export const PASSWORD_MIN_LENGTH = 8;
+export const PASSWORD_MAX_LENGTH = 1024;
+/** Account names: a letter, then letters, digits, `.`, `_` or `-`; 32 at most. */
+export const ACCOUNT_NAME = /^[A-Za-z][A-Za-z0-9._-]{0,31}$/;
+
+const StoredUser = z.strictObject({
+  /** Stable user id: the `sub` of this account's tokens. */
+  id: z.string(),
+  /** The name as typed at `user add`; lookups ignore case. */
+  name: z.string(),
+  role: z.enum([Role.user, Role.admin]),
+  /** `scrypt$N=…,r=…,p=…$<salt>$<hash>`, base64url. */
+  password: z.string(),
+  createdAt: z.string(),
+});
+type StoredUser = z.infer<typeof StoredUser>;
+
+const UsersFile = z.strictObject({ version: z.literal(1), users: z.record(z.string(), StoredUser) });
+type UsersFile = z.infer<typeof UsersFile>;
+
+export interface Account {
+  readonly id: string;
+  readonly name: string;
+  readonly role: Role;
+}
+
+export class UserStoreError extends Error {
+  override name = 'UserStoreError';
+}
+
+/**
+ * Named accounts, in `users.json` in the data dir (mode 0600, replaced atomically). The file
+ * is read on every call, so `parley user add/remove` takes effect on a running server at the
+ * next login or refresh.
+ *
+ * Passwords are scrypt hashes with a per-user salt, and the parameters are stored with each
+ * hash. A login for an unknown name runs the same scrypt work against a dummy hash, so the
+ * response time does not tell which names exist.
+ */
+export class UserStore {
+  private readonly file: string;
+  private dummy: Promise<string> | undefined;
+
+  constructor(private readonly dataDir: string) {
+    this.file = join(dataDir, USERS_FILE);
+  }
+
+  async list(): Promise<Account[]> {
+    return Object.values((await this.read()).users).map(toAccount);
+  }
+
+  async find(name: string): Promise<Account | undefined> {
+    const user = lookup(await this.read(), name);
+    return user ? toAccount(user) : undefined;
+  }
+
+  async findById(id: string): Promise<Account | undefined> {
+    const user = Object.values((await this.read()).users).find((candidate) => candidate.id === id);
+    return user ? toAccount(user) : undefined;
+  }
+
+  async add(name: string, password: string, role: Role = Role.user): Promise<Account> {
+    if (!ACCOUNT_NAME.test(name)) {
+      throw new UserStoreError('A name is 1-32 characters: a letter, then letters, digits, ".", "_" or "-".');
+    }
+    checkPassword(password);
+    const hash = await hashPassword(password);
+    const file = await this.read();
+    if (lookup(file, name)) throw new UserStoreError(`User "${name}" already exists.`);
+    const user: StoredUser = { id: `a_${randomBytes(12).toString('base64url')}`, name, role, password: hash, createdAt: new Date().toISOString() };
+    await this.write({ ...file, users: { ...file.users, [key(name)]: user } });
+    return toAccount(user);
+  }
+
+  /** Removes the account; returns it, or undefined when there was none. */
+  async remove(name: string): Promise<Account | undefined> {
+    const file = await this.read();
+    const user = lookup(file, name);
+    if (!user) return undefined;
+    const users = { ...file.users };
+    delete users[key(name)];
+    await this.write({ ...file, users });
+    return toAccount(user);
+  }
+
+  /** The account when name and password match; undefined otherwise, after the same scrypt work. */
+  async verify(name: string, password: string): Promise<Account | undefined> {
+    const user = lookup(await this.read(), name);
+    if (!user) {
+      await verifyPassword(password, await this.dummyHash());
+      return undefined;
+    }
+    return (await verifyPassword(password, user.password)) ? toAccount(user) : undefined;
+  }
+
+  private dummyHash(): Promise<string> {
+    this.dummy ??= hashPassword(randomBytes(16).toString('base64url'));
+    return this.dummy;
+  }
+
+  private async read(): Promise<UsersFile> {
+    let text: string;
+    try {
+      text = await readFile(this.file, 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { version: 1, users: {} };
+      throw error;
+    }
+    try {
+      return UsersFile.parse(JSON.parse(text));
+    } catch {
+      throw new UserStoreError(`${this.file} is not a valid Parley users file.`);
+    }
+  }
+
+  private async write(file: UsersFile): Promise<void> {
+    await mkdir(this.dataDir, { recursive: true, mode: 0o700 });
+    await writeFileAtomic(this.file, `${JSON.stringify(file, null, 2)}\n`);
+  }
+}
+
+export function checkPassword(password: string): void {
+  if (password.length < PASSWORD_MIN_LENGTH) throw new UserStoreError(`A password has at least ${PASSWORD_MIN_LENGTH} characters.`);
+  if (password.length > PASSWORD_MAX_LENGTH) throw new UserStoreError(`A password has at most ${PASSWORD_MAX_LENGTH} characters.`);
+}
+
+export async function hashPassword(password: string): Promise<string> {
+  const { N, r, p, keyLength, saltLength } = ScryptParams;
+  const salt = randomBytes(saltLength);
+  const hash = await derive(password, salt, keyLength, { N, r, p });
+  return `scrypt$N=${N},r=${r},p=${p}$${salt.toString('base64url')}$${hash.toString('base64url')}`;
+}
+
+/** Constant-time comparison; a malformed stored hash never matches. */
+export async function verifyPassword(password: string, stored: string): Promise<boolean> {
+  const parsed = parseHash(stored);
+  if (!parsed) return false;
+  const actual = await derive(password, parsed.salt, parsed.hash.length, parsed.params);
+  return timingSafeEqual(actual, parsed.hash);
+}
+
+function parseHash(stored: string): { params: { N: number; r: number; p: number }; salt: Buffer; hash: Buffer } | undefined {
+  const match = /^scrypt\$N=(\d+),r=(\d+),p=(\d+)\$([A-Za-z0-9_-]+)\$([A-Za-z0-9_-]+)$/.exec(stored);
+  if (!match) return undefined;
+  const [N, r, p] = [Number(match[1]), Number(match[2]), Number(match[3])];
+  // Bounds keep a hand-edited file from asking for absurd memory or time.
+  if (N < 2 || N > 1 << 20 || (N & (N - 1)) !== 0 || r < 1 || r > 32 || p < 1 || p > 16) return undefined;
+  const salt = Buffer.from(match[4] as string, 'base64url');
+  const hash = Buffer.from(match[5] as string, 'base64url');
+  if (salt.length < 8 || hash.length < 16 || hash.length > 128) return undefined;
+  return { params: { N, r, p }, salt, hash };
+}
+
+function derive(password: string, salt: Buffer, keyLength: number, params: { N: number; r: number; p: number }): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    scrypt(password.normalize('NFC'), salt, keyLength, { ...params, maxmem: 256 * params.N * params.r }, (error, key) => (error ? reject(error) : resolve(key)));
+  });
+}
+
+function key(name: string): string {
+  return name.toLowerCase();
+}
+
+/** Own properties only: a name such as `__proto__` finds nothing. */
+function lookup(file: UsersFile, name: string): StoredUser | undefined {
+  return Object.hasOwn(file.users, key(name)) ? file.users[key(name)] : undefined;
+}
+
+function toAccount(user: StoredUser): Account {
+  return { id: user.id, name: user.name, role: user.role };
+}
