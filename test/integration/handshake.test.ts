@@ -15,6 +15,7 @@ import { checkTlsFiles } from '../../server/transport/checkTlsFiles.js';
 import { selectTransport } from '../../server/transport/selectTransport.js';
 import type { Transport } from '../../server/transport/Transport.js';
 import { rawRequest, type RawResponse } from '../helpers/rawRequest.js';
+import { TestClient } from '../helpers/TestClient.js';
 import { loadTinyEngine, startTestServer, TRANSPORTS, type TestServer } from '../helpers/startTestServer.js';
 
 const EXTRA_ORIGIN = 'https://app.example';
@@ -439,12 +440,24 @@ async function makeCertificate(dir: string, name: string): Promise<{ certFile: s
  */
 async function assertStillServes(server: TestServer, name = 'after-attack'): Promise<string> {
   for (let attempt = 1; ; attempt++) {
-    const client = await server.client(name);
-    const id = client.send('still there?');
+    const client = await TestClient.connect(server.wsUrl, await server.token(name), undefined, server.ca ? { ca: server.ca } : {});
+    const ready = await client.waitFor((frame) => frame.type === 'ready', 5000).then(
+      () => true,
+      () => false,
+    );
+    const id = ready ? client.send('still there?') : '';
     const closed = client.waitClose(30_000).then((code) => `closed ${code}`, () => 'open');
-    const outcome = await Promise.race([client.terminal(id, 15_000).then((frame) => frame.type, () => 'no terminal frame'), closed]);
-    const spuriousClose = outcome === 'closed 1006' && client.frames.length === 1 && server.started.transport === 'uws';
-    if (spuriousClose && attempt === 1) continue;
+    const outcome = ready
+      ? await Promise.race([client.terminal(id, 15_000).then((frame) => frame.type, () => 'no terminal frame'), closed])
+      : 'no ready frame';
+    // uWS v20.30 sometimes kills a socket it has just upgraded asynchronously (uWebSockets#1928,
+    // fixed upstream by PR #1929, not in this binary): right after `ready` (1006) or before it.
+    // The server itself keeps serving, which is what this asserts; one retry tells the two apart.
+    const spurious = server.started.transport === 'uws' && (outcome === 'closed 1006' || outcome === 'no ready frame');
+    if (spurious && attempt <= 2) {
+      client.drop();
+      continue;
+    }
     assert.equal(outcome, 'done', `frames: ${JSON.stringify(client.frames.slice(-3))}`);
     const reply = client.replyText(id);
     client.close();
