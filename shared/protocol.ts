@@ -25,6 +25,11 @@ export const SendFrame = z.strictObject({
   id: requestId,
   text: z.string().check(z.minLength(1), z.maxLength(ProtocolLimits.maxTextCharsCeiling)),
   conversationId: z.optional(conversationId),
+  /**
+   * Replace the conversation's last exchange instead of adding one: the server leaves its last
+   * message and reply out of the prompt and stores this exchange in their place.
+   */
+  regenerate: z.optional(z.literal(true)),
 });
 export type SendFrame = z.infer<typeof SendFrame>;
 

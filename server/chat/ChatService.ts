@@ -87,9 +87,13 @@ export class ChatService {
         return undefined;
       }
     }
+    // A regenerated reply replaces the last exchange, so that exchange stays out of the prompt.
+    const turns = conversation?.turns ?? [];
+    const replacing = frame.regenerate === true && turns.length >= 2 && turns.at(-1)?.role === 'assistant';
+    const history = replacing ? turns.slice(0, -2) : [...turns];
     let plan;
     try {
-      plan = this.engine.planPrompt(conversation?.turns ?? [], frame.text, this.config.maxTokens);
+      plan = this.engine.planPrompt(history, frame.text, this.config.maxTokens);
     } catch (error) {
       fail(toParleyError(error));
       return undefined;
@@ -165,7 +169,7 @@ export class ChatService {
             const result = await this.engine.generate({
               slot,
               conversationId: owned.id,
-              history: owned.turns.slice(plan.firstTurn),
+              history: history.slice(plan.firstTurn),
               text: frame.text,
               maxTokens: plan.maxTokens,
               signal,
@@ -176,7 +180,8 @@ export class ChatService {
             });
             used = result.promptTokens + result.completionTokens;
             // A stopped reply keeps its partial text in the history, as the user saw it.
-            this.conversations.append(owned, frame.text, result.text);
+            if (replacing) this.conversations.replaceLast(owned, frame.text, result.text);
+            else this.conversations.append(owned, frame.text, result.text);
             const finishedAt = Date.now();
             sink.log.info(
               {

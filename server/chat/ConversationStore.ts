@@ -57,6 +57,13 @@ export class ConversationStore {
     conversation.updatedAt = Date.now();
   }
 
+  /** Replaces the last exchange (a regenerated reply); appends when there is none. */
+  replaceLast(conversation: Conversation, user: string, assistant: string): void {
+    const last = conversation.turns.at(-1);
+    if (conversation.turns.length >= 2 && last?.role === 'assistant') conversation.turns.splice(-2, 2);
+    this.append(conversation, user, assistant);
+  }
+
   private remove(conversation: Conversation): void {
     this.byId.delete(conversation.id);
     this.byOwner.get(conversation.ownerId)?.delete(conversation);

@@ -157,6 +157,29 @@ for (const transport of TRANSPORTS) {
       assert.equal(bob.replyText(fresh).includes('CANARY'), false);
     });
 
+    test('regenerate replaces the last exchange: the old reply stays out of the prompt', async () => {
+      const client = await server.client();
+      const first = client.send('first question');
+      const { conversationId } = await client.waitForType('accepted', first);
+      await client.terminal(first);
+      const second = client.send('second question', conversationId);
+      const secondDone = await client.terminal(second);
+      const again = client.nextId();
+      client.sendFrame({ type: 'send', id: again, text: 'second question', conversationId, regenerate: true });
+      const againDone = await client.terminal(again);
+      const third = client.send('third question', conversationId);
+      const thirdDone = await client.terminal(third);
+      const plain = client.nextId();
+      client.sendFrame({ type: 'send', id: plain, text: 'third question', conversationId });
+      const plainDone = await client.terminal(plain);
+      assert.ok(secondDone.type === 'done' && againDone.type === 'done' && thirdDone.type === 'done' && plainDone.type === 'done');
+      if (secondDone.type !== 'done' || againDone.type !== 'done' || thirdDone.type !== 'done' || plainDone.type !== 'done') return;
+      // Same history as the reply it replaces, so the same prompt.
+      assert.equal(againDone.usage.promptTokens, secondDone.usage.promptTokens);
+      // Without the flag, the earlier exchange stays and the prompt grows.
+      assert.ok(plainDone.usage.promptTokens > thirdDone.usage.promptTokens);
+    });
+
     test('a conversation longer than the context drops its oldest turns and keeps answering', async () => {
       const client = await server.client();
       let conversationId: string | undefined;

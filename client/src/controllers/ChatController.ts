@@ -84,7 +84,8 @@ export class ChatController implements ReactiveController {
     const prompt = [...conversation.messages].reverse().find((message) => message.from === Sender.user);
     if (!prompt) return false;
     if (last?.from === Sender.assistant) conversation.messages.pop();
-    this.startReply(conversation, prompt.text);
+    // The server replaces its own copy of the last exchange, so the model never sees the old reply.
+    this.startReply(conversation, prompt.text, false, undefined, last?.from === Sender.assistant);
     return true;
   }
 
@@ -102,18 +103,23 @@ export class ChatController implements ReactiveController {
     this.store.remove(conversationId);
   }
 
-  private startReply(conversation: Conversation, text: string, retried = false, notice?: string): void {
+  private startReply(conversation: Conversation, text: string, retried = false, notice?: string, regenerate = false): void {
     const message: ChatMessage = { id: newId('m'), from: Sender.assistant, text: '', status: MessageStatus.sending };
     if (notice) message.notice = notice;
     conversation.messages.push(message);
     this.store.touch(conversation);
-    this.submit(conversation, message, text, retried);
+    this.submit(conversation, message, text, retried, regenerate);
   }
 
-  private submit(conversation: Conversation, message: ChatMessage, text: string, retried: boolean): void {
+  private submit(conversation: Conversation, message: ChatMessage, text: string, retried: boolean, regenerate = false): void {
     const id = newId('r');
     this.running.set(id, { conversationId: conversation.id, message, text, stream: new ReplyStream(message), retried, nextSeq: 0 });
-    const sent = this.connection.send({ type: 'send', id, text, ...(conversation.serverId ? { conversationId: conversation.serverId } : {}) });
+    const sent = this.connection.send({
+      type: 'send',
+      id,
+      text,
+      ...(conversation.serverId ? { conversationId: conversation.serverId, ...(regenerate ? { regenerate: true as const } : {}) } : {}),
+    });
     if (!sent) {
       this.running.delete(id);
       message.status = MessageStatus.error;
