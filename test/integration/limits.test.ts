@@ -1,27 +1,14 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { WebSocket } from 'ws';
 import { createTokenService } from '../../server/auth/createTokenService.js';
 import { loadOrCreateSigningKey } from '../../server/auth/loadOrCreateSigningKey.js';
 import type { LlamaEngine } from '../../server/engine/LlamaEngine.js';
+import { bearerUpgradeStatus } from '../helpers/upgradeStatus.js';
 import { loadTinyEngine, startTestServer, TRANSPORTS, type TestServer } from '../helpers/startTestServer.js';
 import { TestClient } from '../helpers/TestClient.js';
 
 const failing = { consume: () => Promise.reject(new Error('limiter store is down')) };
 
-function upgradeStatus(wsUrl: string, token: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const socket = new WebSocket(wsUrl, ['parley.v1', `bearer.${token}`]);
-    socket.once('open', () => {
-      resolve(101);
-      socket.close();
-    });
-    socket.once('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
-    socket.once('error', (error) => {
-      if (!String(error.message).startsWith('Unexpected server response')) reject(error);
-    });
-  });
-}
 
 /** An access token for `userId` signed by the test server's own key, with a custom lifetime. */
 async function mintToken(server: TestServer, ttlSeconds: number, userId?: string) {
@@ -115,7 +102,7 @@ for (const transport of TRANSPORTS) {
       try {
         const token = await server.token();
         const statuses = [];
-        for (let i = 0; i < 4; i++) statuses.push(await upgradeStatus(server.wsUrl, token));
+        for (let i = 0; i < 4; i++) statuses.push(await bearerUpgradeStatus(server.wsUrl, token));
         assert.deepEqual(statuses, [101, 101, 101, 429]);
       } finally {
         await server.stop();
@@ -128,10 +115,10 @@ for (const transport of TRANSPORTS) {
         const token = await server.token();
         const a = await TestClient.connect(server.wsUrl, token);
         const b = await TestClient.connect(server.wsUrl, token);
-        assert.equal(await upgradeStatus(server.wsUrl, token), 429);
+        assert.equal(await bearerUpgradeStatus(server.wsUrl, token), 429);
         a.drop();
         await new Promise((resolve) => setTimeout(resolve, 100));
-        assert.equal(await upgradeStatus(server.wsUrl, token), 101);
+        assert.equal(await bearerUpgradeStatus(server.wsUrl, token), 101);
         b.drop();
       } finally {
         await server.stop();
@@ -161,7 +148,7 @@ for (const transport of TRANSPORTS) {
       }
       const upgrades = await startTestServer(transport, engine, {}, { limiterOverrides: { upgrades: failing } });
       try {
-        assert.equal(await upgradeStatus(upgrades.wsUrl, await upgrades.token()), 503);
+        assert.equal(await bearerUpgradeStatus(upgrades.wsUrl, await upgrades.token()), 503);
       } finally {
         await upgrades.stop();
       }

@@ -2,31 +2,13 @@ import assert from 'node:assert/strict';
 import { request as httpRequest } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
-import { WebSocket } from 'ws';
 import { createTokenService } from '../../server/auth/createTokenService.js';
 import { loadOrCreateSigningKey } from '../../server/auth/loadOrCreateSigningKey.js';
 import type { LlamaEngine } from '../../server/engine/LlamaEngine.js';
 import { loadTinyEngine, startTestServer, TEST_INVITE, TRANSPORTS, type TestServer } from '../helpers/startTestServer.js';
 import { TestClient } from '../helpers/TestClient.js';
+import { upgradeStatus } from '../helpers/upgradeStatus.js';
 
-/** Opens a WebSocket and resolves with the HTTP status of a refused upgrade, or 101. */
-function upgradeStatus(wsUrl: string, protocols: string[]): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const socket = new WebSocket(wsUrl, protocols);
-    socket.once('open', () => {
-      socket.terminate();
-      resolve({ status: 101, body: '' });
-    });
-    socket.once('unexpected-response', (_req, res) => {
-      let body = '';
-      res.on('data', (chunk: Buffer) => (body += chunk.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    socket.once('error', (error) => {
-      if (!String(error.message).startsWith('Unexpected server response')) reject(error);
-    });
-  });
-}
 
 for (const transport of TRANSPORTS) {
   describe(`authentication and sessions over ${transport}`, () => {

@@ -1,24 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { base64url, exportJWK, SignJWT } from 'jose';
-import { WebSocket } from 'ws';
 import { loadOrCreateSigningKey } from '../../server/auth/loadOrCreateSigningKey.js';
 import type { LlamaEngine } from '../../server/engine/LlamaEngine.js';
+import { bearerUpgradeStatus } from '../helpers/upgradeStatus.js';
 import { loadTinyEngine, startTestServer, TRANSPORTS, type TestServer } from '../helpers/startTestServer.js';
 
-function upgradeStatus(wsUrl: string, token: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const socket = new WebSocket(wsUrl, ['parley.v1', `bearer.${token}`]);
-    socket.once('open', () => {
-      resolve(101);
-      socket.close();
-    });
-    socket.once('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
-    socket.once('error', (error) => {
-      if (!String(error.message).startsWith('Unexpected server response')) reject(error);
-    });
-  });
-}
 
 const now = () => Math.floor(Date.now() / 1000);
 const encode = (value: unknown) => base64url.encode(JSON.stringify(value));
@@ -45,17 +32,17 @@ for (const transport of TRANSPORTS) {
     });
 
     test('the baseline forged-by-the-test token is valid, so each defect below is what gets refused', async () => {
-      assert.equal(await upgradeStatus(server.wsUrl, await sign(valid())), 101);
+      assert.equal(await bearerUpgradeStatus(server.wsUrl, await sign(valid())), 101);
     });
 
     test('alg none is refused before the upgrade', async () => {
       const token = `${encode({ alg: 'none', typ: 'parley-access+jwt' })}.${encode(valid())}.`;
-      assert.equal(await upgradeStatus(server.wsUrl, token), 401);
+      assert.equal(await bearerUpgradeStatus(server.wsUrl, token), 401);
     });
 
     test('HS256 signed with the server public key (algorithm confusion) is refused', async () => {
       const token = await new SignJWT(valid()).setProtectedHeader({ alg: 'HS256', typ: 'parley-access+jwt' }).sign(publicKeyBytes);
-      assert.equal(await upgradeStatus(server.wsUrl, token), 401);
+      assert.equal(await bearerUpgradeStatus(server.wsUrl, token), 401);
     });
 
     test('a jwk header naming an attacker key is ignored: the signature must verify with the server key', async () => {
@@ -64,7 +51,7 @@ for (const transport of TRANSPORTS) {
       const token = await new SignJWT(valid())
         .setProtectedHeader({ alg: 'EdDSA', typ: 'parley-access+jwt', jwk: await exportJWK(attacker.publicKey), kid: 'attacker', jku: 'https://attacker.test/jwks' })
         .sign(attacker.privateKey);
-      assert.equal(await upgradeStatus(server.wsUrl, token), 401);
+      assert.equal(await bearerUpgradeStatus(server.wsUrl, token), 401);
     });
 
     const defects: Array<[string, () => Record<string, unknown>, Record<string, unknown>?]> = [
@@ -79,7 +66,7 @@ for (const transport of TRANSPORTS) {
     for (const [name, claims, header] of defects) {
       test(`${name} is refused before the upgrade`, async () => {
         const body = Object.fromEntries(Object.entries(claims()).filter(([, value]) => value !== undefined));
-        assert.equal(await upgradeStatus(server.wsUrl, await sign(body, header)), 401);
+        assert.equal(await bearerUpgradeStatus(server.wsUrl, await sign(body, header)), 401);
       });
     }
 
@@ -88,7 +75,7 @@ for (const transport of TRANSPORTS) {
       const [h, p, s] = token.split('.') as [string, string, string];
       const bytes = base64url.decode(s);
       bytes[10] = (bytes[10] as number) ^ 0x01;
-      assert.equal(await upgradeStatus(server.wsUrl, `${h}.${p}.${base64url.encode(bytes)}`), 401);
+      assert.equal(await bearerUpgradeStatus(server.wsUrl, `${h}.${p}.${base64url.encode(bytes)}`), 401);
     });
   });
 }

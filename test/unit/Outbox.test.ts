@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { Outbox } from '../../server/chat/Outbox.js';
 import { SendStatus, TransportName, type Connection } from '../../server/transport/Connection.js';
 import type { ServerFrame } from '../../shared/protocol.js';
+import { mulberry32 } from '../../models/mulberry32.js';
 
 /**
  * A connection that records what was written. `status` is what the next send() reports;
@@ -346,14 +347,3 @@ function randomText(random: () => number): string {
   return text;
 }
 
-/** Small seeded PRNG, so a failure reproduces. */
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}

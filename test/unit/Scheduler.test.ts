@@ -2,6 +2,7 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { Scheduler, type SchedulerJob, type Ticket } from '../../server/chat/Scheduler.js';
 import { ParleyError, QueueFullError } from '../../server/ParleyError.js';
+import { mulberry32 } from '../../models/mulberry32.js';
 
 /**
  * A fake job: run() records its slot and returns a promise the test settles.
@@ -472,14 +473,3 @@ describe('Scheduler', () => {
   });
 });
 
-/** Small seeded PRNG, so a failure reproduces. */
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { parseClientFrame, type ParseResult } from '../../shared/parseClientFrame.js';
 import { ClientFrame } from '../../shared/protocol.js';
 import { ErrorCode } from '../../shared/errorCodes.js';
+import { mulberry32 } from '../../models/mulberry32.js';
 
 function expectError(text: string, code: ErrorCode, names: RegExp): void {
   const result = parseClientFrame(text);
@@ -198,14 +199,3 @@ function randomInput(random: Random): string {
   return chars.join('');
 }
 
-/** Small seeded PRNG, so a failure reproduces. */
-function mulberry32(seed: number): Random {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
