@@ -19,13 +19,6 @@ const decoder = new TextDecoder('utf-8');
 class UwsConnection implements Connection {
   readonly transport = TransportName.uws;
   isOpen = true;
-  /**
-   * Frames sent from the `open` handler, held until the upgrade's cork has ended. Writing while
-   * the asynchronous upgrade is still corked can make uWS v20.30 close the new socket at once
-   * (uWebSockets#1928, fixed upstream by PR #1929, not in this binary); the upstream workaround
-   * is to send after the open handler returns.
-   */
-  private early: string[] | undefined = [];
 
   constructor(
     readonly id: string,
@@ -36,10 +29,6 @@ class UwsConnection implements Connection {
 
   send(text: string): SendStatus {
     if (!this.isOpen) return SendStatus.closed;
-    if (this.early) {
-      this.early.push(text);
-      return SendStatus.sent;
-    }
     // 0 = queued under backpressure, 1 = written, 2 = dropped (maxBackpressure exceeded).
     // The outbox keeps buffered bytes far below maxBackpressure, so 2 means the peer is gone.
     const result = this.socket.send(text, false, false);
@@ -51,16 +40,6 @@ class UwsConnection implements Connection {
 
   bufferedAmount(): number {
     return this.isOpen ? this.socket.getBufferedAmount() : 0;
-  }
-
-  /** Ends the opening phase: writes what the open handler sent, in order. */
-  flushEarly(): void {
-    const early = this.early ?? [];
-    this.early = undefined;
-    if (!this.isOpen) return;
-    this.socket.cork(() => {
-      for (const text of early) this.send(text);
-    });
   }
 
   close(code: number, reason: string): void {
@@ -117,13 +96,15 @@ export function uwsTransport(uws: UwsModule) {
             // and close the fresh socket (1006 right after `open`), depending on heap layout.
             // Upgrading outside cork avoids it but makes uWS print a warning per upgrade on stderr;
             // see docs/DEVELOPERS.md. Clients reconnect.
-            res.cork(() => {
-              if (decision.accept) {
-                res.upgrade<SocketData>({ principal: decision.principal, remoteAddress }, key, decision.protocol, extensions, context);
-              } else {
-                writeResponse(res, decision.response);
-              }
-            });
+            if (decision.accept) {
+              // NOT corked: in uWS v20.30 an asynchronous upgrade inside `res.cork` sometimes kills
+              // the new socket, because cork() then reads HTTP state from the reallocated WebSocket
+              // (uWebSockets#1928, fixed upstream by PR #1929, not in this binary). Uncorked, uWS
+              // prints a performance warning to stderr per upgrade; a dead socket is worse.
+              res.upgrade<SocketData>({ principal: decision.principal, remoteAddress }, key, decision.protocol, extensions, context);
+            } else {
+              res.cork(() => writeResponse(res, decision.response));
+            }
           })
           .catch((error: unknown) => {
             options.onError(error, 'upgrade');
@@ -137,7 +118,6 @@ export function uwsTransport(uws: UwsModule) {
         data.connection = connection;
         open.add(connection);
         options.socket.open(connection);
-        setImmediate(() => connection.flushEarly());
       },
 
       message: (ws, message, isBinary) => {
