@@ -35,7 +35,7 @@ export function siblingSource(moduleUrl: string, relativeWithoutExtension: strin
 export function commonGeneratorSources(): string[] {
   const here = import.meta.url;
   return [
-    'GeneratedModel', 'SpmVocab', 'mulberry32',
+    'GeneratedModel', 'SpmVocab', 'mulberry32', 'addPassThroughBlocks',
     'gguf/GgufWriter', 'gguf/readGguf', 'gguf/GgufFile', 'gguf/validateLlamaGguf', 'gguf/ggufFormat', 'gguf/GgufValidationError',
   ].map((name) => siblingSource(here, `./${name}`));
 }

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { GENERATOR_HASH_KEY, GENERATOR_KIND_KEY, commonGeneratorSources, siblingSource } from './GeneratedModel.js';
 import type { GeneratedModel } from './GeneratedModel.js';
+import { addPassThroughBlocks } from './addPassThroughBlocks.js';
 import { GgufWriter } from './gguf/GgufWriter.js';
 import { mulberry32 } from './mulberry32.js';
 import { SPACE_MARK, SpmVocab } from './SpmVocab.js';
@@ -211,14 +212,6 @@ async function buildDemoModel(path: string, generatorHash: string): Promise<{ pa
   writer.addTensor('token_embd.weight', [embd, n], 'F16', embeddings);
   writer.addTensor('output_norm.weight', [embd], 'F32', outputNorm);
   writer.addTensor('output.weight', [embd, n], 'F16', output);
-  writer.addTensor('blk.0.attn_norm.weight', [embd], 'F32', new Float32Array(embd).fill(1));
-  writer.addTensor('blk.0.attn_q.weight', [embd, HEAD_SIZE], 'F16', noise(embd * HEAD_SIZE));
-  writer.addTensor('blk.0.attn_k.weight', [embd, HEAD_SIZE], 'F16', noise(embd * HEAD_SIZE));
-  writer.addTensor('blk.0.attn_v.weight', [embd, HEAD_SIZE], 'F16', noise(embd * HEAD_SIZE));
-  writer.addTensor('blk.0.attn_output.weight', [HEAD_SIZE, embd], 'F16', new Float32Array(HEAD_SIZE * embd));
-  writer.addTensor('blk.0.ffn_norm.weight', [embd], 'F32', new Float32Array(embd).fill(1));
-  writer.addTensor('blk.0.ffn_gate.weight', [embd, FFN], 'F16', noise(embd * FFN));
-  writer.addTensor('blk.0.ffn_up.weight', [embd, FFN], 'F16', noise(embd * FFN));
-  writer.addTensor('blk.0.ffn_down.weight', [FFN, embd], 'F16', new Float32Array(FFN * embd));
+  addPassThroughBlocks(writer, { blocks: 1, embd, qDim: HEAD_SIZE, kvDim: HEAD_SIZE, ffn: FFN, noise });
   return writer.writeFile(path, { checks: 'llama' });
 }

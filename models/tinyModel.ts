@@ -1,5 +1,6 @@
 import { GENERATOR_HASH_KEY, GENERATOR_KIND_KEY, commonGeneratorSources, siblingSource } from './GeneratedModel.js';
 import type { GeneratedModel } from './GeneratedModel.js';
+import { addPassThroughBlocks } from './addPassThroughBlocks.js';
 import { GgufWriter } from './gguf/GgufWriter.js';
 import { mulberry32 } from './mulberry32.js';
 import { SPACE_MARK, SpmVocab } from './SpmVocab.js';
@@ -95,17 +96,6 @@ async function buildTinyModel(path: string, generatorHash: string): Promise<{ pa
   writer.addTensor('token_embd.weight', [EMBD, n], 'F16', embeddings);
   writer.addTensor('output_norm.weight', [EMBD], 'F32', outputNorm);
   writer.addTensor('output.weight', [EMBD, n], 'F16', output);
-  for (let block = 0; block < BLOCKS; block++) {
-    const prefix = `blk.${block}.`;
-    writer.addTensor(`${prefix}attn_norm.weight`, [EMBD], 'F32', new Float32Array(EMBD).fill(1));
-    writer.addTensor(`${prefix}attn_q.weight`, [EMBD, EMBD], 'F16', noise(EMBD * EMBD));
-    writer.addTensor(`${prefix}attn_k.weight`, [EMBD, headSize * KV_HEADS], 'F16', noise(EMBD * headSize * KV_HEADS));
-    writer.addTensor(`${prefix}attn_v.weight`, [EMBD, headSize * KV_HEADS], 'F16', noise(EMBD * headSize * KV_HEADS));
-    writer.addTensor(`${prefix}attn_output.weight`, [EMBD, EMBD], 'F16', new Float32Array(EMBD * EMBD));
-    writer.addTensor(`${prefix}ffn_norm.weight`, [EMBD], 'F32', new Float32Array(EMBD).fill(1));
-    writer.addTensor(`${prefix}ffn_gate.weight`, [EMBD, FFN], 'F16', noise(EMBD * FFN));
-    writer.addTensor(`${prefix}ffn_up.weight`, [EMBD, FFN], 'F16', noise(EMBD * FFN));
-    writer.addTensor(`${prefix}ffn_down.weight`, [FFN, EMBD], 'F16', new Float32Array(FFN * EMBD));
-  }
+  addPassThroughBlocks(writer, { blocks: BLOCKS, embd: EMBD, qDim: EMBD, kvDim: headSize * KV_HEADS, ffn: FFN, noise });
   return writer.writeFile(path, { checks: 'llama' });
 }
