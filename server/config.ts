@@ -63,6 +63,12 @@ export const defaults = {
   lockoutSeconds: 900,
   maxConnectionsPerIp: 32,
   refreshTtlSeconds: 30 * 24 * 3600,
+  // A reply outlives a dropped connection this long, buffered up to maxReplyBytes, so its
+  // owner can reconnect and resume it; then it is cancelled. 0 cancels at once.
+  resumeGraceMs: 30_000,
+  maxReplyBytes: 1024 * 1024,
+  // On SIGTERM or SIGINT, replies in flight get this long to finish before they are cancelled.
+  shutdownTimeoutMs: 10_000,
 } as const;
 
 const positiveInt = z.int().check(z.gte(1));
@@ -118,6 +124,14 @@ const ConfigSchema = z.strictObject({
   lockoutSeconds: positiveInt,
   maxConnectionsPerIp: positiveInt,
   refreshTtlSeconds: z.int().check(z.gte(60)),
+  resumeGraceMs: z.int().check(z.gte(0), z.lte(3_600_000)),
+  maxReplyBytes: z.int().check(z.gte(1024)),
+  shutdownTimeoutMs: z.int().check(z.gte(0), z.lte(600_000)),
+  /**
+   * Bearer secret that lets a scraper read /metrics from another machine. Absent: /metrics
+   * answers loopback peers and admin access tokens only.
+   */
+  metricsToken: z.optional(z.string().check(z.minLength(16, 'metricsToken must be at least 16 characters'), z.maxLength(256))),
 });
 
 export type Config = Readonly<z.infer<typeof ConfigSchema>>;

@@ -101,6 +101,7 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
           highWaterBytes: config.highWaterBytes,
           maxOutboxBytes: config.maxOutboxBytes,
           ready: {
+            resumeGraceMs: config.resumeGraceMs,
             model: engine.info,
             limits: {
               maxTextChars: config.maxTextChars,

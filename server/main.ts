@@ -43,6 +43,7 @@ program
   .addOption(new Option('--tls-key <file>', 'PEM private key for --tls-cert').env('PARLEY_TLS_KEY'))
   .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').env('PARLEY_LOG_LEVEL').default(defaults.logLevel))
   .addOption(new Option('--log-content', 'log message text and replies (off by default: they are private)').env('PARLEY_LOG_CONTENT'))
+  .addOption(new Option('--metrics-token <secret>', 'bearer secret for /metrics from other machines (default: loopback and admin tokens only)').env('PARLEY_METRICS_TOKEN'))
   .addOption(new Option('--no-qr', 'do not print the join QR code'));
 
 /** Numeric limits: one flag and one PARLEY_* variable each, named after the config key. */
@@ -63,6 +64,9 @@ const limitFlags = [
   ['loginFailuresBeforeLockout', 'wrong invites or passwords before an IP is locked out'],
   ['lockoutSeconds', 'how long a lockout lasts'],
   ['refreshTtlSeconds', 'how long a sign-in (the refresh cookie) lasts'],
+  ['resumeGraceMs', 'how long a reply outlives a dropped connection, resumable by its owner (0: cancel at once)'],
+  ['maxReplyBytes', 'reply bytes kept for resuming; a dropped reply past this is cancelled'],
+  ['shutdownTimeoutMs', 'on SIGTERM/SIGINT, how long replies in flight may run before they are cancelled'],
 ] as const satisfies ReadonlyArray<readonly [keyof typeof defaults, string]>;
 for (const [key, description] of limitFlags) {
   const kebab = key.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`);
@@ -97,6 +101,7 @@ program.action(async (options: Record<string, string | string[] | boolean | unde
         logLevel: options.logLevel,
         logContent: options.logContent,
         qr: options.qr,
+        metricsToken: options.metricsToken,
         ...Object.fromEntries(limitFlags.map(([key]) => [key, options[key]])),
       });
     } catch (error) {

@@ -17,6 +17,11 @@ export const ErrorCode = {
   conversationNotFound: 'conversation_not_found',
   /** The conversation already has a reply in progress. */
   conversationBusy: 'conversation_busy',
+  /**
+   * A `resume` named a reply that cannot be resumed: unknown, another user's, or its grace
+   * period ended. Terminal for that id.
+   */
+  resumeUnavailable: 'resume_unavailable',
   /** The wait queue (overall or for this user) is full. */
   queueFull: 'queue_full',
   /** The message text is longer than the character limit. */

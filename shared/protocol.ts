@@ -46,9 +46,34 @@ export const RefreshFrame = z.strictObject({
 });
 export type RefreshFrame = z.infer<typeof RefreshFrame>;
 
-export const ClientFrame = z.discriminatedUnion('type', [SendFrame, CancelFrame, RefreshFrame]);
+/**
+ * Picks up a reply after a dropped connection: the server sends `resumed`, replays the deltas
+ * with `seq > after`, then streams the rest live. `after` is the last seq seen, -1 for none.
+ * Only the reply's owner (the same `sub`) can resume it, within the grace period.
+ */
+export const ResumeFrame = z.strictObject({
+  type: z.literal('resume'),
+  id: requestId,
+  after: z.int().check(z.gte(-1)),
+});
+export type ResumeFrame = z.infer<typeof ResumeFrame>;
+
+/** Asks for the user's conversations kept by the server; answered with `conversations`. */
+export const ListConversationsFrame = z.strictObject({
+  type: z.literal('list_conversations'),
+});
+export type ListConversationsFrame = z.infer<typeof ListConversationsFrame>;
+
+/** Asks for one conversation's turns; answered with `conversation` or a `conversation_not_found` error. */
+export const GetConversationFrame = z.strictObject({
+  type: z.literal('get_conversation'),
+  conversationId,
+});
+export type GetConversationFrame = z.infer<typeof GetConversationFrame>;
+
+export const ClientFrame = z.discriminatedUnion('type', [SendFrame, CancelFrame, RefreshFrame, ResumeFrame, ListConversationsFrame, GetConversationFrame]);
 export type ClientFrame = z.infer<typeof ClientFrame>;
-export const CLIENT_FRAME_TYPES = ['send', 'cancel', 'refresh'] as const;
+export const CLIENT_FRAME_TYPES = ['send', 'cancel', 'refresh', 'resume', 'list_conversations', 'get_conversation'] as const;
 
 // ---- server -> client -------------------------------------------------------
 
@@ -80,6 +105,8 @@ export const ReadyFrame = z.strictObject({
   transport: z.string(),
   /** Epoch ms at which this connection's token expires unless refreshed in-band. */
   expiresAt: nonNegativeInt,
+  /** How long a reply outlives a dropped connection and can be resumed, in ms (0: never). */
+  resumeGraceMs: nonNegativeInt,
 });
 export type ReadyFrame = z.infer<typeof ReadyFrame>;
 
@@ -149,6 +176,49 @@ export const ErrorFrame = z.strictObject({
 });
 export type ErrorFrame = z.infer<typeof ErrorFrame>;
 
+/** The reply `id` is attached to this connection again; replayed deltas (`seq > after`) follow. */
+export const ResumedFrame = z.strictObject({
+  type: z.literal('resumed'),
+  id: requestId,
+  conversationId,
+  after: z.int().check(z.gte(-1)),
+});
+export type ResumedFrame = z.infer<typeof ResumedFrame>;
+
+export const ConversationSummary = z.strictObject({
+  id: conversationId,
+  /** The start of the first message, at most 80 characters. */
+  title: z.string(),
+  turns: nonNegativeInt,
+  /** Epoch ms of the last change. */
+  updatedAt: nonNegativeInt,
+  /** The id of the reply in progress, if any: resume it to follow along. */
+  activeReplyId: z.optional(requestId),
+});
+export type ConversationSummary = z.infer<typeof ConversationSummary>;
+
+/** The user's conversations, most recently updated first. */
+export const ConversationsFrame = z.strictObject({
+  type: z.literal('conversations'),
+  items: z.array(ConversationSummary),
+});
+export type ConversationsFrame = z.infer<typeof ConversationsFrame>;
+
+export const ConversationTurn = z.strictObject({
+  role: z.enum(['user', 'assistant']),
+  text: z.string(),
+});
+
+/** One conversation's turns as the server keeps them (a reply in progress is not included). */
+export const ConversationFrame = z.strictObject({
+  type: z.literal('conversation'),
+  conversationId,
+  turns: z.array(ConversationTurn),
+  updatedAt: nonNegativeInt,
+  activeReplyId: z.optional(requestId),
+});
+export type ConversationFrame = z.infer<typeof ConversationFrame>;
+
 export const RefreshedFrame = z.strictObject({
   type: z.literal('refreshed'),
   /** Epoch ms: the connection is closed with 4401 at this time unless refreshed again. */
@@ -165,6 +235,9 @@ export const ServerFrame = z.discriminatedUnion('type', [
   DoneFrame,
   CancelledFrame,
   ErrorFrame,
+  ResumedFrame,
+  ConversationsFrame,
+  ConversationFrame,
 ]);
 export type ServerFrame = z.infer<typeof ServerFrame>;
 

@@ -58,6 +58,8 @@ export class Limiters {
     private readonly config: LimiterConfig,
     overrides: Partial<LimiterSet> = {},
     private readonly onFailure: (error: unknown, limiter: string) => void = () => undefined,
+    /** Called for every refusal by a working limiter (metrics). */
+    private readonly onRejected: (limiter: string) => void = () => undefined,
   ) {
     this.set = { ...createDefaultLimiters(config), ...overrides };
   }
@@ -103,6 +105,7 @@ export class Limiters {
     try {
       const state = await this.set.loginFailures.get(ip);
       if (state && state.consumedPoints >= this.config.loginFailuresBeforeLockout) {
+        this.onRejected('loginLockout');
         return { ok: false, retryAfterMs: Math.max(1, state.msBeforeNext), failed: false };
       }
       return { ok: true };
@@ -127,10 +130,11 @@ export class Limiters {
 
   /** Whether one more socket fits under the per-IP and per-user caps. */
   connectionAllowed(ip: string, userId: string): boolean {
-    return (
+    const allowed =
       (this.connectionsByIp.get(ip) ?? 0) < this.config.maxConnectionsPerIp &&
-      (this.connectionsByUser.get(userId) ?? 0) < this.config.maxConnectionsPerUser
-    );
+      (this.connectionsByUser.get(userId) ?? 0) < this.config.maxConnectionsPerUser;
+    if (!allowed) this.onRejected('connections');
+    return allowed;
   }
 
   connectionOpened(ip: string, userId: string): void {
@@ -148,7 +152,10 @@ export class Limiters {
       await this.set[name].consume(key, points);
       return { ok: true };
     } catch (error) {
-      if (error instanceof RateLimiterRes) return { ok: false, retryAfterMs: Math.max(1, Math.ceil(error.msBeforeNext)), failed: false };
+      if (error instanceof RateLimiterRes) {
+        this.onRejected(name);
+        return { ok: false, retryAfterMs: Math.max(1, Math.ceil(error.msBeforeNext)), failed: false };
+      }
       this.onFailure(error, name);
       return { ok: false, retryAfterMs: FAILED_RETRY_MS, failed: true };
     }

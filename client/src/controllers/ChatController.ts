@@ -130,7 +130,7 @@ export class ChatController implements ReactiveController {
 
   /** A frame from the server. */
   handle(frame: ServerFrame): void {
-    if (frame.type === 'ready' || frame.type === 'refreshed') return;
+    if (frame.type === 'ready' || frame.type === 'refreshed' || frame.type === 'conversations' || frame.type === 'conversation') return;
     if (frame.type === 'error' && frame.id === undefined) {
       // A frame the server could not read at all: nothing of ours to attach it to.
       console.warn('Parley: the server refused a frame:', frame.code);
