@@ -18,6 +18,7 @@ import type { StaticFile } from './http/loadStaticFiles.js';
 import { AbortReason } from './chat/AbortReason.js';
 import { Limiters, type LimiterSet } from './limits/Limiters.js';
 import { limitUpgrades } from './limits/limitUpgrades.js';
+import { Metrics } from './metrics/Metrics.js';
 import type { Connection } from './transport/Connection.js';
 import type { TlsFiles, TransportFactory } from './transport/Transport.js';
 
@@ -33,12 +34,15 @@ export interface ServerDeps {
   readonly users: UserStore;
   /** Replaces individual rate limiters (tests inject failing ones). */
   readonly limiterOverrides?: Partial<LimiterSet>;
+  /** Prometheus metrics; a fresh registry (without process metrics) when absent. */
+  readonly metrics?: Metrics;
 }
 
 export interface ParleyServer {
   readonly transport: string;
   readonly chat: ChatService;
   readonly limiters: Limiters;
+  readonly metrics: Metrics;
   listen(): Promise<{ port: number }>;
   /** Ends every request of this user (terminal `revoked`) and closes their sockets with 4403. */
   revokeUser(userId: string): void;
@@ -50,7 +54,13 @@ export const WS_PATH = '/ws';
 
 export function createServer(config: Config, deps: ServerDeps): ParleyServer {
   const { logger, engine } = deps;
-  const limiters = new Limiters(config, deps.limiterOverrides, (error, limiter) => logger.error({ err: error, limiter }, 'rate limiter failed; refusing'));
+  const metrics = deps.metrics ?? new Metrics();
+  const limiters = new Limiters(
+    config,
+    deps.limiterOverrides,
+    (error, limiter) => logger.error({ err: error, limiter }, 'rate limiter failed; refusing'),
+    (limiter) => metrics.limited(limiter),
+  );
   const chat = new ChatService(config, engine, limiters);
   const sessions = new Map<Connection, ClientSession>();
   const revokeUser = (userId: string) => {
@@ -84,6 +94,8 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
       staticFiles: deps.staticFiles,
       logger,
       isReady: () => accepting,
+      metrics,
+      metricsToken: config.metricsToken,
     }),
     upgrade: limitUpgrades(limiters, createUpgradeAuthenticator(deps.tokens, WS_PATH)),
     limits: {
@@ -138,6 +150,7 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
     transport: transport.name,
     chat,
     limiters,
+    metrics,
     revokeUser,
     async listen() {
       const { port } = await transport.listen(config.host, config.port);

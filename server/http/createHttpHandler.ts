@@ -12,6 +12,7 @@ import type { SessionStore } from '../auth/SessionStore.js';
 import type { UserStore } from '../auth/UserStore.js';
 import type { LimitDecision, Limiters } from '../limits/Limiters.js';
 import type { HttpHandler, HttpRequest, HttpResponse } from '../transport/Transport.js';
+import type { Metrics } from '../metrics/Metrics.js';
 import type { StaticFile } from './loadStaticFiles.js';
 import { securityHeaders } from './securityHeaders.js';
 
@@ -30,6 +31,10 @@ export interface HttpDeps {
   readonly logger: Logger;
   /** Readiness for /api/health: the model is loaded and new work is accepted. */
   readonly isReady: () => boolean;
+  /** Served at /metrics to loopback peers, admin access tokens and the metrics token. */
+  readonly metrics: Metrics;
+  /** Bearer secret for /metrics scrapers; absent means loopback and admin tokens only. */
+  readonly metricsToken: string | undefined;
 }
 
 interface Context {
