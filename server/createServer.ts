@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { CloseCode } from '../shared/errorCodes.js';
+import { CloseCode, ErrorCode } from '../shared/errorCodes.js';
 import { createUpgradeAuthenticator } from './auth/authenticateUpgrade.js';
 import type { TokenService } from './auth/createTokenService.js';
 import type { Invite } from './auth/loadOrCreateInvite.js';
@@ -20,7 +20,7 @@ import { Limiters, type LimiterSet } from './limits/Limiters.js';
 import { limitUpgrades } from './limits/limitUpgrades.js';
 import { Metrics } from './metrics/Metrics.js';
 import type { Connection } from './transport/Connection.js';
-import type { TlsFiles, TransportFactory } from './transport/Transport.js';
+import type { TlsFiles, TransportFactory, UpgradeHandler } from './transport/Transport.js';
 
 export interface ServerDeps {
   readonly logger: Logger;
@@ -46,8 +46,14 @@ export interface ParleyServer {
   listen(): Promise<{ port: number }>;
   /** Ends every request of this user (terminal `revoked`) and closes their sockets with 4403. */
   revokeUser(userId: string): void;
-  /** Stops new work, ends every request with a terminal frame, closes sockets (1001). */
+  /**
+   * Stops new work (new sends get `shutting_down`, upgrades 503), lets replies in flight finish
+   * for up to `shutdownTimeoutMs`, cancels the rest, so every accepted request has its terminal
+   * frame, then closes every socket with 1001.
+   */
   close(): Promise<void>;
+  /** Cancels every reply now with `shutting_down` (a second signal during `close`). */
+  abortAll(): void;
 }
 
 export const WS_PATH = '/ws';
@@ -61,8 +67,24 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
     (error, limiter) => logger.error({ err: error, limiter }, 'rate limiter failed; refusing'),
     (limiter) => metrics.limited(limiter),
   );
-  const chat = new ChatService(config, engine, limiters);
+  const chat = new ChatService(config, engine, limiters, metrics);
   const sessions = new Map<Connection, ClientSession>();
+  const findHolder = (userId: string, id: string, except: ClientSession) => {
+    for (const session of sessions.values()) {
+      if (session !== except && session.userId === userId && session.holds(id)) return session;
+    }
+    return undefined;
+  };
+  metrics.bind({
+    connections: () => {
+      const counts = new Map<string, number>();
+      for (const connection of sessions.keys()) counts.set(connection.transport, (counts.get(connection.transport) ?? 0) + 1);
+      return counts;
+    },
+    activeGenerations: () => chat.scheduler.activeCount,
+    queuedGenerations: () => chat.scheduler.queuedCount,
+    detachedReplies: () => chat.detached.size,
+  });
   const revokeUser = (userId: string) => {
     for (const session of sessions.values()) {
       if (session.userId === userId) session.terminate(AbortReason.revoked, CloseCode.revoked, 'signed out');
@@ -97,7 +119,7 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
       metrics,
       metricsToken: config.metricsToken,
     }),
-    upgrade: limitUpgrades(limiters, createUpgradeAuthenticator(deps.tokens, WS_PATH)),
+    upgrade: refuseWhenClosing(() => accepting, limitUpgrades(limiters, createUpgradeAuthenticator(deps.tokens, WS_PATH))),
     limits: {
       maxFrameBytes: config.maxFrameBytes,
       maxHttpBodyBytes: config.maxHttpBodyBytes,
@@ -109,7 +131,7 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
       open(connection) {
         const log = logger.child({ conn: connection.id, user: connection.principal.userId });
         limiters.connectionOpened(connection.remoteAddress, connection.principal.userId);
-        const session = new ClientSession(connection, { chat, limiters, tokens: deps.tokens, log }, {
+        const session = new ClientSession(connection, { chat, limiters, tokens: deps.tokens, metrics, log, findHolder }, {
           highWaterBytes: config.highWaterBytes,
           maxOutboxBytes: config.maxOutboxBytes,
           ready: {
@@ -160,8 +182,42 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
     },
     async close() {
       accepting = false;
-      await chat.shutdown();
+      logger.info({ live: chat.liveCount, timeoutMs: config.shutdownTimeoutMs }, 'draining: no new work; replies in flight may finish');
+      await chat.shutdown(config.shutdownTimeoutMs);
+      await whenFlushed([...sessions.values()], FLUSH_TIMEOUT_MS);
       await transport.close(CloseCode.goingAway, 'server shutting down');
     },
+    abortAll() {
+      accepting = false;
+      chat.abortAll();
+    },
+  };
+}
+
+/** How long shutdown waits for terminal frames to leave backed-up sockets before closing them. */
+const FLUSH_TIMEOUT_MS = 2000;
+
+/** Resolves once every session's writer is empty, or after `timeoutMs`. */
+async function whenFlushed(sessions: readonly ClientSession[], timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline && sessions.some((session) => !session.flushed)) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/** During shutdown new sockets are refused with 503 before any other check. */
+function refuseWhenClosing(accepting: () => boolean, inner: UpgradeHandler): UpgradeHandler {
+  return async (request) => {
+    if (!accepting()) {
+      return {
+        accept: false,
+        response: {
+          status: 503,
+          headers: { 'content-type': 'application/json', 'cache-control': 'no-store', 'retry-after': '5' },
+          body: JSON.stringify({ code: ErrorCode.shuttingDown, message: 'The server is shutting down.' }),
+        },
+      };
+    }
+    return inner(request);
   };
 }

@@ -10,6 +10,7 @@ import type { Config } from './config.js';
 import { createServer, type ParleyServer } from './createServer.js';
 import { LlamaEngine } from './engine/LlamaEngine.js';
 import { loadStaticFiles } from './http/loadStaticFiles.js';
+import { Metrics } from './metrics/Metrics.js';
 import { checkTlsFiles } from './transport/checkTlsFiles.js';
 import { selectTransport } from './transport/selectTransport.js';
 import type { LimiterSet } from './limits/Limiters.js';
@@ -78,7 +79,10 @@ export async function startServer(
   const staticFiles = await loadStaticFiles(options.clientDist ?? CLIENT_DIST);
   if (staticFiles.size === 0) logger.warn('web client not built: run `npm run build:client`');
 
-  const server = createServer(config, { logger, engine, tokens, invite, transport: selected.factory, staticFiles, sessions, users, limiterOverrides: options.limiterOverrides });
+  // Process metrics (CPU, memory, event loop, GC) go into this server's own registry, so
+  // several servers in one process (the tests) each collect them without clashing.
+  const metrics = new Metrics({ processMetrics: true });
+  const server = createServer(config, { logger, engine, tokens, invite, transport: selected.factory, staticFiles, sessions, users, limiterOverrides: options.limiterOverrides, metrics });
   const { port } = await server.listen();
   logger.info({ host: config.host, port, transport: server.transport, tls: config.tlsCert !== undefined }, `listening on ${config.host}:${port}`);
   const owned = engine;

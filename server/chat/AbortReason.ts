@@ -2,8 +2,10 @@
 export const AbortReason = {
   /** The client sent `cancel`. */
   cancel: 'cancel',
-  /** The connection closed. */
+  /** The connection dropped and the reply could not be kept for a resume, or its grace period ended. */
   disconnect: 'disconnect',
+  /** The connection was closed for flooding (4429). */
+  flood: 'flood',
   /** The wall-clock cap was reached. */
   timeLimit: 'time_limit',
   /** The server is shutting down. */

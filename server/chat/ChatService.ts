@@ -1,27 +1,21 @@
 import type { Logger } from 'pino';
 import { ErrorCode } from '../../shared/errorCodes.js';
-import { StopReason, type SendFrame, type ServerFrame } from '../../shared/protocol.js';
+import { StopReason, type SendFrame, type TerminalFrame } from '../../shared/protocol.js';
 import type { Config } from '../config.js';
 import { EngineStopReason, type Engine } from '../engine/Engine.js';
 import { ParleyError, ShuttingDownError, toParleyError } from '../ParleyError.js';
 import { AbortReason } from './AbortReason.js';
 import { ConversationStore, type Conversation } from './ConversationStore.js';
-import { Scheduler, type Ticket } from './Scheduler.js';
+import { DetachedReplies } from './DetachedReplies.js';
+import { Reply, type ReplyTarget } from './Reply.js';
+import { Scheduler } from './Scheduler.js';
 import type { LimitDecision, Limiters } from '../limits/Limiters.js';
+import type { Metrics } from '../metrics/Metrics.js';
 
-/** What the service needs from a connection: its owner and a way to emit frames in order. */
-export interface RequestSink {
+/** A connection as the service sees it: its owner, its log, and where its replies' frames go. */
+export interface ReplyOwner extends ReplyTarget {
   readonly userId: string;
   readonly log: Logger;
-  send(frame: ServerFrame): void;
-  delta(id: string, text: string): void;
-}
-
-/** A request that has been admitted and has not yet had its terminal frame. */
-export interface ActiveRequest {
-  readonly id: string;
-  readonly controller: AbortController;
-  ticket: Ticket | undefined;
 }
 
 type ChatConfig = Pick<
@@ -37,34 +31,57 @@ type ChatConfig = Pick<
   | 'maxTurnsPerConversation'
   | 'generationsPerMinute'
   | 'tokensPerHour'
+  | 'resumeGraceMs'
+  | 'maxReplyBytes'
 >;
 
 /**
  * Admits, queues and runs chat requests. Invariant: every request that passes `start`'s
  * first check (a well-formed `send` with a fresh id) ends in exactly one terminal frame
- * (done, cancelled or error with its id), whatever stops it.
+ * (done, cancelled or error with its id), whatever stops it. An admitted request is a Reply,
+ * which outlives its connection for the resume grace period.
  */
 export class ChatService {
   readonly scheduler: Scheduler;
   readonly conversations: ConversationStore;
+  readonly detached: DetachedReplies;
   private closing = false;
-  private readonly live = new Set<ActiveRequest>();
+  private readonly live = new Set<Reply>();
+  private readonly liveSettled = new Set<() => void>();
 
   constructor(
     private readonly config: ChatConfig,
     private readonly engine: Engine,
     private readonly limiters: Limiters,
+    private readonly metrics: Metrics,
   ) {
+    this.detached = new DetachedReplies(config.resumeGraceMs);
     this.scheduler = new Scheduler({ slots: engine.slots, maxQueue: config.maxQueue, maxQueuedPerUser: config.maxQueuedPerUser });
     this.conversations = new ConversationStore({ maxPerUser: config.maxConversationsPerUser, maxTurns: config.maxTurnsPerConversation });
   }
 
+  /** Whether new requests are accepted (false once shutdown began). */
+  get accepting(): boolean {
+    return !this.closing;
+  }
+
+  get resumeGraceMs(): number {
+    return this.config.resumeGraceMs;
+  }
+
+  /** Requests admitted and not yet ended, attached or not. */
+  get liveCount(): number {
+    return this.live.size;
+  }
+
   /**
-   * Starts a request. Resolves with the ActiveRequest when admitted; otherwise the terminal
-   * error frame has already been sent. `onSettled` runs once after the terminal frame.
+   * Starts a request. Resolves with its Reply, attached to `owner`, when admitted; otherwise
+   * the terminal error frame has already been sent to `owner`.
    */
-  async start(sink: RequestSink, frame: SendFrame, onSettled: () => void): Promise<ActiveRequest | undefined> {
+  async start(owner: ReplyOwner, frame: SendFrame): Promise<Reply | undefined> {
+    const sink = owner;
     const fail = (error: ParleyError) => {
+      this.metrics.error(error.code);
       sink.send({ type: 'error', id: frame.id, ...error.toWire(), ...(error.retryAfterMs === undefined ? {} : { retryAfterMs: error.retryAfterMs }) });
     };
     if (this.closing) {
@@ -120,49 +137,64 @@ export class ChatService {
     conversation ??= this.conversations.create(sink.userId);
     const owned = conversation;
     owned.busy = true;
-    const request: ActiveRequest = { id: frame.id, controller: new AbortController(), ticket: undefined };
-    this.live.add(request);
+    owned.activeReplyId = frame.id;
+    const reply = new Reply(frame.id, sink.userId, owned.id, this.config.maxReplyBytes);
+    this.live.add(reply);
+    const signal = reply.controller.signal;
+    let firstTokenMs: number | undefined;
     let settled = false;
-    const settle = (terminal: ServerFrame | undefined) => {
+    const settle = (terminal: TerminalFrame, completionTokens = 0) => {
       if (settled) return;
       settled = true;
       owned.busy = false;
-      this.live.delete(request);
+      owned.activeReplyId = undefined;
+      this.live.delete(reply);
       void this.limiters.refundTokens(sink.userId, reserved - used);
-      if (terminal) sink.send(terminal);
-      onSettled();
+      if (terminal.type === 'done') {
+        this.metrics.generationFinished('done', { completionTokens, firstTokenMs, tokensPerSecond: terminal.timing.tokensPerSecond });
+      } else {
+        this.metrics.generationFinished(terminal.type, { completionTokens, firstTokenMs });
+        if (terminal.type === 'error') this.metrics.error(terminal.code);
+        if (signal.aborted) this.metrics.cancelled(String(signal.reason));
+      }
+      reply.finish(terminal);
+      for (const notify of this.liveSettled) notify();
     };
-    const signal = request.controller.signal;
-    const terminalForAbort = (): ServerFrame | undefined => {
+    const terminalForAbort = (): TerminalFrame => {
       const reason = signal.reason as AbortReason;
       switch (reason) {
-        case AbortReason.disconnect:
-          return undefined;
         case AbortReason.shutdown:
           return { type: 'error', id: frame.id, ...new ShuttingDownError().toWire() };
         case AbortReason.tokenExpired:
           return { type: 'error', id: frame.id, code: ErrorCode.tokenExpired, message: 'Your session expired; reconnect to continue.' };
         case AbortReason.revoked:
           return { type: 'error', id: frame.id, code: ErrorCode.revoked, message: 'You were signed out.' };
+        case AbortReason.flood:
+          return { type: 'error', id: frame.id, code: ErrorCode.rateLimited, message: 'The connection was closed for sending too many frames.' };
         default:
           return { type: 'cancelled', id: frame.id };
       }
     };
 
+    reply.attach(owner);
     sink.send({ type: 'accepted', id: frame.id, conversationId: owned.id });
     const started = Date.now();
     try {
-      request.ticket = this.scheduler.submit({
+      reply.ticket = this.scheduler.submit({
         userId: sink.userId,
         preferredSlot: owned.lastSlot,
-        onQueuePosition: (position) => sink.send({ type: 'queued', id: frame.id, position }),
+        onQueuePosition: (position) => {
+          reply.queuePosition = position;
+          reply.emit({ type: 'queued', id: frame.id, position });
+        },
         run: async (slot) => {
+          reply.queuePosition = undefined;
           if (signal.aborted) {
             settle(terminalForAbort());
             return;
           }
           owned.lastSlot = slot;
-          const timer = setTimeout(() => request.controller.abort(AbortReason.timeLimit), this.config.generationTimeoutMs);
+          const timer = setTimeout(() => reply.controller.abort(AbortReason.timeLimit), this.config.generationTimeoutMs);
           const runStart = Date.now();
           let firstTokenAt: number | undefined;
           try {
@@ -175,7 +207,9 @@ export class ChatService {
               signal,
               onText: (text) => {
                 firstTokenAt ??= Date.now();
-                sink.delta(frame.id, text);
+                reply.delta(text);
+                // A dropped reply that outgrew its resume buffer cannot be resumed losslessly: stop it.
+                if (!reply.resumable && reply.attachedTarget === undefined) reply.controller.abort(AbortReason.disconnect);
               },
             });
             used = result.promptTokens + result.completionTokens;
@@ -198,21 +232,25 @@ export class ChatService {
               },
               'generation finished',
             );
+            if (firstTokenAt !== undefined) firstTokenMs = firstTokenAt - runStart;
             if (result.stopReason === EngineStopReason.aborted && signal.reason !== AbortReason.timeLimit) {
-              settle(terminalForAbort());
+              settle(terminalForAbort(), result.completionTokens);
               return;
             }
             const decodeMs = firstTokenAt === undefined ? 0 : finishedAt - firstTokenAt;
-            settle({
+            settle(
+              {
               type: 'done',
               id: frame.id,
               stopReason: stopReasonOf(result.stopReason, signal, plan.limitedByContext),
               usage: { promptTokens: result.promptTokens, completionTokens: result.completionTokens },
               timing: {
                 firstTokenMs: firstTokenAt === undefined ? 0 : firstTokenAt - runStart,
-                tokensPerSecond: decodeMs > 0 ? round1(((result.completionTokens - 1) * 1000) / decodeMs) : 0,
+                  tokensPerSecond: decodeMs > 0 ? round1(((result.completionTokens - 1) * 1000) / decodeMs) : 0,
+                },
               },
-            });
+              result.completionTokens,
+            );
           } catch (error) {
             const parleyError = toParleyError(error);
             sink.log.error({ err: error, req: frame.id, code: parleyError.code }, 'generation failed');
@@ -230,18 +268,43 @@ export class ChatService {
     signal.addEventListener(
       'abort',
       () => {
-        if (request.ticket?.withdraw()) settle(terminalForAbort());
+        if (reply.ticket?.withdraw()) settle(terminalForAbort());
       },
       { once: true },
     );
-    return settled ? undefined : request;
+    return settled ? undefined : reply;
   }
 
-  /** Refuses new work and aborts everything in flight with the shutdown reason. */
-  shutdown(): Promise<void> {
+  /**
+   * Stops accepting work, lets every admitted request (running, queued or detached) finish for
+   * up to `timeoutMs`, then aborts the rest with the shutdown reason. Resolves when every one of
+   * them has its terminal frame and the engine is idle.
+   */
+  async shutdown(timeoutMs: number): Promise<void> {
     this.closing = true;
-    for (const request of this.live) request.controller.abort(AbortReason.shutdown);
-    return this.scheduler.whenIdle();
+    if (this.live.size > 0 && timeoutMs > 0) {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          this.liveSettled.delete(check);
+          resolve();
+        };
+        const check = () => {
+          if (this.live.size === 0) done();
+        };
+        const timer = setTimeout(done, timeoutMs);
+        this.liveSettled.add(check);
+      });
+    }
+    for (const reply of [...this.live]) reply.controller.abort(AbortReason.shutdown);
+    await this.scheduler.whenIdle();
+    this.detached.clear();
+  }
+
+  /** Cancels every admitted request now (a second signal during shutdown). */
+  abortAll(): void {
+    this.closing = true;
+    for (const reply of [...this.live]) reply.controller.abort(AbortReason.shutdown);
   }
 }
 

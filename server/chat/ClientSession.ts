@@ -1,20 +1,31 @@
 import type { Logger } from 'pino';
 import { CloseCode, ErrorCode } from '../../shared/errorCodes.js';
 import { parseClientFrame } from '../../shared/parseClientFrame.js';
-import type { ReadyFrame, ServerFrame } from '../../shared/protocol.js';
+import type { ErrorFrame, ReadyFrame, ServerFrame } from '../../shared/protocol.js';
 import type { TokenService } from '../auth/createTokenService.js';
 import type { LimitDecision, Limiters } from '../limits/Limiters.js';
 import type { Connection } from '../transport/Connection.js';
 import { AbortReason } from './AbortReason.js';
-import type { ActiveRequest, ChatService } from './ChatService.js';
+import type { ChatService, ReplyOwner } from './ChatService.js';
 import { Outbox } from './Outbox.js';
+import type { Reply } from './Reply.js';
+import type { Metrics } from '../metrics/Metrics.js';
 
 export interface ClientSessionDeps {
   readonly chat: ChatService;
   readonly limiters: Limiters;
   readonly tokens: TokenService;
+  readonly metrics: Metrics;
   readonly log: Logger;
+  /**
+   * Another live session of `userId` that holds reply `id` (running, or recently finished):
+   * after a drop the client may reconnect before the server has noticed the old socket died.
+   */
+  readonly findHolder: (userId: string, id: string, except: ClientSession) => ClientSession | undefined;
 }
+
+/** Finished replies each connection remembers, so a terminal frame lost in a dying socket can be replayed. */
+const MAX_RECENT = 8;
 
 export interface ClientSessionOptions {
   readonly highWaterBytes: number;
@@ -36,7 +47,10 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
  */
 export class ClientSession {
   private readonly outbox: Outbox;
-  private readonly active = new Map<string, ActiveRequest>();
+  private readonly active = new Map<string, Reply>();
+  /** Recently finished replies, oldest first, each with the time it finished. */
+  private recent: Array<{ reply: Reply; at: number }> = [];
+  private readonly owner: ReplyOwner;
   private chain: Promise<void> = Promise.resolve();
   private expiresAt: number;
   private expiryTimer: NodeJS.Timeout | undefined;
@@ -55,7 +69,20 @@ export class ClientSession {
         deps.log.warn({ pendingBytes: this.outbox.pendingBytes }, 'closing slow consumer');
         connection.close(CloseCode.policyViolation, 'client too slow');
       },
+      owns: (reply) => reply.attachedTarget === this.owner,
     });
+    this.owner = {
+      userId: connection.principal.userId,
+      log: deps.log,
+      send: (frame) => this.send(frame),
+      deltaPending: (reply, bytes) => this.outbox.deltaPending(reply, bytes),
+      settled: (reply) => this.settled(reply),
+    };
+  }
+
+  /** Nothing waits to be written to the socket. */
+  get flushed(): boolean {
+    return this.outbox.idle;
   }
 
   get userId(): string {
@@ -80,7 +107,7 @@ export class ClientSession {
       .then(() => this.handle(data))
       .catch((error: unknown) => {
         this.deps.log.error({ err: error }, 'frame handling failed');
-        this.send({ type: 'error', code: ErrorCode.internal, message: 'Internal error.' });
+        this.sendError({ code: ErrorCode.internal, message: 'Internal error.' });
       });
   }
 
@@ -88,11 +115,29 @@ export class ClientSession {
     this.outbox.drain();
   }
 
-  /** The socket is gone: stop every request of this connection and free their slots. */
+  /**
+   * The socket is gone. Its replies, running or recently finished, are kept for a resume within
+   * the grace period (or cancelled at once when they cannot be resumed).
+   */
   close(): void {
     this.closed = true;
     clearTimeout(this.expiryTimer);
-    this.abortAll(AbortReason.disconnect);
+    for (const { reply } of this.recent) this.deps.chat.detached.keep(reply);
+    for (const reply of this.active.values()) this.deps.chat.detached.keep(reply);
+    this.recent = [];
+    this.active.clear();
+  }
+
+  /** The reply with this id, running here or recently finished here. */
+  holds(id: string): Reply | undefined {
+    return this.active.get(id) ?? this.recent.findLast((entry) => entry.reply.id === id)?.reply;
+  }
+
+  /** Lets go of a reply that is being resumed on another connection. */
+  release(reply: Reply): void {
+    if (this.active.get(reply.id) === reply) this.active.delete(reply.id);
+    this.recent = this.recent.filter((entry) => entry.reply !== reply);
+    reply.detach();
   }
 
   /** Ends every request with a terminal frame for `reason`, then closes the socket. */
@@ -113,38 +158,62 @@ export class ClientSession {
       return;
     }
     if (data === null) {
-      this.send({ type: 'error', code: ErrorCode.binaryFrame, message: 'Binary frames are not supported; send JSON text.' });
+      this.sendError({ code: ErrorCode.binaryFrame, message: 'Binary frames are not supported; send JSON text.' });
       return;
     }
     const parsed = parseClientFrame(data);
     if (!parsed.ok) {
-      this.send({ type: 'error', code: parsed.code, message: parsed.message });
+      this.sendError({ code: parsed.code, message: parsed.message });
       return;
     }
     const frame = parsed.frame;
     switch (frame.type) {
       case 'send': {
         if (this.active.has(frame.id)) {
-          this.send({ type: 'error', code: ErrorCode.duplicateId, message: `Request id ${frame.id} is still running; use a new id.` });
+          this.sendError({ code: ErrorCode.duplicateId, message: `Request id ${frame.id} is still running; use a new id.` });
           return;
         }
-        const sink = {
-          userId: this.userId,
-          log: this.deps.log,
-          send: (out: ServerFrame) => this.send(out),
-          delta: (id: string, text: string) => this.outbox.delta(id, text),
-        };
-        const request = await this.deps.chat.start(sink, frame, () => this.active.delete(frame.id));
-        if (!request) return;
+        const reply = await this.deps.chat.start(this.owner, frame);
+        if (!reply || reply.finished) return;
         // The socket may have closed while admission awaited the limiters.
-        if (this.closed) request.controller.abort(AbortReason.disconnect);
-        else this.active.set(frame.id, request);
+        if (this.closed) this.deps.chat.detached.keep(reply);
+        else this.active.set(frame.id, reply);
+        return;
+      }
+      case 'resume': {
+        this.resume(frame.id, frame.after);
+        return;
+      }
+      case 'list_conversations': {
+        const items = this.deps.chat.conversations.list(this.userId).map((conversation) => ({
+          id: conversation.id,
+          title: titleOf(conversation.turns[0]?.text ?? ''),
+          turns: conversation.turns.length,
+          updatedAt: conversation.updatedAt,
+          ...(conversation.activeReplyId === undefined ? {} : { activeReplyId: conversation.activeReplyId }),
+        }));
+        this.send({ type: 'conversations', items });
+        return;
+      }
+      case 'get_conversation': {
+        const conversation = this.deps.chat.conversations.get(this.userId, frame.conversationId);
+        if (!conversation) {
+          this.sendError({ code: ErrorCode.conversationNotFound, message: 'No such conversation.' });
+          return;
+        }
+        this.send({
+          type: 'conversation',
+          conversationId: conversation.id,
+          turns: conversation.turns.map((turn) => ({ role: turn.role, text: turn.text })),
+          updatedAt: conversation.updatedAt,
+          ...(conversation.activeReplyId === undefined ? {} : { activeReplyId: conversation.activeReplyId }),
+        });
         return;
       }
       case 'cancel': {
         const request = this.active.get(frame.id);
         if (!request) {
-          this.send({ type: 'error', code: ErrorCode.unknownRequest, message: `No running request with id ${frame.id}.` });
+          this.sendError({ code: ErrorCode.unknownRequest, message: `No running request with id ${frame.id} on this connection (resume it first).` });
           return;
         }
         request.controller.abort(AbortReason.cancel);
@@ -157,6 +226,43 @@ export class ClientSession {
     }
   }
 
+  /**
+   * Attaches the owner's reply `id` to this connection: a reply kept after a drop, or one still
+   * held by another of the owner's connections (which may be dead without the server knowing yet).
+   */
+  private resume(id: string, after: number): void {
+    if (this.active.has(id)) {
+      this.sendError({ code: ErrorCode.duplicateId, message: `Request id ${id} is already streaming on this connection.` });
+      return;
+    }
+    const holder = this.deps.findHolder(this.userId, id, this);
+    const reply = this.deps.chat.detached.peek(this.userId, id) ?? holder?.holds(id);
+    if (!reply || !reply.resumable) {
+      this.deps.metrics.resume('unavailable');
+      this.sendError({ id, code: ErrorCode.resumeUnavailable, message: 'This reply can no longer be resumed: its grace period ended or it is unknown.' });
+      return;
+    }
+    if (after > reply.lastSeq) {
+      this.sendError({ code: ErrorCode.badFrame, message: `resume.after is ${after}, but the last delta sent for ${id} was ${reply.lastSeq}.` });
+      return;
+    }
+    if (this.deps.chat.detached.take(this.userId, id) !== reply) holder?.release(reply);
+    this.deps.metrics.resume('resumed');
+    this.deps.log.info({ event: 'reply_resumed', req: id, after, lastSeq: reply.lastSeq, finished: reply.finished }, 'reply resumed');
+    if (!reply.finished) this.active.set(id, reply);
+    reply.resume(this.owner, after);
+  }
+
+  /** A reply attached here ended: it stays replayable for a while in case the terminal frame is lost. */
+  private settled(reply: Reply): void {
+    if (this.active.get(reply.id) === reply) this.active.delete(reply.id);
+    if (this.closed) return;
+    const now = Date.now();
+    this.recent = this.recent.filter((entry) => entry.reply !== reply && now - entry.at < this.deps.chat.resumeGraceMs);
+    this.recent.push({ reply, at: now });
+    if (this.recent.length > MAX_RECENT) this.recent.shift();
+  }
+
   /** Answers a rate-limited frame: a `send` gets its terminal error, anything else an error without id. */
   private refuse(data: string | null, decision: Extract<LimitDecision, { ok: false }>): void {
     const parsed = data === null ? undefined : parseClientFrame(data);
@@ -164,7 +270,7 @@ export class ClientSession {
     const base = decision.failed
       ? { code: ErrorCode.limiterUnavailable, message: 'Rate limiter unavailable; try again shortly.' }
       : { code: ErrorCode.rateLimited, message: 'Too many frames; slow down.' };
-    this.send({ type: 'error', ...(sendId === undefined ? {} : { id: sendId }), ...base, retryAfterMs: decision.retryAfterMs });
+    this.sendError({ ...(sendId === undefined ? {} : { id: sendId }), ...base, retryAfterMs: decision.retryAfterMs });
   }
 
   /** A refused frame counts as a strike; too many strikes in the window is a flood. */
@@ -172,14 +278,14 @@ export class ClientSession {
     const strike = await this.deps.limiters.strike(this.connection.id);
     if (strike.ok || this.closed) return;
     this.deps.log.info({ event: 'flood_closed', ip: this.connection.remoteAddress }, 'closing flooding connection');
-    this.terminate(AbortReason.disconnect, CloseCode.flood, 'flood');
+    this.terminate(AbortReason.flood, CloseCode.flood, 'flood');
   }
 
   private async refresh(token: string): Promise<void> {
     try {
       const principal = await this.deps.tokens.verifyAccessToken(token);
       if (principal.userId !== this.userId) {
-        this.send({ type: 'error', code: ErrorCode.unauthorized, message: 'That token belongs to another user.' });
+        this.sendError({ code: ErrorCode.unauthorized, message: 'That token belongs to another user.' });
         return;
       }
       this.expiresAt = Math.max(this.expiresAt, principal.expiresAt);
@@ -187,7 +293,7 @@ export class ClientSession {
       this.deps.log.info({ event: 'socket_token_refreshed' }, 'token refreshed in-band');
       this.send({ type: 'refreshed', expiresAt: this.expiresAt });
     } catch {
-      this.send({ type: 'error', code: ErrorCode.unauthorized, message: 'Invalid or expired token; the connection keeps its current expiry.' });
+      this.sendError({ code: ErrorCode.unauthorized, message: 'Invalid or expired token; the connection keeps its current expiry.' });
     }
   }
 
@@ -204,11 +310,20 @@ export class ClientSession {
   }
 
   private abortAll(reason: AbortReason): void {
-    for (const request of [...this.active.values()]) request.controller.abort(reason);
-    if (reason === AbortReason.disconnect) this.active.clear();
+    for (const reply of [...this.active.values()]) reply.controller.abort(reason);
   }
 
   private send(frame: ServerFrame): void {
     this.outbox.send(frame);
   }
+
+  private sendError(error: Omit<ErrorFrame, 'type'>): void {
+    this.deps.metrics.error(error.code);
+    this.send({ type: 'error', ...error });
+  }
+}
+
+function titleOf(text: string): string {
+  const line = text.trim().split('\n')[0] ?? '';
+  return line.length > 80 ? `${line.slice(0, 79)}…` : line;
 }

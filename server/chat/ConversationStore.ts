@@ -7,6 +7,8 @@ export interface Conversation {
   readonly turns: Turn[];
   /** True while a reply is being generated; a conversation runs one reply at a time. */
   busy: boolean;
+  /** The request id of the reply in progress, while busy. */
+  activeReplyId: string | undefined;
   /** The slot that last served it: its KV cache may still hold this conversation's prefix. */
   lastSlot: number | undefined;
   updatedAt: number;
@@ -36,6 +38,7 @@ export class ConversationStore {
       ownerId,
       turns: [],
       busy: false,
+      activeReplyId: undefined,
       lastSlot: undefined,
       updatedAt: Date.now(),
     };
@@ -47,6 +50,11 @@ export class ConversationStore {
   get(ownerId: string, id: string): Conversation | undefined {
     const conversation = this.byId.get(id);
     return conversation && conversation.ownerId === ownerId ? conversation : undefined;
+  }
+
+  /** The owner's conversations, most recently updated first. */
+  list(ownerId: string): Conversation[] {
+    return [...(this.byOwner.get(ownerId) ?? [])].sort((a, b) => b.updatedAt - a.updatedAt);
   }
 
   /** Records a finished exchange, keeping at most maxTurns turns (oldest dropped first, in pairs). */

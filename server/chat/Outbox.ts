@@ -1,55 +1,64 @@
-import { isTerminalFrame, type ServerFrame } from '../../shared/protocol.js';
+import type { ServerFrame } from '../../shared/protocol.js';
 import { SendStatus, type Connection } from '../transport/Connection.js';
+import type { Reply } from './Reply.js';
 
-/** `bytes` is what this item added to `queuedBytes`, so removal subtracts exactly that. */
-type Pending = { kind: 'frame'; text: string; bytes: number; ends?: string } | { kind: 'delta'; id: string; text: string; bytes: number };
+/** A whole frame, or a marker: "write this reply's pending text here". */
+type Pending = { kind: 'frame'; text: string; bytes: number } | { kind: 'reply'; reply: Reply };
 
 /**
  * Ordered, backpressure-aware writer for one connection.
  *
  * Invariants:
- * - Frames leave in the order they were produced, per request id.
- * - No delta text is ever dropped: while the socket is backed up, deltas of one request are
- *   merged into one pending delta, so memory grows with at most the text of the replies in
- *   flight (bounded by their token caps) and not with the number of tokens.
- * - `seq` is assigned when a delta is actually written, so it stays gap-free after merging.
+ * - Frames leave in the order they were produced.
+ * - Delta text lives in its Reply until written. A reply has at most one marker in the queue;
+ *   text produced while the socket is backed up joins the reply's pending text, so it leaves as
+ *   one merged delta. Memory grows with the text of the replies in flight (bounded by their
+ *   token caps), never with the number of tokens, and no text is dropped.
+ * - A reply's seq is assigned when its text is written (`Reply.takePending`), so seqs stay
+ *   gap-free after merging, and text never written (socket closed, reply moved to another
+ *   connection) stays in the reply for a resume.
  * - Past `maxQueuedBytes` the peer is too slow to serve: `onOverflow` runs (the owner closes).
  */
 export class Outbox {
   private readonly queue: Pending[] = [];
-  /** For each request id, its delta still waiting in `queue`, if any. */
-  private readonly openDelta = new Map<string, Pending & { kind: 'delta' }>();
-  private readonly nextSeq = new Map<string, number>();
+  /** Replies with a marker in `queue`, and the pending bytes counted for each. */
+  private readonly markers = new Map<Reply, number>();
   private queuedBytes = 0;
   private blocked = false;
   private overflowed = false;
 
   constructor(
     private readonly connection: Connection,
-    private readonly options: { highWaterBytes: number; maxQueuedBytes: number; onOverflow: () => void },
+    private readonly options: {
+      highWaterBytes: number;
+      maxQueuedBytes: number;
+      onOverflow: () => void;
+      /** Whether `reply` still writes through this outbox (it may have been resumed elsewhere). */
+      owns: (reply: Reply) => boolean;
+    },
   ) {}
 
   send(frame: ServerFrame): void {
-    const ends = isTerminalFrame(frame) ? frame.id : undefined;
-    // Deltas produced after a terminal frame must not merge into one queued before it.
-    if (ends !== undefined) this.openDelta.delete(ends);
     const text = JSON.stringify(frame);
-    this.enqueue({ kind: 'frame', text, bytes: Buffer.byteLength(text), ends });
+    const bytes = Buffer.byteLength(text);
+    this.queue.push({ kind: 'frame', text, bytes });
+    this.queuedBytes += bytes;
+    this.flush();
+    this.checkOverflow();
   }
 
-  delta(id: string, text: string): void {
-    const open = this.openDelta.get(id);
-    if (open) {
-      const bytes = Buffer.byteLength(text);
-      open.text += text;
-      open.bytes += bytes;
-      this.queuedBytes += bytes;
-      this.checkOverflow();
-      return;
+  /** `reply` has `bytes` more text to write; it leaves with the reply's marker. */
+  deltaPending(reply: Reply, bytes: number): void {
+    const counted = this.markers.get(reply);
+    if (counted === undefined) {
+      this.markers.set(reply, bytes);
+      this.queue.push({ kind: 'reply', reply });
+    } else {
+      this.markers.set(reply, counted + bytes);
     }
-    const pending: Pending & { kind: 'delta' } = { kind: 'delta', id, text, bytes: Buffer.byteLength(text) };
-    if (this.blocked) this.openDelta.set(id, pending);
-    this.enqueue(pending);
+    this.queuedBytes += bytes;
+    this.flush();
+    this.checkOverflow();
   }
 
   /** The transport drained: write what waited. */
@@ -62,11 +71,9 @@ export class Outbox {
     return this.queuedBytes;
   }
 
-  private enqueue(pending: Pending): void {
-    this.queue.push(pending);
-    this.queuedBytes += pending.bytes;
-    this.flush();
-    this.checkOverflow();
+  /** True when nothing waits to be written. */
+  get idle(): boolean {
+    return this.queue.length === 0;
   }
 
   /** Only text still waiting counts; reported once. */
@@ -79,21 +86,25 @@ export class Outbox {
   private flush(): void {
     while (!this.blocked && this.queue.length > 0) {
       if (!this.connection.isOpen) {
+        // Frames for a closed socket are gone; replies keep their unwritten text.
         this.queue.length = 0;
-        this.openDelta.clear();
+        this.markers.clear();
         this.queuedBytes = 0;
         return;
       }
       const pending = this.queue.shift() as Pending;
-      this.queuedBytes -= pending.bytes;
-      let text = pending.text;
-      if (pending.kind === 'delta') {
-        if (this.openDelta.get(pending.id) === pending) this.openDelta.delete(pending.id);
-        const seq = this.nextSeq.get(pending.id) ?? 0;
-        this.nextSeq.set(pending.id, seq + 1);
-        text = JSON.stringify({ type: 'delta', id: pending.id, seq, text: pending.text });
-      } else if (pending.ends !== undefined) {
-        this.nextSeq.delete(pending.ends);
+      let text: string;
+      if (pending.kind === 'frame') {
+        this.queuedBytes -= pending.bytes;
+        text = pending.text;
+      } else {
+        const { reply } = pending;
+        this.queuedBytes -= this.markers.get(reply) ?? 0;
+        this.markers.delete(reply);
+        // A reply resumed on another connection takes its pending text with it.
+        const taken = this.options.owns(reply) ? reply.takePending() : undefined;
+        if (!taken) continue;
+        text = JSON.stringify({ type: 'delta', id: reply.id, seq: taken.seq, text: taken.text });
       }
       const status = this.connection.send(text);
       if (status === SendStatus.backpressure || this.connection.bufferedAmount() >= this.options.highWaterBytes) {

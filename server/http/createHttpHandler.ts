@@ -13,6 +13,7 @@ import type { UserStore } from '../auth/UserStore.js';
 import type { LimitDecision, Limiters } from '../limits/Limiters.js';
 import type { HttpHandler, HttpRequest, HttpResponse } from '../transport/Transport.js';
 import type { Metrics } from '../metrics/Metrics.js';
+import { authorizeMetrics } from './authorizeMetrics.js';
 import type { StaticFile } from './loadStaticFiles.js';
 import { securityHeaders } from './securityHeaders.js';
 
@@ -29,7 +30,7 @@ export interface HttpDeps {
   readonly onRevoked: (userId: string) => void;
   readonly staticFiles: ReadonlyMap<string, StaticFile>;
   readonly logger: Logger;
-  /** Readiness for /api/health: the model is loaded and new work is accepted. */
+  /** Readiness for /readyz and /api/health: new work is accepted (false once shutdown begins). */
   readonly isReady: () => boolean;
   /** Served at /metrics to loopback peers, admin access tokens and the metrics token. */
   readonly metrics: Metrics;
@@ -56,7 +57,17 @@ const postRoutes: Readonly<Record<string, Route>> = {
   '/api/admin/rotate-invite': adminRotateInvite,
 };
 
-/** Every HTTP route: token, login, refresh, logout and admin endpoints, a health probe and the built client. */
+/**
+ * Probe and scrape routes, at the fixed root paths that orchestrators and Prometheus expect.
+ * They change nothing, so they answer GET and HEAD only.
+ */
+const getRoutes: Readonly<Record<string, Route>> = {
+  '/healthz': liveness,
+  '/readyz': readiness,
+  '/metrics': scrapeMetrics,
+};
+
+/** Every HTTP route: token, login, refresh, logout and admin endpoints, health probes, metrics and the built client. */
 export function createHttpHandler(deps: HttpDeps): HttpHandler {
   const auth = createAuthService({ tokens: deps.tokens, sessions: deps.sessions, users: deps.users, refreshTtlSeconds: deps.refreshTtlSeconds });
   return async (request) => {
@@ -82,6 +93,14 @@ async function route(context: Context): Promise<HttpResponse> {
     }
     return post(context);
   }
+  const get = Object.hasOwn(getRoutes, request.path) ? getRoutes[request.path] : undefined;
+  if (get) {
+    if (request.method !== 'GET' && request.method !== 'HEAD') {
+      return json(405, { code: ErrorCode.badRequest, message: 'Use GET.' }, { allow: 'GET, HEAD' });
+    }
+    const response = await get(context);
+    return request.method === 'HEAD' ? { ...response, body: '' } : response;
+  }
   if (request.path === '/api/health') {
     const ready = deps.isReady();
     return json(ready ? 200 : 503, { status: ready ? 'ok' : 'unavailable' });
@@ -91,6 +110,35 @@ async function route(context: Context): Promise<HttpResponse> {
     return json(405, { code: ErrorCode.badRequest, message: 'Use GET.' }, { allow: 'GET, HEAD' });
   }
   return serveStatic(deps.staticFiles, request);
+}
+
+// ---- health and metrics -----------------------------------------------------
+
+/** GET /healthz: the process is alive and serving HTTP. Stays 200 during shutdown, so a liveness probe never kills a draining server. */
+async function liveness(): Promise<HttpResponse> {
+  return json(200, { status: 'ok' });
+}
+
+/** GET /readyz: 200 while new work is accepted; 503 from the moment shutdown begins, so balancers stop sending people here. */
+async function readiness({ deps }: Context): Promise<HttpResponse> {
+  return deps.isReady() ? json(200, { status: 'ready' }) : json(503, { status: 'shutting_down' });
+}
+
+/**
+ * GET /metrics: the Prometheus text exposition, for loopback peers, the metrics token and
+ * admin access tokens (authorizeMetrics). A refusal is logged with the peer and status only.
+ */
+async function scrapeMetrics(context: Context): Promise<HttpResponse> {
+  const { deps, request, ip } = context;
+  const decision = await authorizeMetrics({ remoteAddress: ip, authorization: request.headers.authorization }, deps);
+  if (!decision.ok) {
+    const { error } = decision;
+    audit(deps, 'metrics_refused', { ip, status: error.httpStatus, code: error.code }, 'metrics request refused');
+    return json(error.httpStatus, error.toWire(), error.httpStatus === 401 ? { 'www-authenticate': 'Bearer' } : {});
+  }
+  // HEAD gets the status and headers only, so it skips collecting every metric.
+  const body = request.method === 'HEAD' ? '' : await deps.metrics.render();
+  return { status: 200, headers: { 'content-type': deps.metrics.contentType, 'cache-control': 'no-store' }, body };
 }
 
 // ---- logins -----------------------------------------------------------------

@@ -37,6 +37,8 @@ export interface TestServer {
   readonly ca: Buffer | undefined;
   token(name?: string): Promise<string>;
   client(name?: string): Promise<TestClient>;
+  /** Opens another socket with an existing token: the same user, e.g. reconnecting after a drop. */
+  connect(token: string): Promise<TestClient>;
   stop(): Promise<void>;
 }
 
@@ -53,7 +55,7 @@ export async function startTestServer(
 ): Promise<TestServer> {
   const ownsDataDir = options.dataDir === undefined;
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'parley-test-')));
-  const config = loadConfig({ host: '127.0.0.1', port: 0, transport, dataDir, invite: TEST_INVITE, maxTokens: 64, qr: false, ...overrides });
+  const config = loadConfig({ host: '127.0.0.1', port: 0, transport, dataDir, invite: TEST_INVITE, maxTokens: 64, qr: false, shutdownTimeoutMs: 0, ...overrides });
   const logs = new LogSink();
   const logger = createLogger({ level: 'debug', destination: logs });
   const started = await startServer(config, { logger, engine, limiterOverrides: options.limiterOverrides });
@@ -87,6 +89,12 @@ export async function startTestServer(
     token,
     async client(name) {
       const client = await TestClient.connect(wsUrl, await token(name), undefined, ca ? { ca } : {});
+      clients.push(client);
+      await client.waitForType('ready');
+      return client;
+    },
+    async connect(existing) {
+      const client = await TestClient.connect(wsUrl, existing, undefined, ca ? { ca } : {});
       clients.push(client);
       await client.waitForType('ready');
       return client;

@@ -79,7 +79,8 @@ for (const transport of TRANSPORTS) {
     let server: TestServer;
     before(async () => {
       engine = await loadTinyEngine({ slots: 1, contextSize: 8192 });
-      server = await startTestServer(transport, engine, LONG);
+      // No resume grace here: a dropped reply stops at once (test/integration/resume.test.ts covers the grace).
+      server = await startTestServer(transport, engine, { ...LONG, resumeGraceMs: 0 });
     });
     after(async () => {
       await server.stop();
@@ -105,7 +106,7 @@ for (const transport of TRANSPORTS) {
       assert.equal(client.framesFor(id).filter((frame) => frame.type === 'done').length, 0);
     });
 
-    test('a disconnect mid-stream frees the slot for another user', async () => {
+    test('with no resume grace, a disconnect mid-stream frees the slot for another user', async () => {
       const leaver = await server.client('leaver');
       const id = leaver.send('a long one');
       await leaver.waitForType('delta', id);

@@ -1,8 +1,9 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { Outbox } from '../../server/chat/Outbox.js';
+import { Reply, type ReplyTarget } from '../../server/chat/Reply.js';
 import { SendStatus, TransportName, type Connection } from '../../server/transport/Connection.js';
-import type { ServerFrame } from '../../shared/protocol.js';
+import { isTerminalFrame, type ServerFrame, type TerminalFrame } from '../../shared/protocol.js';
 import { mulberry32 } from '../../models/mulberry32.js';
 
 /**
@@ -52,22 +53,57 @@ class FakeConnection implements Connection {
 
 type DeltaOut = { type: 'delta'; id: string; seq: number; text: string };
 
+/**
+ * An Outbox with Replies in front of it, as ClientSession wires them: `delta(id, text)` goes to the
+ * id's current Reply, a terminal frame finishes it, and the next delta for that id starts a new one.
+ */
 function setup(options: { highWaterBytes?: number; maxQueuedBytes?: number } = {}) {
   const highWaterBytes = options.highWaterBytes ?? 1024;
   const connection = new FakeConnection(highWaterBytes);
   let overflows = 0;
-  const outbox = new Outbox(connection, {
+  const replies = new Map<string, Reply>();
+  const target: ReplyTarget = {
+    send: (frame) => real.send(frame),
+    deltaPending: (reply, bytes) => real.deltaPending(reply, bytes),
+    settled: (reply) => {
+      if (replies.get(reply.id) === reply) replies.delete(reply.id);
+    },
+  };
+  const real: Outbox = new Outbox(connection, {
     highWaterBytes,
     maxQueuedBytes: options.maxQueuedBytes ?? 1 << 20,
     onOverflow: () => {
       overflows++;
     },
+    owns: (reply) => reply.attachedTarget === target,
   });
+  const replyFor = (id: string) => {
+    let reply = replies.get(id);
+    if (!reply) {
+      reply = new Reply(id, 'u_test', 'c1', 1 << 20);
+      replies.set(id, reply);
+      reply.attach(target);
+    }
+    return reply;
+  };
+  const outbox = {
+    send(frame: ServerFrame) {
+      if (isTerminalFrame(frame)) replyFor(frame.id).finish(frame);
+      else real.send(frame);
+    },
+    delta(id: string, text: string) {
+      replyFor(id).delta(text);
+    },
+    get pendingBytes() {
+      return real.pendingBytes;
+    },
+    reply: (id: string) => replies.get(id),
+  };
   const drain = () => {
     connection.drained();
-    outbox.drain();
+    real.drain();
   };
-  return { connection, outbox, drain, overflows: () => overflows };
+  return { connection, outbox, real, drain, overflows: () => overflows };
 }
 
 const accepted = (id: string): ServerFrame => ({ type: 'accepted', id, conversationId: 'c1' });
@@ -277,6 +313,68 @@ describe('Outbox', () => {
     outbox.delta('r2', 'more');
     assert.equal(connection.sent.length, before);
     assert.equal(outbox.pendingBytes, 0);
+  });
+
+  test('text not yet written when the socket closes stays in its Reply, and a resume elsewhere writes it with the next seq', () => {
+    const first = setup();
+    first.outbox.delta('r1', 'a');
+    first.connection.status = SendStatus.backpressure;
+    first.outbox.delta('r1', 'b');
+    first.connection.status = SendStatus.sent;
+    first.outbox.delta('r1', 'c');
+    first.outbox.delta('r1', 'd');
+    const reply = first.outbox.reply('r1') as Reply;
+    first.connection.close();
+    first.drain();
+    reply.detach();
+    reply.delta('e');
+    assert.equal(reply.lastSeq, 1, 'seq 0 (a) and 1 (b) were written; c, d and e wait');
+
+    const second = setup();
+    const target: ReplyTarget = {
+      send: (frame) => second.real.send(frame),
+      deltaPending: (pending, bytes) => second.real.deltaPending(pending, bytes),
+      settled: () => undefined,
+    };
+    const secondOutbox = new Outbox(second.connection, { highWaterBytes: 1024, maxQueuedBytes: 1 << 20, onOverflow: () => undefined, owns: (owned) => owned.attachedTarget === target });
+    target.deltaPending = (pending, bytes) => secondOutbox.deltaPending(pending, bytes);
+    target.send = (frame) => secondOutbox.send(frame);
+    reply.resume(target, 0);
+    reply.delta('f');
+    reply.finish(done('r1') as TerminalFrame);
+    assert.deepEqual(second.connection.frames, [
+      { type: 'resumed', id: 'r1', conversationId: 'c1', after: 0 },
+      { type: 'delta', id: 'r1', seq: 1, text: 'b' },
+      { type: 'delta', id: 'r1', seq: 2, text: 'cde' },
+      { type: 'delta', id: 'r1', seq: 3, text: 'f' },
+      done('r1'),
+    ]);
+  });
+
+  test('a reply resumed on another connection takes its pending text along: the old outbox skips it', () => {
+    const old = setup();
+    old.connection.status = SendStatus.backpressure;
+    old.outbox.delta('r1', 'a');
+    old.connection.status = SendStatus.sent;
+    old.outbox.delta('r1', 'b');
+    const reply = old.outbox.reply('r1') as Reply;
+    const moved: ServerFrame[] = [];
+    const elsewhere: ReplyTarget = {
+      send: (frame) => moved.push(frame),
+      deltaPending: () => {
+        const taken = reply.takePending();
+        if (taken) moved.push({ type: 'delta', id: reply.id, seq: taken.seq, text: taken.text });
+      },
+      settled: () => undefined,
+    };
+    reply.resume(elsewhere, 0);
+    old.drain();
+    assert.equal(old.connection.sent.length, 1, 'the old connection wrote only seq 0');
+    assert.equal(old.real.pendingBytes, 0);
+    assert.deepEqual(moved, [
+      { type: 'resumed', id: 'r1', conversationId: 'c1', after: 0 },
+      { type: 'delta', id: 'r1', seq: 1, text: 'b' },
+    ]);
   });
 
   test('randomized: with random backpressure and drains, every id keeps its text, gap-free seqs, and its terminal frame last', () => {
