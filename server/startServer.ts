@@ -8,6 +8,7 @@ import { SessionStore } from './auth/SessionStore.js';
 import { UserStore } from './auth/UserStore.js';
 import type { Config } from './config.js';
 import { createServer, type ParleyServer } from './createServer.js';
+import type { Engine } from './engine/Engine.js';
 import { LlamaEngine } from './engine/LlamaEngine.js';
 import { loadStaticFiles } from './http/loadStaticFiles.js';
 import { Metrics } from './metrics/Metrics.js';
@@ -19,7 +20,7 @@ export const CLIENT_DIST = fileURLToPath(new URL('../client/dist', import.meta.u
 
 export interface StartedServer {
   readonly server: ParleyServer;
-  readonly engine: LlamaEngine;
+  readonly engine: Engine;
   readonly port: number;
   readonly invite: Invite;
   readonly transport: string;
@@ -33,7 +34,7 @@ export interface StartedServer {
  */
 export async function startServer(
   config: Config,
-  options: { logger: Logger; engine?: LlamaEngine; clientDist?: string; limiterOverrides?: Partial<LimiterSet> },
+  options: { logger: Logger; engine?: Engine; clientDist?: string; limiterOverrides?: Partial<LimiterSet> },
 ): Promise<StartedServer> {
   const { logger } = options;
   const selected = selectTransport(config.transport);
@@ -44,7 +45,7 @@ export async function startServer(
     logger.info({ subjectAltName: certificate.subjectAltName, validTo: certificate.validTo }, 'TLS on: serving https and wss');
   }
 
-  let engine = options.engine;
+  let engine: Engine | undefined = options.engine;
   const ownsEngine = engine === undefined;
   if (!engine) {
     let modelPath = config.model;
@@ -55,7 +56,7 @@ export async function startServer(
       demo = true;
     }
     const started = Date.now();
-    engine = await LlamaEngine.load({
+    const loaded = await LlamaEngine.load({
       modelPath,
       demo,
       threads: config.threads,
@@ -66,9 +67,10 @@ export async function startServer(
       log: (level, message) => logger.debug({ llama: level }, message),
     });
     logger.info(
-      { model: engine.info.name, demo, path: modelPath, threads: config.threads, slots: config.slots, contextSize: engine.info.contextSize, chatWrapper: engine.chatWrapperName, ms: Date.now() - started },
+      { model: loaded.info.name, demo, path: modelPath, threads: config.threads, slots: config.slots, contextSize: loaded.info.contextSize, chatWrapper: loaded.chatWrapperName, ms: Date.now() - started },
       demo ? "model loaded: Parley's demo model (a bigram toy that strings words together; it is not an assistant)" : 'model loaded',
     );
+    engine = loaded;
   }
 
   const key = await loadOrCreateSigningKey(config.dataDir);

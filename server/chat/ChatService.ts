@@ -3,7 +3,7 @@ import { ErrorCode } from '../../shared/errorCodes.js';
 import { StopReason, type SendFrame, type TerminalFrame } from '../../shared/protocol.js';
 import type { Config } from '../config.js';
 import { EngineStopReason, type Engine } from '../engine/Engine.js';
-import { ParleyError, ShuttingDownError, toParleyError } from '../ParleyError.js';
+import { EngineError, ParleyError, ShuttingDownError, toParleyError } from '../ParleyError.js';
 import { AbortReason } from './AbortReason.js';
 import { ConversationStore, type Conversation } from './ConversationStore.js';
 import { DetachedReplies } from './DetachedReplies.js';
@@ -252,7 +252,8 @@ export class ChatService {
               result.completionTokens,
             );
           } catch (error) {
-            const parleyError = toParleyError(error);
+            // Whatever the engine throws ends this request only; the slot is released below.
+            const parleyError = error instanceof ParleyError ? error : new EngineError(error);
             sink.log.error({ err: error, req: frame.id, code: parleyError.code }, 'generation failed');
             settle({ type: 'error', id: frame.id, ...parleyError.toWire() });
           } finally {

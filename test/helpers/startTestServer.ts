@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureModel } from '../../models/ensureModel.js';
 import { loadConfig, type ConfigInput } from '../../server/config.js';
+import type { Engine } from '../../server/engine/Engine.js';
 import { LlamaEngine } from '../../server/engine/LlamaEngine.js';
 import type { LimiterSet } from '../../server/limits/Limiters.js';
 import { createLogger } from '../../server/logging/createLogger.js';
@@ -45,7 +46,7 @@ export interface TestServer {
 /** A real Parley on 127.0.0.1, port 0, with the given transport and a fresh data dir. */
 export async function startTestServer(
   transport: string,
-  engine: LlamaEngine,
+  engine: Engine,
   overrides: ConfigInput = {},
   options: {
     limiterOverrides?: Partial<LimiterSet>;
