@@ -89,6 +89,8 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
     for (const session of sessions.values()) {
       if (session.userId === userId) session.terminate(AbortReason.revoked, CloseCode.revoked, 'signed out');
     }
+    // Their old tokens can no longer resume anything: stop what their dropped sockets left running.
+    chat.detached.dropUser(userId);
   };
   let accepting = true;
 

@@ -52,6 +52,13 @@ export class DetachedReplies {
     return entry.reply;
   }
 
+  /** Forgets every reply kept for this user (signed out or revoked), cancelling those still running. */
+  dropUser(userId: string): void {
+    for (const [key, entry] of [...this.kept]) {
+      if (entry.reply.userId === userId) this.forget(key, entry);
+    }
+  }
+
   /** Forgets every kept reply, cancelling those still running. */
   clear(): void {
     for (const [key, entry] of [...this.kept]) this.forget(key, entry);

@@ -96,3 +96,17 @@ describe('Reply', () => {
     assert.equal(r.takePending(), undefined, 'no text after the terminal frame');
   });
 });
+
+describe('DetachedReplies.dropUser', () => {
+  test("cancels and forgets only that user's replies", () => {
+    const kept = new DetachedReplies(10_000);
+    const mine = reply('r1', 'u_a');
+    const theirs = reply('r1', 'u_b');
+    kept.keep(mine);
+    kept.keep(theirs);
+    kept.dropUser('u_a');
+    assert.equal(mine.controller.signal.aborted, true);
+    assert.equal(theirs.controller.signal.aborted, false);
+    assert.equal(kept.take('u_b', 'r1'), theirs);
+  });
+});
