@@ -254,7 +254,9 @@ export class ChatService {
           } catch (error) {
             // Whatever the engine throws ends this request only; the slot is released below.
             const parleyError = error instanceof ParleyError ? error : new EngineError(error);
-            sink.log.error({ err: error, req: frame.id, code: parleyError.code }, 'generation failed');
+            const inner = error instanceof Error ? error.cause : undefined;
+            const cause = inner === undefined ? undefined : inner instanceof Error ? `${inner.name}: ${inner.message}` : String(inner);
+            sink.log.error({ err: error, cause, req: frame.id, code: parleyError.code }, 'generation failed');
             settle({ type: 'error', id: frame.id, ...parleyError.toWire() });
           } finally {
             clearTimeout(timer);

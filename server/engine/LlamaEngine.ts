@@ -154,6 +154,9 @@ export class LlamaEngine implements Engine {
       // The sequence may hold a half-evaluated state: forget it so the next user starts clean.
       slot.conversationId = undefined;
       await slot.sequence.clearHistory().catch(() => undefined);
+      // An abort before the first token (during prompt evaluation) rejects with the abort
+      // reason; stopOnAbortSignal only covers generation. It is a stop, not a failure.
+      if (request.signal.aborted) return { text: '', stopReason: EngineStopReason.aborted, promptTokens: 0, completionTokens: 0 };
       throw new EngineError(error);
     } finally {
       session?.dispose({ disposeSequence: false });
