@@ -3,6 +3,7 @@
  * Parley's entry point: the only module that reads process.argv and process.env.
  * Flags win over PARLEY_* environment variables, which win over defaults (server/config.ts).
  */
+import { constants as osConstants } from 'node:os';
 import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import qrcode from 'qrcode-terminal';
@@ -11,9 +12,12 @@ import { Role } from './auth/Principal.js';
 import { PasswordInputError, readNewPassword } from './auth/readPassword.js';
 import { UserStore, UserStoreError } from './auth/UserStore.js';
 import { ConfigError, defaults, loadConfig } from './config.js';
+import { ModelLoadError } from './engine/loadLlamaModel.js';
 import { joinLink } from './joinLink.js';
 import { createLogger } from './logging/createLogger.js';
 import { startServer } from './startServer.js';
+import { TlsFilesError } from './transport/checkTlsFiles.js';
+import { TransportUnavailableError } from './transport/selectTransport.js';
 
 const program = new Command('parley')
   .description('Self-hosted LAN chat server for local GGUF models. With no command, serves the chat.')
@@ -107,7 +111,7 @@ program.action(async (options: Record<string, string | string[] | boolean | unde
     } catch (error) {
       if (error instanceof ConfigError) {
         process.stderr.write(`${error.message}\n`);
-        process.exit(2);
+        process.exit(ExitCode.badConfig);
       }
       throw error;
     }
@@ -116,31 +120,103 @@ program.action(async (options: Record<string, string | string[] | boolean | unde
     try {
       started = await startServer(config, { logger });
     } catch (error) {
-      logger.fatal({ err: error }, 'startup failed');
-      process.stderr.write(`parley: ${(error as Error).message}\n`);
-      process.exit(1);
+      const exitCode = startupExitCode(error);
+      logger.fatal({ err: error, exitCode }, 'startup failed');
+      // One line on stderr, whatever the error: supervisors and people read the last line.
+      process.stderr.write(`parley: ${oneLine(error instanceof Error ? error.message : String(error))}\n`);
+      process.exit(exitCode);
     }
     const link = joinLink(config.host, started.port, started.invite.code, { tls: config.tlsCert !== undefined });
     // The join link carries the invite: print it to the terminal only, never to the log.
     process.stderr.write(`\n  Parley is ready${started.engine.info.demo ? " (demo model: a toy that strings words together, not an assistant)" : ''}.\n  Join from any device on this network:\n\n    ${link}\n\n`);
     if (config.qr) qrcode.generate(link, { small: true }, (code) => process.stderr.write(`${code}\n`));
 
-    let stopping = false;
-    const stop = (signal: string) => {
-      if (stopping) return;
-      stopping = true;
-      logger.info({ signal }, 'shutting down');
-      started
-        .stop()
-        .then(() => process.exit(0))
-        .catch((error: unknown) => {
-          logger.error({ err: error }, 'shutdown failed');
-          process.exit(1);
-        });
+    const running = started;
+    // Until here a signal takes Node's default action and ends the process at once: nothing to drain.
+    // First signal: drain (stop() lets replies in flight run up to shutdownTimeoutMs), exit 0.
+    // Second: cancel every reply now, so each still gets its terminal frame and its socket 1001,
+    // and exit 128 + the signal number within FORCED_EXIT_MS. Third: exit at once.
+    let firstSignalAt: number | undefined;
+    let forcedExitCode: number | undefined;
+    const onSignal = (signal: NodeJS.Signals) => {
+      const signalExitCode = 128 + osConstants.signals[signal];
+      if (firstSignalAt === undefined) {
+        firstSignalAt = Date.now();
+        // Logged before stop() so that, by the time anyone reads this line, the server already
+        // refuses new work (stop() sets that synchronously).
+        logger.info({ signal, shutdownTimeoutMs: config.shutdownTimeoutMs }, 'shutting down: replies in flight may finish; signal again to force');
+        // stop() is bounded by the drain timeout; this bounds it even if something in it hangs.
+        setTimeout(() => {
+          logger.error({ signal }, 'shutdown did not finish in time; exiting anyway');
+          process.exit(ExitCode.failure);
+        }, config.shutdownTimeoutMs + SHUTDOWN_OVERRUN_MS).unref();
+        running.stop().then(
+          () => {
+            logger.info({ signal, ms: Date.now() - (firstSignalAt ?? 0) }, 'stopped');
+            process.exit(forcedExitCode ?? ExitCode.ok);
+          },
+          (error: unknown) => {
+            logger.error({ err: error }, 'shutdown failed');
+            process.exit(forcedExitCode ?? ExitCode.failure);
+          },
+        );
+        return;
+      }
+      if (forcedExitCode === undefined && Date.now() - firstSignalAt < REPEATED_SIGNAL_MS) {
+        logger.debug({ signal }, 'signal repeated at once (relayed by a wrapper such as npm or tsx); still stopping gracefully');
+        return;
+      }
+      if (forcedExitCode !== undefined) {
+        logger.warn({ signal }, 'third signal: exiting now');
+        process.exit(forcedExitCode);
+      }
+      forcedExitCode = signalExitCode;
+      logger.warn({ signal }, 'second signal: cancelling replies in flight and exiting');
+      setTimeout(() => process.exit(signalExitCode), FORCED_EXIT_MS).unref();
+      running.server.abortAll();
     };
-    process.once('SIGINT', () => stop('SIGINT'));
-    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
   });
+
+/**
+ * Process exit codes, documented in README.md ("Shutdown"). A forced stop (a second signal while
+ * draining) exits with the shell's code for death by that signal, 128 + its number: 130 for
+ * SIGINT, 143 for SIGTERM, so a supervisor can tell it from a clean stop.
+ */
+const ExitCode = {
+  /** Stopped gracefully after SIGTERM or SIGINT. */
+  ok: 0,
+  /** Anything else: an unexpected startup error (such as a port in use), or a failed or overrunning shutdown. */
+  failure: 1,
+  /** The configuration cannot be served: an invalid flag or variable, unusable TLS files, or `--transport uws` without its binary. */
+  badConfig: 2,
+  /** The model file could not be loaded: missing, not a GGUF, truncated or malformed, or refused by llama.cpp. */
+  modelLoadFailed: 3,
+} as const;
+type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
+
+/** How long past the drain timeout stop() may take (closing sockets, freeing the model) before the process exits regardless. */
+const SHUTDOWN_OVERRUN_MS = 10_000;
+/** After a second signal, how long the cancelled replies' terminal frames and the 1001 closes may take before the process exits regardless. */
+const FORCED_EXIT_MS = 3_000;
+/**
+ * A second signal this soon after the first is the same request delivered twice, not an
+ * insistence: Ctrl+C signals the whole foreground process group, and wrappers (npm, tsx) relay
+ * the signal they receive to their child as well, so Parley may see one keypress twice within
+ * tens of milliseconds.
+ */
+const REPEATED_SIGNAL_MS = 500;
+
+function startupExitCode(error: unknown): ExitCode {
+  if (error instanceof ModelLoadError) return ExitCode.modelLoadFailed;
+  if (error instanceof ConfigError || error instanceof TlsFilesError || error instanceof TransportUnavailableError) return ExitCode.badConfig;
+  return ExitCode.failure;
+}
+
+function oneLine(message: string): string {
+  return message.replace(/\s*\n\s*/g, ' ').trim();
+}
 
 /** A variadic flag gives an array and its env var one string; both may hold comma-separated entries. */
 function list(value: string | string[] | boolean | undefined): string[] | undefined {

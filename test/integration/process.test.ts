@@ -1,0 +1,298 @@
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { copyFile, mkdtemp, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { ensureModel } from '../../models/ensureModel.js';
+import { TRANSPORTS, TEST_INVITE } from '../helpers/startTestServer.js';
+import { TestClient } from '../helpers/TestClient.js';
+
+/**
+ * The real `server/main.ts` as a child process: signals, exit codes and load failures are
+ * properties of the process, which an in-process server cannot show. Every bound here is
+ * generous (a loaded 2-core machine); none is a speed assertion.
+ */
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+/** From spawn to the `listening on` log line: tsx compiles, llama.cpp starts, the model loads. */
+const START_MS = 90_000;
+/** From the last signal (or from spawn, for a load failure) to the exit. */
+const EXIT_MS = 30_000;
+
+interface Exit {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+}
+
+interface LogRecord {
+  readonly msg?: string;
+  readonly [key: string]: unknown;
+}
+
+/** One `node --import tsx server/main.ts` child, with its JSON log (stdout) and stderr collected. */
+class ParleyProcess {
+  readonly logs: LogRecord[] = [];
+  stderr = '';
+  readonly exited: Promise<Exit>;
+  private logWaiters: Array<{ match: (record: LogRecord) => boolean; resolve: (record: LogRecord) => void }> = [];
+
+  private constructor(readonly child: ChildProcess) {
+    this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    child.stderr?.setEncoding('utf8').on('data', (chunk: string) => { this.stderr += chunk; });
+    if (child.stdout) {
+      createInterface({ input: child.stdout }).on('line', (line) => {
+        let record: LogRecord;
+        try {
+          record = JSON.parse(line) as LogRecord;
+        } catch {
+          return;
+        }
+        this.logs.push(record);
+        this.logWaiters = this.logWaiters.filter((waiter) => {
+          if (!waiter.match(record)) return true;
+          waiter.resolve(record);
+          return false;
+        });
+      });
+    }
+  }
+
+  static spawn(args: readonly string[]): ParleyProcess {
+    // The child's configuration comes from its flags alone, not from a PARLEY_* variable of the shell running the tests.
+    const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('PARLEY_')));
+    const child = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts', ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const parley = new ParleyProcess(child);
+    running.add(parley);
+    void parley.exited.then(() => running.delete(parley));
+    return parley;
+  }
+
+  waitForLog(match: (record: LogRecord) => boolean, timeoutMs: number): Promise<LogRecord> {
+    const existing = this.logs.find(match);
+    if (existing) return Promise.resolve(existing);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no matching log line within ${timeoutMs} ms; stderr: ${this.stderr.slice(-500)}`)), timeoutMs);
+      this.logWaiters.push({ match, resolve: (record) => { clearTimeout(timer); resolve(record); } });
+      void this.exited.then((exit) => {
+        clearTimeout(timer);
+        reject(new Error(`exited (${exit.code ?? exit.signal}) before the log line; stderr: ${this.stderr.slice(-500)}`));
+      });
+    });
+  }
+
+  /** Resolves with the exit, or rejects if the process is still running after `timeoutMs`. */
+  exit(timeoutMs = EXIT_MS): Promise<Exit> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`still running ${timeoutMs} ms later`)), timeoutMs);
+      void this.exited.then((exit) => { clearTimeout(timer); resolve(exit); });
+    });
+  }
+
+  signal(signal: NodeJS.Signals): void {
+    this.child.kill(signal);
+  }
+}
+
+/** Children not yet exited; `after` kills any a failed test left behind. */
+const running = new Set<ParleyProcess>();
+
+/** A serving Parley on 127.0.0.1 with the tiny model, its port read from the `listening on` log line. */
+class ServingParley {
+  private constructor(readonly process: ParleyProcess, readonly port: number) {}
+
+  static async start(transport: string, extra: readonly string[]): Promise<ServingParley> {
+    const tiny = await ensureModel('tiny');
+    const dataDir = await mkdtemp(join(tmpdir(), 'parley-process-'));
+    dataDirs.push(dataDir);
+    const parley = ParleyProcess.spawn([
+      '--host', '127.0.0.1', '--port', '0', '--model', tiny.path, '--threads', '1', '--slots', '2',
+      '--temperature', '0', '--max-tokens', '200', '--data-dir', dataDir, '--invite', TEST_INVITE,
+      '--no-qr', '--transport', transport, ...extra,
+    ]);
+    const listening = await parley.waitForLog((record) => typeof record.msg === 'string' && record.msg.startsWith('listening on'), START_MS);
+    assert.equal(typeof listening.port, 'number');
+    return new ServingParley(parley, listening.port as number);
+  }
+
+  get origin(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  async token(name = 'tester'): Promise<string> {
+    const response = await fetch(`${this.origin}/api/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', origin: this.origin },
+      body: JSON.stringify({ invite: TEST_INVITE, name }),
+    });
+    assert.equal(response.status, 200, 'token request');
+    return ((await response.json()) as { token: string }).token;
+  }
+
+  connect(token: string): Promise<TestClient> {
+    return TestClient.connect(`ws://127.0.0.1:${this.port}/ws`, token, undefined, { origin: this.origin });
+  }
+
+  async client(name?: string): Promise<TestClient> {
+    const client = await this.connect(await this.token(name));
+    await client.waitForType('ready');
+    return client;
+  }
+}
+
+const dataDirs: string[] = [];
+
+after(async () => {
+  for (const parley of running) parley.child.kill('SIGKILL');
+  await Promise.all([...running].map((parley) => parley.exited));
+  await Promise.all(dataDirs.map((dir) => rm(dir, { recursive: true, force: true })));
+});
+
+const isShuttingDown = (record: LogRecord) => typeof record.msg === 'string' && record.msg.startsWith('shutting down');
+
+/** Every request id gets exactly one terminal frame, and nothing of that request follows it. */
+function assertOneTerminalEach(client: TestClient, ids: readonly string[]): void {
+  for (const id of ids) {
+    const terminals = client.terminalsFor(id);
+    assert.equal(terminals.length, 1, `${id}: ${terminals.length} terminal frames`);
+    assert.equal(client.framesFor(id).at(-1), terminals[0], `${id}: frames after its terminal frame`);
+  }
+}
+
+for (const transport of TRANSPORTS) {
+  describe(`process shutdown over ${transport}`, () => {
+    // Both signals start the same graceful stop; each transport run covers one.
+    const signal = transport === 'uws' ? 'SIGTERM' : 'SIGINT';
+
+    test(`${signal} mid-stream with a short drain: one terminal frame per request, close 1001, exit 0`, async () => {
+      const parley = await ServingParley.start(transport, ['--shutdown-timeout-ms', '300', '--max-tokens', '2000']);
+      const client = await parley.client();
+      // Two fill the slots, the third waits in the queue: both kinds must be ended.
+      const ids = [client.send('Tell me a long story.'), client.send('Tell me another one.'), client.send('And a third.')];
+      await client.waitFor((frame) => frame.type === 'delta' && frame.id === ids[0]);
+      await client.waitFor((frame) => frame.type === 'delta' && frame.id === ids[1]);
+
+      parley.process.signal(signal);
+      const closeCode = await client.waitClose(EXIT_MS);
+      const exit = await parley.process.exit();
+
+      assert.deepEqual(exit, { code: 0, signal: null });
+      assert.equal(closeCode, 1001);
+      assertOneTerminalEach(client, ids);
+      for (const id of ids) {
+        const terminal = client.terminalsFor(id)[0];
+        // 2000 tokens cannot finish in 300 ms, but a fast machine may prove that wrong: `done` is allowed.
+        if (terminal?.type !== 'done') assert.deepEqual({ type: terminal?.type, code: terminal?.type === 'error' ? terminal.code : undefined }, { type: 'error', code: 'shutting_down' }, id);
+      }
+      assert.ok(parley.process.logs.some(isShuttingDown), 'the shutdown is logged');
+    });
+
+    test('SIGTERM with a generous drain: replies in flight finish with done, new work is refused, exit 0', async () => {
+      // Long enough to be in flight when the signal lands, short enough to finish well within the drain.
+      const parley = await ServingParley.start(transport, ['--shutdown-timeout-ms', '60000', '--max-tokens', '1000']);
+      const client = await parley.client();
+      const spareToken = await parley.token('latecomer');
+      const ids = [client.send('Tell me a story.'), client.send('Tell me another one.')];
+      await client.waitFor((frame) => frame.type === 'delta' && frame.id === ids[0]);
+      await client.waitFor((frame) => frame.type === 'delta' && frame.id === ids[1]);
+      const framesAtSignal = client.frames.length;
+
+      // Twice at once, as Ctrl+C under npm delivers it: still one graceful stop, not a forced exit.
+      parley.process.signal('SIGTERM');
+      parley.process.signal('SIGTERM');
+      // The server stops accepting work in the same event-loop turn that writes this line, so this send is refused.
+      await parley.process.waitForLog(isShuttingDown, EXIT_MS);
+      const late = client.send('Too late?');
+      const lateTerminal = await client.terminal(late, EXIT_MS);
+      assert.equal(lateTerminal.type, 'error');
+      assert.equal(lateTerminal.type === 'error' && lateTerminal.code, 'shutting_down');
+      await assert.rejects(parley.connect(spareToken), 'a new socket is refused while draining');
+
+      for (const id of ids) {
+        const terminal = await client.terminal(id, 60_000);
+        assert.equal(terminal.type, 'done', `${id} was cut: ${JSON.stringify(terminal)}`);
+        assert.ok(client.frames.indexOf(terminal) >= framesAtSignal, `${id} finished before the signal; the test proved nothing`);
+        assert.equal(terminal.type === 'done' && terminal.stopReason, 'max_tokens');
+      }
+      assert.equal(await client.waitClose(EXIT_MS), 1001);
+      assert.deepEqual(await parley.process.exit(), { code: 0, signal: null });
+      assertOneTerminalEach(client, [...ids, late]);
+    });
+  });
+}
+
+describe('process: forced stop', () => {
+  test('a second signal during the drain cancels the reply with its terminal frame and exits 143 (128 + SIGTERM)', async () => {
+    const parley = await ServingParley.start('ws', ['--shutdown-timeout-ms', '120000', '--max-tokens', '4000']);
+    const client = await parley.client();
+    const id = client.send('Tell me a very long story.');
+    await client.waitFor((frame) => frame.type === 'delta' && frame.id === id);
+
+    parley.process.signal('SIGTERM');
+    await parley.process.waitForLog(isShuttingDown, EXIT_MS);
+    // Past the window in which a repeated signal counts as the same one.
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    assert.equal(client.terminalsFor(id).length, 0, 'the reply was still in flight at the second signal');
+    parley.process.signal('SIGTERM');
+
+    assert.deepEqual(await parley.process.exit(10_000), { code: 143, signal: null });
+    assert.ok(parley.process.logs.some((record) => typeof record.msg === 'string' && record.msg.startsWith('second signal')), 'the forced exit is logged');
+    // Even a forced stop ends the reply with its terminal frame before the socket closes.
+    assertOneTerminalEach(client, [id]);
+    const terminal = client.terminalsFor(id)[0];
+    assert.equal(terminal?.type === 'error' && terminal.code, 'shutting_down');
+    assert.equal(await client.waitClose(EXIT_MS), 1001);
+  });
+});
+
+describe('process: startup failures', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'parley-load-'));
+    dataDirs.push(dir);
+  });
+
+  /** Starts Parley with `args` and expects a prompt exit with `code` and one `parley: …` line on stderr. */
+  async function expectStartupFailure(args: readonly string[], code: number, stderr: RegExp): Promise<void> {
+    const started = Date.now();
+    const parley = ParleyProcess.spawn(['--host', '127.0.0.1', '--port', '0', '--threads', '1', '--data-dir', join(dir, 'data'), '--no-qr', ...args]);
+    const exit = await parley.exit(EXIT_MS).catch((error: unknown) => {
+      parley.child.kill('SIGKILL');
+      throw error;
+    });
+    assert.deepEqual(exit, { code, signal: null }, `stderr: ${parley.stderr}`);
+    assert.match(parley.stderr, stderr);
+    const line = parley.stderr.split('\n').find((entry) => stderr.test(entry));
+    assert.ok(line, `the reason fits on one line: ${parley.stderr}`);
+    assert.ok(Date.now() - started < EXIT_MS);
+  }
+
+  test('a missing model file exits 3 and names the file', async () => {
+    const missing = join(dir, 'no-such-model.gguf');
+    await expectStartupFailure(['--model', missing], 3, new RegExp(`^parley: Cannot load model ${escape(missing)}: the file does not exist$`, 'm'));
+  });
+
+  test('a text file named .gguf exits 3', async () => {
+    const text = join(dir, 'x.gguf');
+    await writeFile(text, 'This is not a model, just some text in a file with the wrong extension.\n');
+    await expectStartupFailure(['--model', text], 3, new RegExp(`^parley: Cannot load model ${escape(text)}: .*GGUF`, 'mi'));
+  });
+
+  test('a truncated GGUF exits 3 and says the file is cut short', async () => {
+    const tiny = await ensureModel('tiny');
+    const truncated = join(dir, 'truncated.gguf');
+    await copyFile(tiny.path, truncated);
+    await truncate(truncated, Math.floor((await stat(truncated)).size / 2));
+    await expectStartupFailure(['--model', truncated], 3, new RegExp(`^parley: Cannot load model ${escape(truncated)}: .*(truncat|ends at byte|beyond the end of the)`, 'mi'));
+  });
+
+  test('an invalid flag exits 2', async () => {
+    await expectStartupFailure(['--max-tokens', 'lots'], 2, /maxTokens|max-tokens/i);
+  });
+});
+
+function escape(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
