@@ -158,6 +158,23 @@ export function assertClean(guard: PageGuard): void {
   if (problems.length > 0) throw new Error(problems.join('\n'));
 }
 
+/** The socket is up: the header says connected. */
+export async function connected(page: Page, timeout = 10_000): Promise<void> {
+  await page.locator('chat-header[state=connected]').waitFor({ timeout });
+}
+
+export async function typeAndSend(page: Page, text: string): Promise<void> {
+  const box = page.locator('chat-composer textarea');
+  await box.fill(text);
+  await box.press('Enter');
+}
+
+/** Waits until the last reply on the page is in one of these states. */
+export async function lastReplyStatus(page: Page, status: string | string[], timeout = 30_000): Promise<void> {
+  const wanted = Array.isArray(status) ? status : [status];
+  await page.waitForFunction((states) => states.includes(window.__parleyTest.lastReply()?.status ?? ''), wanted, { timeout, polling: 50 });
+}
+
 /** The page-side helpers installed by openPage. */
 export interface PageHelpers {
   all(selector: string): Element[];

@@ -3,12 +3,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join as joinPath } from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
-import type { Browser, Page } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { ensureModel } from '../../models/ensureModel.js';
 import type { ConfigInput } from '../../server/config.js';
 import { LlamaEngine } from '../../server/engine/LlamaEngine.js';
 import { loadTinyEngine, startTestServer, TEST_INVITE, type TestServer } from '../helpers/startTestServer.js';
-import { ARTIFACTS, assertClean, LAN_HOST, launchChromium, openPage, type GuardedPage } from './browser.js';
+import { ARTIFACTS, assertClean, connected, LAN_HOST, lastReplyStatus, launchChromium, openPage, typeAndSend, type GuardedPage } from './browser.js';
 
 /**
  * The web client in Debian's Chromium against a real Parley with the tiny model (which recites
@@ -68,21 +68,6 @@ async function join(origin: string, name: string, options: Parameters<typeof ope
   await nameInput.press('Enter');
   await connected(page);
   return guarded;
-}
-
-async function connected(page: Page, timeout = 10_000): Promise<void> {
-  await page.locator('chat-header[state=connected]').waitFor({ timeout });
-}
-
-async function typeAndSend(page: Page, text: string): Promise<void> {
-  const box = page.locator('chat-composer textarea');
-  await box.fill(text);
-  await box.press('Enter');
-}
-
-async function lastReplyStatus(page: Page, status: string | string[], timeout = 30_000): Promise<void> {
-  const wanted = Array.isArray(status) ? status : [status];
-  await page.waitForFunction((states) => states.includes(window.__parleyTest.lastReply()?.status ?? ''), wanted, { timeout, polling: 50 });
 }
 
 async function waitUntil(check: () => boolean, timeout: number, what: string): Promise<void> {

@@ -5,6 +5,7 @@ import { AuthError } from '../auth/authApi.js';
 import { RefreshResult, TokenBroker } from '../auth/TokenBroker.js';
 import { ChatController } from '../controllers/ChatController.js';
 import { ConnectionController, ConnectionState } from '../controllers/ConnectionController.js';
+import { ConversationSync } from '../controllers/ConversationSync.js';
 import { ConversationStore } from '../state/ConversationStore.js';
 import type { ChatComposer } from './chat-composer.js';
 import { visuallyHidden } from './sharedStyles.js';
@@ -24,7 +25,7 @@ type Phase = (typeof Phase)[keyof typeof Phase];
  * The application: signs in (refresh cookie, else the join form with the invite from the
  * link's fragment), then shows the conversation list, the thread and the composer. The socket
  * lives in ConnectionController, requests and replies in ChatController, conversations in
- * ConversationStore (localStorage).
+ * ConversationStore (localStorage), and the server's copy of them in ConversationSync.
  */
 @customElement('chat-app')
 export class ChatApp extends LitElement {
@@ -39,10 +40,14 @@ export class ChatApp extends LitElement {
   private readonly store: ConversationStore = new ConversationStore((): boolean => this.chat.busy);
   private readonly connection = new ConnectionController(this, this.broker, {
     frame: (frame) => this.onFrame(frame),
-    disconnected: () => this.chat.disconnected(),
+    disconnected: (resumable) => {
+      this.chat.disconnected(resumable);
+      this.sync.disconnected();
+    },
     signedOut: (reason) => this.showJoin(reason),
   });
   private readonly chat: ChatController = new ChatController(this, this.store, this.connection, (text) => this.announce(text));
+  private readonly sync = new ConversationSync(this, this.store, this.connection, this.chat);
   /** Kept in memory only, to fill the form again if the session ends. */
   private invite = '';
   private ticker: ReturnType<typeof setInterval> | undefined;
@@ -257,11 +262,12 @@ export class ChatApp extends LitElement {
           .streamFor=${(id: string) => this.chat.streamFor(id)}
           ?generating=${currentGenerating}
           ?connected=${this.connection.connected}
+          ?loading=${current?.unfetched === true}
           @regenerate=${() => this.chat.regenerate()}
         ></chat-thread>
         <chat-composer
           ?generating=${currentGenerating}
-          ?connected=${this.connection.connected}
+          ?connected=${this.connection.connected && current?.unfetched !== true}
           .maxChars=${ready?.limits.maxTextChars ?? 0}
           @send-message=${(event: CustomEvent<{ text: string }>) => this.chat.send(event.detail.text)}
           @stop-reply=${() => this.chat.stop()}
@@ -276,6 +282,7 @@ export class ChatApp extends LitElement {
       this.phase = Phase.chat;
     }
     this.chat.handle(frame);
+    this.sync.handle(frame);
   }
 
   private async onJoin(event: CustomEvent<{ name: string; invite: string }>): Promise<void> {
@@ -317,7 +324,7 @@ export class ChatApp extends LitElement {
   private readonly onNew = async (): Promise<void> => {
     const current = this.store.current;
     // An untouched new conversation is reused rather than piling up empty ones.
-    if (!current || current.messages.length > 0) this.store.create();
+    if (!current || current.messages.length > 0 || current.unfetched) this.store.create();
     this.sidebarOpen = false;
     await this.updateComplete;
     this.composer?.focus();

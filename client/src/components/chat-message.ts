@@ -1,7 +1,7 @@
 import { css, html, LitElement, nothing, type PropertyValues } from 'lit';
 import { customElement, property, query, state } from 'lit/decorators.js';
 import { loadHighlighter, renderMarkdown } from '../markdown/renderMarkdown.js';
-import { MessageStatus, Sender, type ReplyStats } from '../state/ChatMessage.js';
+import { MessageStatus, Sender, TRANSIENT_STATUSES, type ReplyStats } from '../state/ChatMessage.js';
 import type { ReplyStream } from '../state/ReplyStream.js';
 import { copyText } from '../util/copyText.js';
 
@@ -280,6 +280,8 @@ export class ChatMessageElement extends LitElement {
         return html`<span class="state dots">Thinking</span>`;
       case MessageStatus.streaming:
         return html`<span class="state dots">Generating</span>`;
+      case MessageStatus.reconnecting:
+        return html`<span class="state dots">Reconnecting: the reply picks up where it left off</span>`;
       case MessageStatus.stopped:
         return html`<span class="state">Stopped</span>`;
       case MessageStatus.error:
@@ -299,7 +301,7 @@ export class ChatMessageElement extends LitElement {
 
   private renderActions() {
     if (this.from !== Sender.assistant) return nothing;
-    const finished = this.status !== MessageStatus.sending && this.status !== MessageStatus.queued && this.status !== MessageStatus.starting && this.status !== MessageStatus.streaming;
+    const finished = !TRANSIENT_STATUSES.has(this.status);
     return html`<span class="actions">
       ${this.text ? html`<button type="button" class="copy" @click=${this.copyReply}>${this.copied ? 'Copied' : 'Copy'}</button>` : nothing}
       ${this.regenerable && finished ? html`<button type="button" class="regenerate" @click=${this.requestRegenerate}>Regenerate</button>` : nothing}

@@ -191,7 +191,7 @@ export class ChatSidebar extends LitElement {
         <button type="button" class="tool" @click=${() => (this.confirming = undefined)}>Keep</button>
       </li>`;
     }
-    return html`<li class=${current ? 'current' : ''} data-id=${conversation.id} ?data-generating=${busy}>
+    return html`<li class=${current ? 'current' : ''} data-id=${conversation.id} ?data-generating=${busy} ?data-remote=${conversation.unfetched === true}>
       <button type="button" class="open" aria-current=${current ? 'true' : 'false'} @click=${() => this.emit('select-conversation', { id: conversation.id })}>
         ${busy ? html`<span class="busy" aria-hidden="true"></span>` : nothing}
         <span class="title">${conversation.title}</span>

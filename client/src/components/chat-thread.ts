@@ -19,6 +19,8 @@ export class ChatThread extends LitElement {
   /** The conversation is generating (no regenerate button meanwhile). */
   @property({ type: Boolean }) generating = false;
   @property({ type: Boolean }) connected = false;
+  /** The conversation's messages are still on their way from the server. */
+  @property({ type: Boolean }) loading = false;
   /** Identifies the conversation shown: switching jumps to its end. */
   @property() conversationId: string | undefined;
 
@@ -86,7 +88,12 @@ export class ChatThread extends LitElement {
     return html`
       <div class="scroller" @scroll=${this.onScroll}>
         <section class="list" aria-label="Messages">
-          ${this.messages.length === 0
+          ${this.messages.length === 0 && this.loading
+            ? html`<div class="empty loading" role="status">
+                <p>${this.connected ? 'Loading this conversation from the server…' : 'This conversation is on the server: it loads once the connection is back.'}</p>
+              </div>`
+            : nothing}
+          ${this.messages.length === 0 && !this.loading
             ? html`<div class="empty">
                 <h2>Start a conversation</h2>
                 <p>

@@ -16,7 +16,14 @@ interface Running {
   readonly stream: ReplyStream;
   /** Already resent once after `conversation_not_found`. */
   readonly retried: boolean;
+  /** The seq of the next delta to apply: every delta below it is in the message, none above. */
   nextSeq: number;
+  /** Its socket dropped: it waits for the next `ready` to be resumed. */
+  detached: boolean;
+  /** Stop was pressed while detached: cancel it as soon as it is resumed. */
+  cancelOnResume: boolean;
+  /** Another connection's reply, followed from a conversation opened from the server's list. */
+  readonly followed: boolean;
 }
 
 /** What the chat announces to assistive technology: one sentence per finished reply. */
@@ -24,12 +31,18 @@ export type Announce = (text: string) => void;
 
 export const LOST_CONVERSATION_NOTICE =
   'The server no longer had this conversation (it probably restarted), so this reply started a new one: the model does not see the earlier messages.';
+export const UNRECOVERABLE_REPLY = 'The connection dropped and the reply could not be recovered.';
+const CUT_OFF_REPLY = 'The connection dropped, so this reply was cut off.';
 
 /**
  * Requests and replies: sends messages, routes each server frame to its reply, keeps the
  * conversation store up to date, and hides the server forgetting a conversation by starting a
  * new one. Streaming text goes through a ReplyStream per reply; everything else is a
  * structural change of the store.
+ *
+ * Replies outlive a dropped socket: they stay here, detached, and on the next `ready` each is
+ * resumed from the last seq applied. Deltas apply strictly in seq order, so a replayed delta
+ * is never applied twice and the text has no gap.
  */
 export class ChatController implements ReactiveController {
   private readonly running = new Map<string, Running>();
@@ -59,6 +72,11 @@ export class ChatController implements ReactiveController {
     return this.running.size > 0;
   }
 
+  /** This tab is following (or waiting to resume) the reply with this request id. */
+  tracks(requestId: string): boolean {
+    return this.running.has(requestId);
+  }
+
   isGenerating(conversationId: string): boolean {
     for (const running of this.running.values()) if (running.conversationId === conversationId) return true;
     return false;
@@ -69,7 +87,7 @@ export class ChatController implements ReactiveController {
     const trimmed = text.trim();
     if (!trimmed || !this.connection.connected) return false;
     const conversation = this.store.current ?? this.store.create();
-    if (this.isGenerating(conversation.id)) return false;
+    if (this.isGenerating(conversation.id) || conversation.unfetched) return false;
     this.store.autoTitle(conversation, trimmed);
     conversation.messages.push({ id: newId('m'), from: Sender.user, text: trimmed, status: MessageStatus.done });
     this.startReply(conversation, trimmed);
@@ -92,8 +110,23 @@ export class ChatController implements ReactiveController {
   /** Stops the reply running in a conversation (the current one by default). */
   stop(conversationId = this.store.current?.id): void {
     for (const [id, running] of this.running) {
-      if (running.conversationId === conversationId) this.connection.send({ type: 'cancel', id });
+      if (running.conversationId !== conversationId) continue;
+      if (running.detached) running.cancelOnResume = true;
+      else this.connection.send({ type: 'cancel', id });
     }
+  }
+
+  /**
+   * Follows a reply that another connection of this user started (from a conversation opened
+   * from the server's list): resumes it from the start.
+   */
+  follow(conversation: Conversation, requestId: string): void {
+    if (this.running.has(requestId) || !this.connection.connected) return;
+    const message: ChatMessage = { id: newId('m'), from: Sender.assistant, text: '', status: MessageStatus.starting };
+    conversation.messages.push(message);
+    this.running.set(requestId, { ...this.track(conversation, message, ''), followed: true });
+    this.connection.send({ type: 'resume', id: requestId, after: -1 });
+    this.store.changed();
   }
 
   /** Removes a conversation, stopping its reply first. */
@@ -113,7 +146,7 @@ export class ChatController implements ReactiveController {
 
   private submit(conversation: Conversation, message: ChatMessage, text: string, retried: boolean, regenerate = false): void {
     const id = newId('r');
-    this.running.set(id, { conversationId: conversation.id, message, text, stream: new ReplyStream(message), retried, nextSeq: 0 });
+    this.running.set(id, { ...this.track(conversation, message, text), retried });
     const sent = this.connection.send({
       type: 'send',
       id,
@@ -128,12 +161,30 @@ export class ChatController implements ReactiveController {
     this.store.changed();
   }
 
+  private track(conversation: Conversation, message: ChatMessage, text: string): Running {
+    return {
+      conversationId: conversation.id,
+      message,
+      text,
+      stream: new ReplyStream(message),
+      retried: false,
+      nextSeq: 0,
+      detached: false,
+      cancelOnResume: false,
+      followed: false,
+    };
+  }
+
   /** A frame from the server. */
   handle(frame: ServerFrame): void {
-    if (frame.type === 'ready' || frame.type === 'refreshed' || frame.type === 'conversations' || frame.type === 'conversation') return;
+    if (frame.type === 'ready') {
+      this.resumeAll();
+      return;
+    }
+    if (frame.type === 'refreshed' || frame.type === 'conversations' || frame.type === 'conversation') return;
     if (frame.type === 'error' && frame.id === undefined) {
-      // A frame the server could not read at all: nothing of ours to attach it to.
-      console.warn('Parley: the server refused a frame:', frame.code);
+      // A frame the server could not read at all (or a `get_conversation` miss, ConversationSync's).
+      if (frame.code !== ErrorCode.conversationNotFound) console.warn('Parley: the server refused a frame:', frame.code);
       return;
     }
     const running = this.running.get(frame.id as string);
@@ -147,13 +198,20 @@ export class ChatController implements ReactiveController {
         message.queuePosition = undefined;
         this.store.changed();
         return;
+      case 'resumed':
+        if (conversation && conversation.serverId === undefined) conversation.serverId = frame.conversationId;
+        message.status = running.nextSeq > 0 ? MessageStatus.streaming : MessageStatus.starting;
+        this.store.changed();
+        return;
       case 'queued':
         message.status = MessageStatus.queued;
         message.queuePosition = frame.position;
         this.store.changed();
         return;
       case 'delta':
-        if (frame.seq !== running.nextSeq) console.warn(`Parley: reply ${frame.id} skipped from seq ${running.nextSeq} to ${frame.seq}`);
+        // A resume replays from the seq asked for, so an older one can only be a duplicate.
+        if (frame.seq < running.nextSeq) return;
+        if (frame.seq > running.nextSeq) console.error(`Parley: reply ${frame.id} has a gap: seq ${running.nextSeq} to ${frame.seq - 1} never arrived`);
         running.nextSeq = frame.seq + 1;
         running.stream.append(frame.text);
         if (message.status !== MessageStatus.streaming) {
@@ -179,6 +237,20 @@ export class ChatController implements ReactiveController {
         this.announce('Reply stopped.');
         return;
       case 'error':
+        if (frame.code === ErrorCode.resumeUnavailable && running.followed && !message.text) {
+          // The reply ended before it could be followed: nothing to show.
+          this.running.delete(frame.id as string);
+          if (conversation) conversation.messages = conversation.messages.filter((other) => other !== message);
+          this.store.changed();
+          return;
+        }
+        if (frame.code === ErrorCode.resumeUnavailable) {
+          message.status = MessageStatus.interrupted;
+          message.error = UNRECOVERABLE_REPLY;
+          this.finish(frame.id as string, running, conversation);
+          this.announce(`Reply interrupted: ${UNRECOVERABLE_REPLY}`);
+          return;
+        }
         if (frame.code === ErrorCode.conversationNotFound && !running.retried && conversation) {
           // The server forgot the conversation (a restart): carry on in a new one, and say so.
           this.running.delete(frame.id as string);
@@ -196,15 +268,37 @@ export class ChatController implements ReactiveController {
     }
   }
 
-  /** The socket closed: the server has ended every request that ran on it. */
-  disconnected(): void {
+  /**
+   * The socket closed. After a drop (`resumable`) the server keeps replies for its grace period,
+   * so they wait to be resumed; otherwise (sign-out, a server restart, or a server that keeps
+   * nothing) they are over.
+   */
+  disconnected(resumable: boolean): void {
+    const keep = resumable && (this.connection.ready?.resumeGraceMs ?? 0) > 0;
     for (const [id, running] of this.running) {
-      running.message.status = MessageStatus.interrupted;
-      running.message.error = 'The connection dropped, so this reply was cut off.';
       running.stream.flush();
+      if (keep) {
+        running.detached = true;
+        running.message.status = MessageStatus.reconnecting;
+        running.message.queuePosition = undefined;
+        continue;
+      }
+      running.message.status = MessageStatus.interrupted;
+      running.message.error = running.detached ? UNRECOVERABLE_REPLY : CUT_OFF_REPLY;
       this.running.delete(id);
     }
     this.store.changed();
+  }
+
+  /** A new socket is ready: picks up every detached reply where it left off. */
+  private resumeAll(): void {
+    for (const [id, running] of this.running) {
+      if (!running.detached) continue;
+      if (!this.connection.send({ type: 'resume', id, after: running.nextSeq - 1 })) return;
+      running.detached = false;
+      // Frames on one socket are handled in order: this cancel reaches the reply once it is attached again.
+      if (running.cancelOnResume) this.connection.send({ type: 'cancel', id });
+    }
   }
 
   private finish(id: string, running: Running, conversation: Conversation | undefined): void {

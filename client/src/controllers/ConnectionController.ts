@@ -25,8 +25,12 @@ export interface Notice {
 export interface ConnectionHandlers {
   /** Every valid frame except the connection's own (`refreshed`). */
   frame(frame: ServerFrame): void;
-  /** The socket closed: requests on it are over. */
-  disconnected(): void;
+  /**
+   * The socket closed. `resumable`: it dropped, and a reconnect follows to the same server and
+   * session, so replies the server keeps can be resumed. False for a sign-out, an auth close
+   * (4401/4403: the server ended those requests first) and a server restart (1001).
+   */
+  disconnected(resumable: boolean): void;
   /** Signed out for good (expired, revoked, logged out elsewhere); `reason` says why. */
   signedOut(reason: string | undefined): void;
 }
@@ -104,13 +108,13 @@ export class ConnectionController implements ReactiveController {
 
   /** Stops everything and shows the join form (`reason` explains why, if it was not the user's choice). */
   signOut(reason?: string): void {
-    const wasOpen = this.socket !== undefined;
     this.teardown();
     this.state = ConnectionState.signedOut;
     this.ready = undefined;
     this.retryAt = undefined;
     this.setNotice(undefined);
-    if (wasOpen) this.handlers.disconnected();
+    // Also ends replies still waiting to be resumed from an earlier drop.
+    this.handlers.disconnected(false);
     this.handlers.signedOut(reason);
     this.host.requestUpdate();
   }
@@ -164,7 +168,7 @@ export class ConnectionController implements ReactiveController {
 
   private onClose(code: number): void {
     clearTimeout(this.refreshTimer);
-    this.handlers.disconnected();
+    this.handlers.disconnected(code !== CloseCode.revoked && code !== CloseCode.tokenExpired && code !== CloseCode.goingAway);
     switch (code) {
       case CloseCode.revoked:
         this.broker.forget();

@@ -9,6 +9,11 @@ export const MessageStatus = {
   /** Accepted and running, no text yet. */
   starting: 'starting',
   streaming: 'streaming',
+  /**
+   * The connection dropped while the reply ran; it is resumed (with no text lost or repeated)
+   * once the connection is back, or ends as `interrupted` if the server no longer has it.
+   */
+  reconnecting: 'reconnecting',
   done: 'done',
   stopped: 'stopped',
   error: 'error',
@@ -22,6 +27,7 @@ export const TRANSIENT_STATUSES: ReadonlySet<MessageStatus> = new Set([
   MessageStatus.queued,
   MessageStatus.starting,
   MessageStatus.streaming,
+  MessageStatus.reconnecting,
 ]);
 
 export const Sender = { user: 'user', assistant: 'assistant' } as const;
@@ -54,6 +60,11 @@ export interface Conversation {
   /** Local id; the server's id (which changes when the server forgets it) is `serverId`. */
   id: string;
   serverId?: string;
+  /**
+   * Known from the server's list only (another device, or cleared storage): its turns are
+   * fetched when it is opened. Has no messages, and takes none (nothing is sent in it) until then.
+   */
+  unfetched?: boolean;
   title: string;
   titleSource: TitleSource;
   messages: ChatMessage[];

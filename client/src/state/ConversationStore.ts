@@ -1,4 +1,5 @@
 import * as z from 'zod/mini';
+import type { ConversationFrame, ConversationSummary } from '../../../shared/protocol.js';
 import { newId } from '../util/newId.js';
 import { MessageStatus, Sender, TitleSource, TRANSIENT_STATUSES, type Conversation } from './ChatMessage.js';
 
@@ -28,24 +29,35 @@ const StoredMessage = z.object({
 const StoredConversation = z.object({
   id: z.string(),
   serverId: z.optional(z.string()),
+  unfetched: z.optional(z.boolean()),
   title: z.string(),
   titleSource: z.enum([TitleSource.none, TitleSource.auto, TitleSource.user]),
   messages: z.array(StoredMessage),
   createdAt: z.number(),
   updatedAt: z.number(),
 });
-const StoredState = z.object({ currentId: z.optional(z.string()), conversations: z.array(StoredConversation) });
+const StoredState = z.object({
+  currentId: z.optional(z.string()),
+  conversations: z.array(StoredConversation),
+  forgotten: z.optional(z.array(z.string())),
+});
 
 /**
- * The user's conversations, kept in this browser's localStorage under their user id (the
- * server holds conversations only in memory and has no list endpoint). Emits `change` on every
- * structural change: a message added, a status moved, a conversation renamed. Streaming text
- * does not go through here (see ReplyStream).
+ * The user's conversations, kept in this browser's localStorage under their user id. Emits
+ * `change` on every structural change: a message added, a status moved, a conversation
+ * renamed. Streaming text does not go through here (see ReplyStream).
+ *
+ * The server also keeps the user's recent conversations (in memory). This browser's copy of a
+ * conversation is authoritative once it has one; the server's list only adds the conversations
+ * this browser has never seen (as `unfetched` placeholders). A conversation deleted here is
+ * remembered as `forgotten`, so the server's list does not bring it back.
  */
 export class ConversationStore extends EventTarget {
   private userId: string | undefined;
   private conversations: Conversation[] = [];
   private currentId: string | undefined;
+  /** Server ids deleted here; pruned to those the server still lists. */
+  private forgotten = new Set<string>();
   private saveTimer: ReturnType<typeof setTimeout> | undefined;
 
   /**
@@ -76,10 +88,12 @@ export class ConversationStore extends EventTarget {
     const keep = this.currentId;
     this.conversations = [];
     this.currentId = undefined;
+    this.forgotten = new Set();
     try {
       const parsed = raw ? StoredState.safeParse(JSON.parse(raw)) : undefined;
       if (parsed?.success) {
         this.conversations = parsed.data.conversations;
+        this.forgotten = new Set(parsed.data.forgotten);
         this.currentId = fromOtherTab ? keep : parsed.data.currentId;
         // Another tab's running replies are its own business; a reloaded page's are over.
         if (!fromOtherTab) {
@@ -110,6 +124,62 @@ export class ConversationStore extends EventTarget {
     return this.conversations.find((conversation) => conversation.id === id);
   }
 
+  byServerId(serverId: string): Conversation | undefined {
+    return this.conversations.find((conversation) => conversation.serverId === serverId);
+  }
+
+  /**
+   * Takes in the server's list (most recent first): conversations this browser has never seen
+   * become placeholders, as long as there is room (they never push out a conversation that
+   * exists only here); placeholders the server no longer lists go. `skip` names items that
+   * already belong to a conversation here (a reply of this tab whose `accepted` never came).
+   */
+  mergeServerList(items: readonly ConversationSummary[], skip: (item: ConversationSummary) => boolean): void {
+    const listed = new Set(items.map((item) => item.id));
+    this.forgotten = new Set([...this.forgotten].filter((id) => listed.has(id)));
+    this.conversations = this.conversations.filter((conversation) => !conversation.unfetched || listed.has(conversation.serverId ?? ''));
+    if (!this.get(this.currentId ?? '')) this.currentId = undefined;
+    for (const item of items) {
+      const known = this.byServerId(item.id);
+      if (known) {
+        if (known.unfetched) {
+          known.title = titleFrom(item.title);
+          known.updatedAt = Math.max(known.updatedAt, item.updatedAt);
+        }
+        continue;
+      }
+      if (this.forgotten.has(item.id) || skip(item) || this.conversations.length >= MAX_CONVERSATIONS) continue;
+      this.conversations.push({
+        id: newId('c'),
+        serverId: item.id,
+        unfetched: true,
+        title: titleFrom(item.title),
+        titleSource: TitleSource.auto,
+        messages: [],
+        createdAt: item.updatedAt,
+        updatedAt: item.updatedAt,
+      });
+    }
+    this.changed();
+  }
+
+  /** A placeholder's turns arrived: it becomes an ordinary conversation. */
+  fill(frame: ConversationFrame): Conversation | undefined {
+    const conversation = this.byServerId(frame.conversationId);
+    if (!conversation?.unfetched) return undefined;
+    conversation.messages = frame.turns.map((turn) => ({ id: newId('m'), from: turn.role, text: turn.text, status: MessageStatus.done }));
+    conversation.unfetched = undefined;
+    conversation.updatedAt = Math.max(conversation.updatedAt, frame.updatedAt);
+    this.changed();
+    return conversation;
+  }
+
+  /** The server no longer has a placeholder's conversation (it restarted): the placeholder goes. */
+  dropUnfetched(serverId: string): void {
+    const conversation = this.byServerId(serverId);
+    if (conversation?.unfetched) this.remove(conversation.id);
+  }
+
   create(): Conversation {
     const now = Date.now();
     const conversation: Conversation = { id: newId('c'), title: 'New conversation', titleSource: TitleSource.none, messages: [], createdAt: now, updatedAt: now };
@@ -138,12 +208,13 @@ export class ConversationStore extends EventTarget {
   /** Names a conversation after its first message unless the user named it. */
   autoTitle(conversation: Conversation, text: string): void {
     if (conversation.titleSource !== TitleSource.none) return;
-    const line = text.trim().split('\n')[0]?.trim() ?? '';
-    conversation.title = line.length > TITLE_LENGTH ? `${line.slice(0, TITLE_LENGTH - 1).trimEnd()}…` : line || 'Untitled';
+    conversation.title = titleFrom(text);
     conversation.titleSource = TitleSource.auto;
   }
 
   remove(id: string): void {
+    const serverId = this.get(id)?.serverId;
+    if (serverId !== undefined) this.forgotten.add(serverId);
     this.conversations = this.conversations.filter((conversation) => conversation.id !== id);
     if (this.currentId === id) this.currentId = this.list[0]?.id;
     this.changed();
@@ -167,6 +238,7 @@ export class ConversationStore extends EventTarget {
     this.userId = undefined;
     this.conversations = [];
     this.currentId = undefined;
+    this.forgotten = new Set();
     this.changed(false);
   }
 
@@ -183,19 +255,23 @@ export class ConversationStore extends EventTarget {
     this.saveTimer = undefined;
     if (this.userId === undefined) return;
     try {
-      localStorage.setItem(STORAGE_PREFIX + this.userId, JSON.stringify({ currentId: this.currentId, conversations: this.conversations }));
+      localStorage.setItem(STORAGE_PREFIX + this.userId, this.serialise());
     } catch {
       // Quota exceeded: drop the oldest conversation and try once more.
       if (this.conversations.length > 1) {
         const oldest = this.list.at(-1);
         if (oldest) this.conversations = this.conversations.filter((conversation) => conversation !== oldest);
         try {
-          localStorage.setItem(STORAGE_PREFIX + this.userId, JSON.stringify({ currentId: this.currentId, conversations: this.conversations }));
+          localStorage.setItem(STORAGE_PREFIX + this.userId, this.serialise());
         } catch {
           // Still too big: the page keeps working from memory.
         }
       }
     }
+  }
+
+  private serialise(): string {
+    return JSON.stringify({ currentId: this.currentId, conversations: this.conversations, forgotten: [...this.forgotten] });
   }
 
   private trim(): void {
@@ -205,4 +281,10 @@ export class ConversationStore extends EventTarget {
       this.conversations = this.conversations.filter((conversation) => conversation !== oldest);
     }
   }
+}
+
+/** A conversation's title from its first message: the first line, shortened. */
+function titleFrom(text: string): string {
+  const line = text.trim().split('\n')[0]?.trim() ?? '';
+  return line.length > TITLE_LENGTH ? `${line.slice(0, TITLE_LENGTH - 1).trimEnd()}…` : line || 'Untitled';
 }

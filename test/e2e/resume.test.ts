@@ -1,0 +1,408 @@
+import assert from 'node:assert/strict';
+import { after, afterEach, before, describe, test } from 'node:test';
+import type { Browser, Page } from 'playwright-core';
+import { UserStore } from '../../server/auth/UserStore.js';
+import type { ConfigInput } from '../../server/config.js';
+import type { LlamaEngine } from '../../server/engine/LlamaEngine.js';
+import { loadTinyEngine, startTestServer, TEST_INVITE, type TestServer } from '../helpers/startTestServer.js';
+import { TcpProxy } from '../helpers/TcpProxy.js';
+import { assertClean, connected, LAN_HOST, lastReplyStatus, launchChromium, openPage, typeAndSend, type GuardedPage } from './browser.js';
+
+/**
+ * "Nothing lost": the web client in Chromium, with the network between it and Parley cut by
+ * a TCP proxy (every connection reset at once, as when Wi-Fi drops). The tiny model decodes
+ * greedily, so the same prompt in a fresh conversation always gets the same reply: a reply cut
+ * and resumed must come out exactly as one that never was.
+ */
+
+const SERVER_CONFIG: ConfigInput = {
+  maxTokens: 400,
+  generationTimeoutMs: 60_000,
+  // Every page comes from 127.0.0.1: lift the per-IP limits meant for real networks.
+  tokenRequestsPerMinute: 1000,
+  upgradesPerMinute: 1000,
+};
+const PROMPT = 'Tell me about the harbor at night';
+const PASSWORD = 'dana-pass-PARLEY-3141';
+
+let engine: LlamaEngine;
+let browser: Browser;
+let opened: GuardedPage[] = [];
+
+before(async () => {
+  [engine, browser] = await Promise.all([loadTinyEngine({ slots: 2, contextSize: 8192 }), launchChromium()]);
+});
+
+after(async () => {
+  await browser?.close();
+  await engine?.dispose();
+});
+
+afterEach(async () => {
+  const pages = opened;
+  opened = [];
+  await Promise.all(pages.map(({ context }) => context.close()));
+  for (const { guard } of pages) assertClean(guard);
+});
+
+interface Behind {
+  readonly server: TestServer;
+  readonly proxy: TcpProxy;
+  /** The page's origin: through the proxy. */
+  readonly origin: string;
+  stop(): Promise<void>;
+}
+
+/** A Parley reached through a TcpProxy at http://parley.test:<proxy port>. */
+async function startBehindProxy(overrides: ConfigInput = {}): Promise<Behind> {
+  const proxy = await TcpProxy.start();
+  const server = await startTestServer('uws', engine, { ...SERVER_CONFIG, allowedHosts: [`${LAN_HOST}:${proxy.port}`, LAN_HOST], ...overrides });
+  proxy.target = server.started.port;
+  return {
+    server,
+    proxy,
+    origin: `http://${LAN_HOST}:${proxy.port}`,
+    async stop() {
+      await proxy.close();
+      await server.stop();
+    },
+  };
+}
+
+interface Watched extends GuardedPage {
+  /** Console errors (a gap in a reply's seqs is logged as one). */
+  readonly consoleErrors: string[];
+  /** Every frame the page sent on any of its sockets, parsed. */
+  readonly sent: Array<Record<string, unknown>>;
+}
+
+/** A page in a fresh context, with its console errors and socket frames kept. */
+async function open(origin: string): Promise<Watched> {
+  const guarded = await openPage(browser, origin);
+  opened.push(guarded);
+  const consoleErrors: string[] = [];
+  const sent: Array<Record<string, unknown>> = [];
+  guarded.page.on('console', (message) => {
+    if (message.type() === 'error') consoleErrors.push(message.text());
+  });
+  guarded.page.on('websocket', (socket) => {
+    socket.on('framesent', ({ payload }) => {
+      if (typeof payload === 'string') sent.push(JSON.parse(payload) as Record<string, unknown>);
+    });
+  });
+  return { ...guarded, consoleErrors, sent };
+}
+
+/** Joins through the invite link. */
+async function join(origin: string, name: string): Promise<Watched> {
+  const guarded = await open(origin);
+  await guarded.page.goto(`${origin}/#invite=${TEST_INVITE}`);
+  const nameInput = guarded.page.locator('chat-join input[name=name]');
+  await nameInput.fill(name);
+  await nameInput.press('Enter');
+  await connected(guarded.page);
+  return guarded;
+}
+
+/** Signs in to a named account (there is no form for it: the page posts /api/login, which sets the cookie, and reloads). */
+async function login(origin: string, name: string, password: string): Promise<Watched> {
+  const guarded = await open(origin);
+  await guarded.page.goto(`${origin}/`);
+  await guarded.page.locator('chat-join').waitFor();
+  const status = await guarded.page.evaluate(
+    async (body) => (await fetch('/api/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })).status,
+    { name, password },
+  );
+  assert.equal(status, 200);
+  await guarded.page.reload();
+  await connected(guarded.page);
+  return guarded;
+}
+
+async function lastReply(page: Page): Promise<{ status: string; text: string; footer: string }> {
+  const reply = page.locator('chat-message[from=assistant]').last();
+  return {
+    status: (await reply.getAttribute('status')) ?? '',
+    text: await reply.locator('.body').innerText(),
+    footer: await reply.locator('footer').innerText(),
+  };
+}
+
+async function waitForText(page: Page, length: number, timeout = 30_000): Promise<void> {
+  await page.waitForFunction((wanted) => (window.__parleyTest.lastReply()?.text.length ?? 0) > wanted, length, { timeout, polling: 'raf' });
+}
+
+/**
+ * The raw text of the open conversation's last message once the page has saved it in `status`:
+ * exactly what was applied from the deltas, before any Markdown rendering.
+ */
+async function savedReply(page: Page, status = 'done'): Promise<string> {
+  const handle = await page.waitForFunction(
+    (wanted) => {
+      const raw = Object.entries(localStorage).find(([key]) => key.startsWith('parley.v1.conversations.'))?.[1];
+      if (!raw) return undefined;
+      const state = JSON.parse(raw) as { currentId?: string; conversations: Array<{ id: string; messages: Array<{ text: string; status: string }> }> };
+      const last = state.conversations.find((conversation) => conversation.id === state.currentId)?.messages.at(-1);
+      return last?.status === wanted ? last.text : undefined;
+    },
+    status,
+    { timeout: 10_000, polling: 100 },
+  );
+  return (await handle.jsonValue()) as string;
+}
+
+/** The reply to PROMPT in a new conversation, straight from the server over a plain socket. */
+async function serverReference(server: TestServer): Promise<string> {
+  const client = await server.client('Reference');
+  const id = client.send(PROMPT);
+  const terminal = await client.terminal(id, 90_000);
+  assert.equal(terminal.type, 'done');
+  client.close();
+  return client.replyText(id);
+}
+
+/** The whole reply to PROMPT in a new conversation, with nothing cut: what every resumed reply must equal. */
+async function referenceReply(page: Page): Promise<string> {
+  await page.locator('chat-sidebar button.new').click();
+  await typeAndSend(page, PROMPT);
+  await lastReplyStatus(page, 'done', 90_000);
+  const reply = await lastReply(page);
+  assert.match(reply.footer, /max_tokens|length limit/);
+  return reply.text;
+}
+
+describe('replies survive a dropped connection', () => {
+  let behind: Behind;
+  /** The raw text of the reply to PROMPT, never cut. */
+  let reference: string;
+  before(async () => {
+    // Long replies, so that no cut below races the end of one.
+    behind = await startBehindProxy({ maxTokens: 1500 });
+    reference = await serverReference(behind.server);
+  });
+  after(async () => {
+    await behind?.stop();
+  });
+
+  test('a reply cut off mid-stream resumes after the reconnect, with exactly the text it would have had', async () => {
+    const { page, consoleErrors, sent } = await join(behind.origin, 'Roamer');
+    // The same reply, uncut, as the page renders it.
+    const rendered = await referenceReply(page);
+    assert.ok(rendered.length > 400, `a long reference reply (${rendered.length} characters)`);
+    assert.equal(await savedReply(page), reference);
+
+    await page.locator('chat-sidebar button.new').click();
+    await typeAndSend(page, PROMPT);
+    await waitForText(page, 120);
+    const accepted = behind.proxy.accepted;
+    assert.ok(behind.proxy.cutAll() > 0, 'connections were open to cut');
+    await page.waitForFunction(() => window.__parleyTest.lastReply()?.status === 'reconnecting', undefined, { timeout: 5000, polling: 'raf' });
+    const partial = await lastReply(page);
+    assert.ok(partial.text.length > 100, 'the text so far stays while reconnecting');
+    assert.match(partial.footer, /Reconnecting/);
+    assert.ok(rendered.startsWith(partial.text), 'what arrived before the cut is the start of the reply');
+
+    await connected(page, 15_000);
+    assert.ok(behind.proxy.accepted > accepted, 'a new connection');
+    const resume = sent.find((frame) => frame.type === 'resume');
+    assert.ok(resume, 'the client asked to resume');
+    assert.equal(typeof resume.after, 'number');
+    assert.ok((resume.after as number) >= 0, 'from the last seq it had');
+    await lastReplyStatus(page, 'done', 90_000);
+    const resumed = await lastReply(page);
+    assert.equal(resumed.text, rendered, 'no text lost and none repeated');
+    assert.equal(await savedReply(page), reference);
+    assert.match(resumed.footer, /tok\/s/);
+    assert.deepEqual(
+      consoleErrors.filter((text) => /gap/.test(text)),
+      [],
+      'no seq was skipped',
+    );
+    assert.equal(await page.locator('chat-message').count(), 2, 'one exchange in the conversation, nothing doubled');
+  });
+
+  test('a reply that ends while the network is down arrives whole, with its end, once it is back', async () => {
+    const { page } = await join(behind.origin, 'Tunnel');
+    await typeAndSend(page, PROMPT);
+    await waitForText(page, 60);
+    behind.proxy.blocked = true;
+    behind.proxy.cutAll();
+    await page.waitForFunction(() => window.__parleyTest.lastReply()?.status === 'reconnecting', undefined, { timeout: 5000, polling: 'raf' });
+    // The server finishes the reply with nobody attached.
+    const scheduler = behind.server.started.server.chat.scheduler;
+    for (const deadline = Date.now() + 60_000; scheduler.activeCount > 0; ) {
+      assert.ok(Date.now() < deadline, 'the reply finished on the server');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.equal((await lastReply(page)).status, 'reconnecting');
+    behind.proxy.blocked = false;
+    await connected(page, 20_000);
+    await lastReplyStatus(page, 'done', 10_000);
+    assert.equal(await savedReply(page), reference);
+    assert.match((await lastReply(page)).footer, /tok\/s/);
+  });
+
+  test('cut again and again: a reply dropped three times still comes out whole', async () => {
+    const { page, consoleErrors, sent } = await join(behind.origin, 'Commuter');
+    await typeAndSend(page, PROMPT);
+    let cuts = 0;
+    for (let length = 60; cuts < 3; length += 150) {
+      await page.waitForFunction(
+        (wanted) => {
+          const reply = window.__parleyTest.lastReply();
+          return reply?.status === 'done' || (reply?.status === 'streaming' && reply.text.length > wanted);
+        },
+        length,
+        { timeout: 30_000, polling: 'raf' },
+      );
+      if ((await lastReply(page)).status === 'done') break;
+      behind.proxy.cutAll();
+      cuts++;
+      await page.locator('chat-header[state=reconnecting]').waitFor({ timeout: 5000 });
+      await connected(page, 15_000);
+    }
+    assert.equal(cuts, 3, 'the reply was cut three times before it ended');
+    await lastReplyStatus(page, 'done', 90_000);
+    assert.equal(await savedReply(page), reference);
+    assert.equal(sent.filter((frame) => frame.type === 'resume').length, cuts);
+    assert.deepEqual(consoleErrors.filter((text) => /gap/.test(text)), []);
+  });
+
+  test('a reply whose device dropped off is followed to its end on another device of the same account; back online, the first gets it whole too', async () => {
+    await new UserStore(behind.server.dataDir).add('erin', PASSWORD);
+    const laptop = await login(behind.origin, 'erin', PASSWORD);
+    await typeAndSend(laptop.page, PROMPT);
+    await waitForText(laptop.page, 60);
+    behind.proxy.blocked = true;
+    behind.proxy.cutAll();
+
+    // Not through the proxy: the phone has its own network.
+    const phone = await login(`http://${LAN_HOST}:${behind.server.started.port}`, 'erin', PASSWORD);
+    const remote = phone.page.locator('chat-sidebar li[data-remote]');
+    await remote.waitFor({ timeout: 5000 });
+    await remote.locator('button.open').click();
+    await lastReplyStatus(phone.page, 'streaming', 10_000);
+    assert.ok(
+      phone.sent.some((frame) => frame.type === 'resume' && frame.after === -1),
+      'the phone follows the reply from its first delta',
+    );
+    await lastReplyStatus(phone.page, 'done', 90_000);
+    assert.equal(await savedReply(phone.page), reference);
+
+    behind.proxy.blocked = false;
+    await connected(laptop.page, 20_000);
+    await lastReplyStatus(laptop.page, 'done', 10_000);
+    assert.equal(await savedReply(laptop.page), reference);
+  });
+  test('Stop pressed while reconnecting stops the reply as soon as the connection is back, keeping its text', async () => {
+    const { page, sent } = await join(behind.origin, 'Decider');
+    await typeAndSend(page, PROMPT);
+    await waitForText(page, 60);
+    behind.proxy.blocked = true;
+    behind.proxy.cutAll();
+    await page.waitForFunction(() => window.__parleyTest.lastReply()?.status === 'reconnecting', undefined, { timeout: 5000, polling: 'raf' });
+    await page.keyboard.press('Escape');
+    behind.proxy.blocked = false;
+    await lastReplyStatus(page, 'stopped', 20_000);
+    const resume = sent.findIndex((frame) => frame.type === 'resume');
+    const cancel = sent.findIndex((frame) => frame.type === 'cancel');
+    assert.ok(resume >= 0 && cancel > resume, 'resumed, then cancelled');
+    const stopped = await lastReply(page);
+    assert.ok(stopped.text.length >= 60 && reference.startsWith(await savedReply(page, 'stopped')), 'the text up to the stop, with nothing repeated');
+    const scheduler = behind.server.started.server.chat.scheduler;
+    for (const deadline = Date.now() + 2000; scheduler.activeCount > 0; ) {
+      assert.ok(Date.now() < deadline, 'the slot is free');
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  });
+
+  test('a conversation started on one device shows up on another signed in to the same account, and opens there', async () => {
+    await new UserStore(behind.server.dataDir).add('dana', PASSWORD);
+    const laptop = await login(behind.origin, 'dana', PASSWORD);
+    await typeAndSend(laptop.page, 'notes from the laptop');
+    await lastReplyStatus(laptop.page, 'done', 90_000);
+    const laptopReply = await lastReply(laptop.page);
+
+    // A fresh browser context: no localStorage, only the server's copy.
+    const phone = await login(behind.origin, 'dana', PASSWORD);
+    const remote = phone.page.locator('chat-sidebar li[data-remote]', { hasText: 'notes from the laptop' });
+    await remote.waitFor({ timeout: 5000 });
+    await remote.locator('button.open').click();
+    await phone.page.locator('chat-message[from=user]').first().waitFor();
+    assert.equal(await phone.page.locator('chat-message[from=user] .body').innerText(), 'notes from the laptop');
+    assert.equal((await lastReply(phone.page)).text, laptopReply.text);
+    assert.equal(await phone.page.locator('chat-sidebar li[data-remote]').count(), 0, 'opened, it is a conversation of this browser now');
+
+    // It carries on from here, in the same server conversation.
+    await typeAndSend(phone.page, 'and from the phone');
+    await lastReplyStatus(phone.page, ['streaming', 'done'], 10_000);
+    await phone.page.keyboard.press('Escape');
+    await lastReplyStatus(phone.page, ['stopped', 'done'], 5000);
+    assert.equal(await phone.page.locator('chat-message').count(), 4);
+
+    // Kept locally: after a reload it is still there, and a deleted one does not come back from the server.
+    await phone.page.reload();
+    await connected(phone.page);
+    await phone.page.locator('chat-sidebar li', { hasText: 'notes from the laptop' }).waitFor();
+    assert.equal(await phone.page.locator('chat-message').count(), 4);
+    await phone.page.locator('chat-sidebar li.current button.delete').click();
+    await phone.page.locator('chat-sidebar button.confirm-delete').click();
+    await phone.page.locator('chat-sidebar li', { hasText: 'notes from the laptop' }).waitFor({ state: 'detached' });
+    await phone.page.reload();
+    await connected(phone.page);
+    await phone.page.waitForTimeout(500);
+    assert.equal(await phone.page.locator('chat-sidebar li', { hasText: 'notes from the laptop' }).count(), 0);
+    // Invite users are separate people: another one sees none of it.
+    const stranger = await join(behind.origin, 'Stranger');
+    await stranger.page.waitForTimeout(500);
+    assert.equal(await stranger.page.locator('chat-sidebar li[data-id]').count(), 0);
+  });
+});
+
+describe('a reply the server could not keep', () => {
+  test('past the grace period: the partial text stays, with a clear message', async () => {
+    const behind = await startBehindProxy({ resumeGraceMs: 1000 });
+    try {
+      const { page } = await join(behind.origin, 'Tunneler');
+      await typeAndSend(page, PROMPT);
+      await waitForText(page, 80);
+      // The network stays down for longer than the server keeps the reply.
+      behind.proxy.blocked = true;
+      behind.proxy.cutAll();
+      await page.waitForFunction(() => window.__parleyTest.lastReply()?.status === 'reconnecting', undefined, { timeout: 5000, polling: 'raf' });
+      const partial = await lastReply(page);
+      await page.waitForTimeout(2500);
+      behind.proxy.blocked = false;
+      await connected(page, 20_000);
+      await lastReplyStatus(page, 'interrupted', 10_000);
+      const reply = await lastReply(page);
+      assert.match(reply.footer, /The connection dropped and the reply could not be recovered/);
+      assert.ok(reply.text.length >= partial.text.length && reply.text.startsWith(partial.text), 'the partial text stays');
+      // And the conversation goes on.
+      await typeAndSend(page, 'still there?');
+      await lastReplyStatus(page, ['streaming', 'done'], 10_000);
+      await page.keyboard.press('Escape');
+      await lastReplyStatus(page, ['stopped', 'done'], 5000);
+    } finally {
+      await behind.stop();
+    }
+  });
+
+  test('a server that keeps nothing across drops (resumeGraceMs 0): the client does not try, and says the reply was cut off', async () => {
+    const behind = await startBehindProxy({ resumeGraceMs: 0 });
+    try {
+      const { page, sent } = await join(behind.origin, 'Hurried');
+      await typeAndSend(page, PROMPT);
+      await waitForText(page, 80);
+      behind.proxy.cutAll();
+      await lastReplyStatus(page, 'interrupted', 5000);
+      assert.match((await lastReply(page)).footer, /cut off/);
+      await connected(page, 15_000);
+      await page.waitForTimeout(300);
+      assert.equal((await lastReply(page)).status, 'interrupted');
+      assert.equal(sent.filter((frame) => frame.type === 'resume').length, 0, 'no resume was asked for');
+    } finally {
+      await behind.stop();
+    }
+  });
+});
