@@ -22,6 +22,11 @@ export const ErrorCode = {
    * period ended. Terminal for that id.
    */
   resumeUnavailable: 'resume_unavailable',
+  /**
+   * The reply was resumed on another connection of the same user (another tab or device): it
+   * continues there. Terminal for that id on this connection.
+   */
+  resumedElsewhere: 'resumed_elsewhere',
   /** The wait queue (overall or for this user) is full. */
   queueFull: 'queue_full',
   /** The message text is longer than the character limit. */

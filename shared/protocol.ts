@@ -216,6 +216,8 @@ export const ConversationFrame = z.strictObject({
   turns: z.array(ConversationTurn),
   updatedAt: nonNegativeInt,
   activeReplyId: z.optional(requestId),
+  /** The message whose reply is in progress (not yet among `turns`). */
+  activeMessage: z.optional(z.string()),
 });
 export type ConversationFrame = z.infer<typeof ConversationFrame>;
 

@@ -138,6 +138,7 @@ export class ChatService {
     const owned = conversation;
     owned.busy = true;
     owned.activeReplyId = frame.id;
+    owned.activeMessage = frame.text;
     const reply = new Reply(frame.id, sink.userId, owned.id, this.config.maxReplyBytes);
     this.live.add(reply);
     const signal = reply.controller.signal;
@@ -148,6 +149,7 @@ export class ChatService {
       settled = true;
       owned.busy = false;
       owned.activeReplyId = undefined;
+      owned.activeMessage = undefined;
       this.live.delete(reply);
       void this.limiters.refundTokens(sink.userId, reserved - used);
       if (terminal.type === 'done') {

@@ -133,9 +133,12 @@ export class ClientSession {
     return this.active.get(id) ?? this.recent.findLast((entry) => entry.reply.id === id)?.reply;
   }
 
-  /** Lets go of a reply that is being resumed on another connection. */
+  /** Lets go of a reply that is being resumed on another connection; a running one ends here with `resumed_elsewhere`. */
   release(reply: Reply): void {
-    if (this.active.get(reply.id) === reply) this.active.delete(reply.id);
+    if (this.active.get(reply.id) === reply) {
+      this.active.delete(reply.id);
+      if (!this.closed) this.sendError({ id: reply.id, code: ErrorCode.resumedElsewhere, message: 'This reply continues on another connection.' });
+    }
     this.recent = this.recent.filter((entry) => entry.reply !== reply);
     reply.detach();
   }
@@ -207,6 +210,7 @@ export class ClientSession {
           turns: conversation.turns.map((turn) => ({ role: turn.role, text: turn.text })),
           updatedAt: conversation.updatedAt,
           ...(conversation.activeReplyId === undefined ? {} : { activeReplyId: conversation.activeReplyId }),
+          ...(conversation.activeMessage === undefined ? {} : { activeMessage: conversation.activeMessage }),
         });
         return;
       }

@@ -9,6 +9,8 @@ export interface Conversation {
   busy: boolean;
   /** The request id of the reply in progress, while busy. */
   activeReplyId: string | undefined;
+  /** The message being answered, while busy. */
+  activeMessage: string | undefined;
   /** The slot that last served it: its KV cache may still hold this conversation's prefix. */
   lastSlot: number | undefined;
   updatedAt: number;
@@ -39,6 +41,7 @@ export class ConversationStore {
       turns: [],
       busy: false,
       activeReplyId: undefined,
+      activeMessage: undefined,
       lastSlot: undefined,
       updatedAt: Date.now(),
     };

@@ -95,7 +95,7 @@ for (const transport of TRANSPORTS) {
       assert.equal(assembleReply(id, [first.frames, back.frames]).text, reference);
     });
 
-    test('resuming from a new socket while the old one still looks open moves the reply; one terminal frame in all', async () => {
+    test('resuming from a new socket while the old one is still open moves the reply: the old socket gets resumed_elsewhere', async () => {
       const token = await server.token('tabs');
       const old = await server.connect(token);
       const id = old.send(PROMPT);
@@ -109,7 +109,12 @@ for (const transport of TRANSPORTS) {
       // The old socket may have received more deltas before the move; the new one starts after `seen`.
       const rebuilt = assembleReply(id, [old.frames.filter((frame) => !(frame.type === 'delta' && frame.seq > seen)), fresh.frames]);
       assert.equal(rebuilt.text, reference);
-      assert.equal(old.terminalsFor(id).length + fresh.terminalsFor(id).length, 1);
+      assert.equal(fresh.terminalsFor(id).length, 1);
+      const moved = await old.terminal(id);
+      assert.equal(moved.type === 'error' && moved.code, 'resumed_elsewhere');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.equal(old.terminalsFor(id).length, 1, 'each socket sees one terminal frame for the id');
+      assert.equal(old.framesFor(id).at(-1), moved, 'nothing after it on the old socket');
       assert.ok(oldFrames.length >= 1);
     });
 

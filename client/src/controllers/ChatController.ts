@@ -24,6 +24,8 @@ interface Running {
   cancelOnResume: boolean;
   /** Another connection's reply, followed from a conversation opened from the server's list. */
   readonly followed: boolean;
+  /** For a followed reply: the question shown above it, taken from the server. */
+  readonly question?: ChatMessage;
 }
 
 /** What the chat announces to assistive technology: one sentence per finished reply. */
@@ -120,11 +122,13 @@ export class ChatController implements ReactiveController {
    * Follows a reply that another connection of this user started (from a conversation opened
    * from the server's list): resumes it from the start.
    */
-  follow(conversation: Conversation, requestId: string): void {
+  follow(conversation: Conversation, requestId: string, question?: string): void {
     if (this.running.has(requestId) || !this.connection.connected) return;
+    const asked: ChatMessage | undefined = question === undefined ? undefined : { id: newId('m'), from: Sender.user, text: question, status: MessageStatus.done };
+    if (asked) conversation.messages.push(asked);
     const message: ChatMessage = { id: newId('m'), from: Sender.assistant, text: '', status: MessageStatus.starting };
     conversation.messages.push(message);
-    this.running.set(requestId, { ...this.track(conversation, message, ''), followed: true });
+    this.running.set(requestId, { ...this.track(conversation, message, ''), followed: true, ...(asked ? { question: asked } : {}) });
     this.connection.send({ type: 'resume', id: requestId, after: -1 });
     this.store.changed();
   }
@@ -240,8 +244,14 @@ export class ChatController implements ReactiveController {
         if (frame.code === ErrorCode.resumeUnavailable && running.followed && !message.text) {
           // The reply ended before it could be followed: nothing to show.
           this.running.delete(frame.id as string);
-          if (conversation) conversation.messages = conversation.messages.filter((other) => other !== message);
+          if (conversation) conversation.messages = conversation.messages.filter((other) => other !== message && other !== running.question);
           this.store.changed();
+          return;
+        }
+        if (frame.code === ErrorCode.resumedElsewhere) {
+          message.status = MessageStatus.interrupted;
+          message.error = 'This reply continues in another tab or on another device.';
+          this.finish(frame.id as string, running, conversation);
           return;
         }
         if (frame.code === ErrorCode.resumeUnavailable) {

@@ -48,7 +48,7 @@ export class ConversationSync implements ReactiveController {
       case 'conversation': {
         this.fetching = this.fetching.filter((id) => id !== frame.conversationId);
         const conversation = this.store.fill(frame);
-        if (conversation && frame.activeReplyId !== undefined) this.chat.follow(conversation, frame.activeReplyId);
+        if (conversation && frame.activeReplyId !== undefined) this.chat.follow(conversation, frame.activeReplyId, frame.activeMessage);
         return;
       }
       case 'error': {
