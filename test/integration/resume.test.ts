@@ -4,6 +4,7 @@ import type { LlamaEngine } from '../../server/engine/LlamaEngine.js';
 import { assembleReply } from '../helpers/assembleReply.js';
 import { loadTinyEngine, startTestServer, TRANSPORTS, type TestServer } from '../helpers/startTestServer.js';
 import type { TestClient } from '../helpers/TestClient.js';
+import { mulberry32 } from '../../models/mulberry32.js';
 
 const REPLY_TOKENS = 1500;
 const PROMPT = 'tell me the whole story';
@@ -56,6 +57,46 @@ for (const transport of TRANSPORTS) {
       const rebuilt = assembleReply(id, [first.frames, second.frames]);
       assert.equal(rebuilt.text, reference);
       assert.equal(rebuilt.terminals.length, 1);
+    });
+
+    test('cut at random points, several times per reply, every reply is rebuilt whole: no gap, no duplicate', async (t) => {
+      const random = mulberry32(0x5eed);
+      let cuts = 0;
+      for (let round = 0; round < 6; round++) {
+        const token = await server.token(`wanderer-${round}`);
+        const sockets: TestClient[] = [await server.connect(token)];
+        const id = `cut-${round}`;
+        (sockets[0] as TestClient).sendFrame({ type: 'send', id, text: PROMPT });
+        for (let drop = 0; drop < 3; drop++) {
+          const current = sockets.at(-1) as TestClient;
+          // Cut right away (maybe before the send is even read), or after a random number of deltas.
+          const cutAfter = Math.floor(random() * 60) - 10;
+          if (cutAfter >= 0) {
+            await current.waitFor((frame) => (frame.type === 'delta' && frame.id === id && frame.seq >= cutAfter) || (frame.type !== 'delta' && 'id' in frame && frame.id === id && current.terminalsFor(id).length > 0));
+          }
+          current.drop();
+          cuts++;
+          const seen = assembleReply(id, sockets.map((socket) => socket.frames)).lastSeq;
+          const next = await server.connect(token);
+          sockets.push(next);
+          next.sendFrame({ type: 'resume', id, after: seen });
+          await next.waitFor((frame) => 'id' in frame && frame.id === id && (frame.type === 'resumed' || frame.type === 'error'));
+          if (next.terminalsFor(id).some((frame) => frame.type === 'error')) break;
+        }
+        const last = sockets.at(-1) as TestClient;
+        const terminal = await last.terminal(id);
+        const rebuilt = assembleReply(id, sockets.map((socket) => socket.frames));
+        if (terminal.type === 'error') {
+          // The send itself was lost in a cut before the server read it: nothing to resume.
+          assert.equal(terminal.code, 'resume_unavailable');
+          assert.equal(rebuilt.text, '');
+        } else {
+          assert.equal(terminal.type, 'done');
+          assert.equal(rebuilt.text, reference, `round ${round}`);
+        }
+        assert.equal(rebuilt.terminals.length, 1, `round ${round}: one terminal frame`);
+      }
+      t.diagnostic(`${cuts} cuts`);
     });
 
     test('a reply that finishes while its owner is away is replayed in full, with its done frame', async () => {
