@@ -1,8 +1,16 @@
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+/** Kinds that `npm run models` builds (buildModels iterates this object), so tests can rely on them. */
 export const GeneratedModelKind = { tiny: 'tiny', demo: 'demo' } as const;
 export type GeneratedModelKind = (typeof GeneratedModelKind)[keyof typeof GeneratedModelKind];
+
+/** Kinds built only when a caller asks ensureModel for them: the bench model is 831 MB. */
+export const OnDemandModelKind = { bench: 'bench' } as const;
+export type OnDemandModelKind = (typeof OnDemandModelKind)[keyof typeof OnDemandModelKind];
+
+/** Every kind ensureModel can produce. */
+export type ModelKind = GeneratedModelKind | OnDemandModelKind;
 
 /** The metadata key holding the hash of the generator sources that produced a file. */
 export const GENERATOR_HASH_KEY = 'parley.generator_hash';
@@ -11,7 +19,7 @@ export const GENERATOR_KIND_KEY = 'parley.generator';
 
 /** How to produce one of Parley's own GGUF files. */
 export interface GeneratedModel {
-  readonly kind: GeneratedModelKind;
+  readonly kind: ModelKind;
   readonly fileName: string;
   /**
    * Every file whose content determines the output bytes. ensureModel hashes them, and a file

@@ -2,9 +2,10 @@ import { createHash } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { benchModel } from './benchModel.js';
 import { demoModel } from './demoModel.js';
 import { GENERATOR_HASH_KEY } from './GeneratedModel.js';
-import type { GeneratedModel, GeneratedModelKind } from './GeneratedModel.js';
+import type { GeneratedModel, ModelKind } from './GeneratedModel.js';
 import { readGguf } from './gguf/readGguf.js';
 import type { GgufFile } from './gguf/GgufFile.js';
 import { tinyModel } from './tinyModel.js';
@@ -17,7 +18,7 @@ export interface EnsureModelOptions {
 
 export interface EnsuredModel {
   path: string;
-  kind: GeneratedModelKind;
+  kind: ModelKind;
   /** `general.name` of the file. */
   name: string;
   /** True when this call wrote the file. */
@@ -26,7 +27,7 @@ export interface EnsuredModel {
 
 export const DEFAULT_GENERATED_DIR = fileURLToPath(new URL('./generated/', import.meta.url));
 
-const generators: Readonly<Record<GeneratedModelKind, GeneratedModel>> = { tiny: tinyModel, demo: demoModel };
+const generators: Readonly<Record<ModelKind, GeneratedModel>> = { tiny: tinyModel, demo: demoModel, bench: benchModel };
 
 /** Builds in progress in this process, by destination path; concurrent callers share one build. */
 const inFlight = new Map<string, Promise<EnsuredModel>>();
@@ -39,7 +40,7 @@ const inFlight = new Map<string, Promise<EnsuredModel>>();
  * Safe across processes: each build writes a private temporary file and renames it into place,
  * so concurrent builders never corrupt the file and readers never see a partial one.
  */
-export async function ensureModel(kind: GeneratedModelKind, options: EnsureModelOptions = {}): Promise<EnsuredModel> {
+export async function ensureModel(kind: ModelKind, options: EnsureModelOptions = {}): Promise<EnsuredModel> {
   const generator = generators[kind];
   if (generator === undefined) throw new RangeError(`unknown generated model kind '${String(kind)}'`);
   const dir = options.dir ?? DEFAULT_GENERATED_DIR;
@@ -52,7 +53,7 @@ export async function ensureModel(kind: GeneratedModelKind, options: EnsureModel
 }
 
 /** The hash ensureModel stores in, and expects from, the file of `kind`. */
-export async function generatorHash(kind: GeneratedModelKind): Promise<string> {
+export async function generatorHash(kind: ModelKind): Promise<string> {
   const hash = createHash('sha256');
   for (const source of generators[kind].sources) {
     hash.update(basename(source)).update('\0').update(await readFile(source)).update('\0');
