@@ -5,17 +5,10 @@ import { assembleReply } from '../helpers/assembleReply.js';
 import { loadTinyEngine, startTestServer, TRANSPORTS, type TestServer } from '../helpers/startTestServer.js';
 import type { TestClient } from '../helpers/TestClient.js';
 import { mulberry32 } from '../../models/mulberry32.js';
+import { waitUntil } from '../helpers/waitUntil.js';
 
 const REPLY_TOKENS = 1500;
 const PROMPT = 'tell me the whole story';
-
-async function waitUntil(condition: () => boolean, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
 
 /** The seq of the last delta this client saw for `id`, -1 if none. */
 function lastSeq(client: TestClient, id: string): number {
