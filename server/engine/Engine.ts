@@ -45,7 +45,8 @@ export interface GenerateResult {
 /**
  * A loaded model with a fixed number of slots (sequences of one context). Generations on
  * different slots run together in one batch. The caller (the Scheduler) guarantees a slot
- * is used by at most one generation at a time.
+ * is used by at most one generation at a time; an engine may serve a slot from whichever of its
+ * sequences it likes (LlamaEngine picks the one holding the conversation's cache, if free).
  */
 export interface Engine {
   readonly info: ModelInfo;

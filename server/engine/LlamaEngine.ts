@@ -9,7 +9,9 @@ import {
 } from 'node-llama-cpp';
 import type { ModelInfo } from '../../shared/protocol.js';
 import { ContextOverflowError, EngineError } from '../ParleyError.js';
+import { DecodeBarrier } from './DecodeBarrier.js';
 import { EngineStopReason, type Engine, type GenerateRequest, type GenerateResult, type PromptPlan, type Turn } from './Engine.js';
+import type { LlamaBuild } from './LlamaBuild.js';
 import { loadLlamaModel } from './loadLlamaModel.js';
 
 export interface LlamaEngineOptions {
@@ -24,12 +26,18 @@ export interface LlamaEngineOptions {
   readonly temperature: number;
   readonly systemPrompt?: string;
   readonly log?: (level: string, message: string) => void;
+  /** The llama.cpp binary (see LlamaBuild); prebuilt by default. */
+  readonly build?: LlamaBuild;
 }
 
-interface Slot {
+interface SequenceSlot {
   readonly sequence: LlamaContextSequence;
+  /** The sequence's id in the context; slots are kept in ascending id order. */
+  readonly id: number;
   /** The conversation whose tokens this sequence's KV cache holds, if any. */
   conversationId: string | undefined;
+  /** True while a generation runs on the sequence. */
+  busy: boolean;
 }
 
 /** The smallest reply room a message must leave; below it the message is refused. */
@@ -40,16 +48,25 @@ const MIN_REPLY_TOKENS = 8;
  * makes node-llama-cpp 3.22.1 spin, so the reply budget never reaches the last tokens.
  */
 const CONTEXT_MARGIN = 16;
+/** See DecodeBarrierOptions.maxWaitMs: a bound for stalls, far above a lockstep step's arrival spread. */
+const LOCKSTEP_MAX_WAIT_MS = 20;
 
 /**
  * node-llama-cpp engine: one model, one context with `slots` sequences, a chat session per
  * generation. A sequence is cleared before it serves a different conversation, so no KV
- * state crosses conversations; the same conversation returning to its slot reuses its prefix.
+ * state crosses conversations; a conversation whose tokens a free sequence still holds gets that
+ * sequence back and reuses its prefix.
+ *
+ * Concurrent generations advance in lockstep (see DecodeBarrier), and each takes the free
+ * sequence with the lowest id unless its own cache is free: llama.cpp computes a step in one pass
+ * only over consecutive sequence ids, so generations packed at the low ids batch fully. The
+ * caller's `slot` only bounds concurrency (the Scheduler runs at most `slots` at once); which
+ * sequence serves a request is the engine's choice.
  */
 export class LlamaEngine implements Engine {
   readonly info: ModelInfo;
   readonly slots: number;
-  private readonly slotStates: Slot[];
+  private readonly sequenceSlots: SequenceSlot[];
   private readonly initialHistory: ChatHistoryItem[];
 
   private constructor(
@@ -57,10 +74,14 @@ export class LlamaEngine implements Engine {
     private readonly model: LlamaModel,
     private readonly context: LlamaContext,
     private readonly chatWrapper: ChatWrapper,
+    private readonly barrier: DecodeBarrier | undefined,
     private readonly options: LlamaEngineOptions,
   ) {
     this.slots = options.slots;
-    this.slotStates = Array.from({ length: options.slots }, () => ({ sequence: context.getSequence(), conversationId: undefined }));
+    this.sequenceSlots = Array.from({ length: options.slots }, () => {
+      const sequence = context.getSequence();
+      return { sequence, id: DecodeBarrier.sequenceIdOf(sequence), conversationId: undefined, busy: false };
+    }).sort((a, b) => a.id - b.id);
     this.initialHistory = options.systemPrompt ? chatWrapper.generateInitialChatHistory({ systemPrompt: options.systemPrompt }) : [];
     this.info = {
       name: options.displayName ?? modelName(model, options.modelPath),
@@ -70,7 +91,7 @@ export class LlamaEngine implements Engine {
   }
 
   static async load(options: LlamaEngineOptions): Promise<LlamaEngine> {
-    const { llama, model } = await loadLlamaModel({ modelPath: options.modelPath, threads: options.threads, logger: options.log });
+    const { llama, model } = await loadLlamaModel({ modelPath: options.modelPath, threads: options.threads, logger: options.log, build: options.build });
     try {
       const context = await model.createContext({
         sequences: options.slots,
@@ -81,7 +102,9 @@ export class LlamaEngine implements Engine {
       const probe = new LlamaChatSession({ contextSequence: context.getSequence(), autoDisposeSequence: true });
       const chatWrapper = probe.chatWrapper;
       probe.dispose({ disposeSequence: true });
-      return new LlamaEngine(llama, model, context, chatWrapper, options);
+      const barrier = DecodeBarrier.install(context, { maxWaitMs: LOCKSTEP_MAX_WAIT_MS });
+      if (barrier === undefined) options.log?.('warn', 'node-llama-cpp has no LlamaContext._decodeTokens; concurrent generations will not batch fully');
+      return new LlamaEngine(llama, model, context, chatWrapper, barrier, options);
     } catch (error) {
       await model.dispose();
       throw error;
@@ -114,8 +137,10 @@ export class LlamaEngine implements Engine {
   }
 
   async generate(request: GenerateRequest): Promise<GenerateResult> {
-    const slot = this.slotStates[request.slot];
-    if (!slot) throw new RangeError(`no slot ${request.slot}`);
+    if (!Number.isInteger(request.slot) || request.slot < 0 || request.slot >= this.slots) throw new RangeError(`no slot ${request.slot}`);
+    const slot = this.takeSequence(request.conversationId);
+    // A stopped reply must not wait for the other generations' next step.
+    const leaveLockstep = (): void => this.barrier?.end(slot.id);
     let session: LlamaChatSession | undefined;
     try {
       if (slot.conversationId !== request.conversationId) {
@@ -126,6 +151,8 @@ export class LlamaEngine implements Engine {
       session = new LlamaChatSession({ contextSequence: slot.sequence, chatWrapper: this.chatWrapper, autoDisposeSequence: false });
       session.setChatHistory(this.toChatHistory(request.history));
       let completionTokens = 0;
+      this.barrier?.begin(slot.id);
+      request.signal.addEventListener('abort', leaveLockstep, { once: true });
       const result = await session.promptWithMeta(request.text, {
         signal: request.signal,
         stopOnAbortSignal: true,
@@ -151,6 +178,7 @@ export class LlamaEngine implements Engine {
         completionTokens,
       };
     } catch (error) {
+      leaveLockstep();
       // The sequence may hold a half-evaluated state: forget it so the next user starts clean.
       slot.conversationId = undefined;
       await slot.sequence.clearHistory().catch(() => undefined);
@@ -159,14 +187,30 @@ export class LlamaEngine implements Engine {
       if (request.signal.aborted) return { text: '', stopReason: EngineStopReason.aborted, promptTokens: 0, completionTokens: 0 };
       throw new EngineError(error);
     } finally {
+      request.signal.removeEventListener('abort', leaveLockstep);
+      leaveLockstep();
       session?.dispose({ disposeSequence: false });
+      slot.busy = false;
     }
   }
 
   async dispose(): Promise<void> {
+    this.barrier?.dispose();
     await this.context.dispose();
     await this.model.dispose();
     void this.llama;
+  }
+
+  /**
+   * The free sequence holding this conversation's tokens, else the free sequence with the lowest
+   * id. The Scheduler never runs more than `slots` generations, so one is always free.
+   */
+  private takeSequence(conversationId: string): SequenceSlot {
+    const free = this.sequenceSlots.filter((slot) => !slot.busy);
+    const chosen = free.find((slot) => slot.conversationId === conversationId) ?? free[0];
+    if (chosen === undefined) throw new RangeError(`all ${this.slots} sequences are busy`);
+    chosen.busy = true;
+    return chosen;
   }
 
   private countPromptTokens(history: readonly Turn[], text: string): number {

@@ -4,6 +4,7 @@ import { GENERATOR_KIND_KEY } from '../../models/GeneratedModel.js';
 import { GgufValidationError } from '../../models/gguf/GgufValidationError.js';
 import { readGguf } from '../../models/gguf/readGguf.js';
 import { validateLlamaGguf } from '../../models/gguf/validateLlamaGguf.js';
+import { LlamaBuild, NATIVE_CMAKE_OPTIONS } from './LlamaBuild.js';
 
 export type LlamaLogger = (level: LlamaLogLevel, message: string) => void;
 
@@ -13,6 +14,12 @@ export interface LoadLlamaModelOptions {
   threads: number;
   /** Receives llama.cpp's warnings and errors while the model is alive. Without one they go to the console. */
   logger?: LlamaLogger;
+  /**
+   * The llama.cpp binary; `prebuilt` by default. `native` falls back to the prebuilt binary, with
+   * a warning to the logger, when no native build exists (see buildNativeLlama). One binary serves
+   * the whole process: the first load decides.
+   */
+  build?: LlamaBuild;
 }
 
 /**
@@ -46,11 +53,11 @@ export class ModelLoadError extends Error {
  * starts a fresh one.
  */
 export async function loadLlamaModel(options: LoadLlamaModelOptions): Promise<{ llama: Llama; model: LlamaModel }> {
-  const { modelPath, threads, logger } = options;
+  const { modelPath, threads, logger, build = LlamaBuild.prebuilt } = options;
   if (!Number.isInteger(threads) || threads < 1) throw new RangeError(`threads must be a positive integer, got ${threads}`);
   await validateModelFile(modelPath);
 
-  const llama = await sharedLlama(threads);
+  const llama = await sharedLlama(threads, build, logger);
   const lines: Array<{ level: LlamaLogLevel; message: string }> = [];
   const collect: LlamaLogger = (level, message) => { lines.push({ level, message }); };
   collectors.add(collect);
@@ -117,6 +124,8 @@ function dispatchLog(level: LlamaLogLevel, message: string): void {
 }
 
 let current: Llama | undefined;
+/** The build `current` was asked for (a native request that fell back still counts as native). */
+let currentBuild: LlamaBuild | undefined;
 let creating: Promise<Llama> | undefined;
 
 /**
@@ -126,23 +135,31 @@ let creating: Promise<Llama> | undefined;
  * logging off, so every second instance would lose llama.cpp's messages. Sharing one instance
  * avoids both costs.
  */
-async function sharedLlama(threads: number): Promise<Llama> {
-  if (current !== undefined && !current.disposed) {
+async function sharedLlama(threads: number, build: LlamaBuild, logger: LlamaLogger | undefined): Promise<Llama> {
+  const live = current !== undefined && !current.disposed;
+  if ((live || creating !== undefined) && currentBuild !== build) {
+    throw new RangeError(`this process already runs the ${currentBuild} llama.cpp build; it cannot also load the ${build} one`);
+  }
+  if (live && current !== undefined) {
     if (current.maxThreads < threads) current.maxThreads = threads;
     return current;
   }
   if (creating === undefined) {
     const previous = current;
+    currentBuild = build;
     creating = (async () => {
       // Release the disposed instance's native log callback first; see releaseNativeLogger.
       if (previous !== undefined) releaseNativeLogger(previous);
-      const llama = await getLlama({
-        gpu: false,
-        build: 'never',
-        maxThreads: threads,
-        logLevel: LlamaLogLevel.warn,
-        logger: dispatchLog,
-      });
+      const common = { gpu: false, build: 'never', maxThreads: threads, logLevel: LlamaLogLevel.warn, logger: dispatchLog } as const;
+      let llama: Llama | undefined;
+      if (build === LlamaBuild.native) {
+        try {
+          llama = await getLlama({ ...common, cmakeOptions: { ...NATIVE_CMAKE_OPTIONS }, existingPrebuiltBinaryMustMatchBuildOptions: true, progressLogs: false });
+        } catch (error) {
+          logger?.(LlamaLogLevel.warn, `no native llama.cpp build (${error instanceof Error ? error.message : String(error)}); using the prebuilt binary`);
+        }
+      }
+      llama ??= await getLlama(common);
       current = llama;
       return llama;
     })().finally(() => { creating = undefined; });

@@ -1,0 +1,179 @@
+import type { LlamaContext, LlamaContextSequence } from 'node-llama-cpp';
+
+/** The internal entry point every decode of a LlamaContext goes through in node-llama-cpp 3.22.1. */
+type DecodeTokens = (request: { readonly sequenceId: number }, logitDataMapper: unknown) => Promise<unknown>;
+
+interface HeldDecode {
+  readonly sequenceId: number;
+  readonly run: () => void;
+}
+
+export interface DecodeBarrierOptions {
+  /**
+   * The longest held requests wait for a generation that is between decodes (sampling, running
+   * its JS). Only reached when a generation stalls (a slow onText, a GC pause): in lockstep the
+   * last request arrives within the JS time of one token per generation. A generation whose
+   * decode is in progress is always waited for, however long: it comes back, and waiting for it
+   * is what brings two groups that drifted apart back into one step.
+   */
+  readonly maxWaitMs: number;
+}
+
+/**
+ * Makes the generations on one context advance in lockstep: one llama_decode per step, carrying
+ * the next token of every generation, in ascending sequence order.
+ *
+ * Why: llama.cpp reads every weight once per graph computation, so a decode of N tokens costs
+ * little more than a decode of one. node-llama-cpp 3.22.1 defeats that twice over:
+ * - Phase splitting. Each generation samples and runs its JS between tokens on its own, and the
+ *   context's dispatch loop decodes whatever is queued the moment the previous decode's samples
+ *   are in; so a step carries the generations that were quick enough, and the others go into a
+ *   decode of their own.
+ * - Split micro-batches. Its contexts keep one KV stream per sequence (kv_unified = false, fixed
+ *   in the addon), and with several streams llama.cpp puts into one graph computation only
+ *   sequences whose ids run consecutively upwards in batch order (llama_batch_allocr::
+ *   split_equal with sequential = true). A batch queued as sequences [2, 0, 1] runs as two
+ *   computations, [3, 2, 1, 0] as four. The queue order is the order in which samples finished.
+ *
+ * The barrier holds each decode request of a generating sequence until every generating sequence
+ * has one (or maxWaitMs passes), then queues them all in one synchronous pass, lowest sequence id
+ * first, so the dispatcher sees them together and in order. A generation's first request, and
+ * sequences that are not generating (see begin/end), pass straight through. With one generation
+ * nothing is ever held.
+ *
+ * Invariant: a held request is always released, by the last arrival, by end(), by the timer, or
+ * by dispose(); it is never dropped, so node-llama-cpp's promise for it always settles.
+ *
+ * This wraps an internal method of node-llama-cpp (LlamaContext._decodeTokens), pinned at 3.22.1.
+ * When the method is missing, install() returns undefined and decoding runs unchanged.
+ */
+export class DecodeBarrier {
+  /** Sequences between begin() and end(). */
+  private readonly generating = new Set<number>();
+  /** Generating sequences whose first request is done: the ones a step waits for. */
+  private readonly participants = new Set<number>();
+  private held: HeldDecode[] = [];
+  /** Released requests not yet settled, by sequence. */
+  private readonly inFlight = new Map<number, number>();
+  private timer: NodeJS.Timeout | undefined;
+  private disposed = false;
+
+  private constructor(
+    private readonly context: LlamaContext,
+    private readonly original: DecodeTokens,
+    private readonly options: DecodeBarrierOptions,
+  ) {}
+
+  static install(context: LlamaContext, options: DecodeBarrierOptions): DecodeBarrier | undefined {
+    const target = context as unknown as { _decodeTokens?: DecodeTokens };
+    if (typeof target._decodeTokens !== 'function') return undefined;
+    const barrier = new DecodeBarrier(context, target._decodeTokens.bind(context), options);
+    const wrapped: DecodeTokens = (request, logitDataMapper) => barrier.decode(request, logitDataMapper);
+    Object.defineProperty(context, '_decodeTokens', { value: wrapped, configurable: true, writable: true });
+    return barrier;
+  }
+
+  /** The id llama.cpp knows the sequence by (node-llama-cpp keeps it internal). */
+  static sequenceIdOf(sequence: LlamaContextSequence): number {
+    const id = (sequence as unknown as { _sequenceId?: unknown })._sequenceId;
+    if (typeof id !== 'number') throw new TypeError('node-llama-cpp sequence has no _sequenceId');
+    return id;
+  }
+
+  /** A generation starts on the sequence: its decodes join the lockstep. */
+  begin(sequenceId: number): void {
+    this.generating.add(sequenceId);
+  }
+
+  /**
+   * The generation on the sequence is over, or stopping (an abort): the others stop waiting for
+   * it, and a request of its own that is still held goes ahead now. Idempotent.
+   */
+  end(sequenceId: number): void {
+    this.generating.delete(sequenceId);
+    this.participants.delete(sequenceId);
+    const own = this.held.filter((held) => held.sequenceId === sequenceId);
+    if (own.length > 0) this.held = this.held.filter((held) => held.sequenceId !== sequenceId);
+    for (const decode of own) decode.run();
+    this.releaseIfComplete();
+  }
+
+  /** Releases anything held and restores the context's own method. */
+  dispose(): void {
+    this.disposed = true;
+    this.release();
+    delete (this.context as unknown as { _decodeTokens?: DecodeTokens })._decodeTokens;
+  }
+
+  private decode(request: { readonly sequenceId: number }, logitDataMapper: unknown): Promise<unknown> {
+    const { sequenceId } = request;
+    // Alone, a generation has nobody to step with; it joins (as a newcomer) once another begins.
+    if (this.disposed || !this.generating.has(sequenceId) || this.generating.size === 1) {
+      this.participants.delete(sequenceId);
+      return this.original(request, logitDataMapper);
+    }
+    // A generation's first request (its prompt) is never held: it goes into the next batch the
+    // dispatcher forms, together with the other prompts of the same tick, as without the barrier.
+    // It joins the lockstep once that request is done, so the others keep stepping (in the same
+    // batches as the prompt's chunks) instead of waiting for a long prompt.
+    const joining = !this.participants.has(sequenceId);
+    return new Promise((resolve, reject) => {
+      const run = (): void => {
+        this.inFlight.set(sequenceId, (this.inFlight.get(sequenceId) ?? 0) + 1);
+        const settle = (): void => {
+          const left = (this.inFlight.get(sequenceId) ?? 1) - 1;
+          if (left > 0) this.inFlight.set(sequenceId, left);
+          else this.inFlight.delete(sequenceId);
+          if (joining && this.generating.has(sequenceId)) this.participants.add(sequenceId);
+          this.releaseIfComplete();
+        };
+        this.original(request, logitDataMapper).then(
+          (value) => { settle(); resolve(value); },
+          (error: unknown) => { settle(); reject(error); },
+        );
+      };
+      if (joining) {
+        run();
+      } else {
+        this.held.push({ sequenceId, run });
+        this.releaseIfComplete();
+      }
+    });
+  }
+
+  /**
+   * Releases when every participant is held. Otherwise the timer runs only while a participant is
+   * between decodes; participants whose decode is in progress are waited for without limit.
+   */
+  private releaseIfComplete(): void {
+    if (this.held.length === 0) return;
+    const waiting = new Set(this.held.map((held) => held.sequenceId));
+    let between = false;
+    let complete = true;
+    for (const sequenceId of this.participants) {
+      if (waiting.has(sequenceId)) continue;
+      complete = false;
+      if (!this.inFlight.has(sequenceId)) between = true;
+    }
+    if (complete) {
+      this.release();
+    } else if (!between) {
+      this.clearTimer();
+    } else if (this.timer === undefined) {
+      this.timer = setTimeout(() => this.release(), this.options.maxWaitMs);
+    }
+  }
+
+  /** Queues every held request in one synchronous pass, lowest sequence id first. */
+  private release(): void {
+    this.clearTimer();
+    const held = this.held.sort((a, b) => a.sequenceId - b.sequenceId);
+    this.held = [];
+    for (const decode of held) decode.run();
+  }
+
+  private clearTimer(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+}

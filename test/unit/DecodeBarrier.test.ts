@@ -1,0 +1,164 @@
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { test } from 'node:test';
+import type { LlamaContext } from 'node-llama-cpp';
+import { DecodeBarrier } from '../../server/engine/DecodeBarrier.js';
+
+/** Stands in for node-llama-cpp's LlamaContext: records each queued decode and lets the test finish it. */
+class FakeContext {
+  readonly queued: number[] = [];
+  private readonly pending = new Map<number, () => void>();
+
+  _decodeTokens(request: { sequenceId: number }): Promise<string> {
+    this.queued.push(request.sequenceId);
+    return new Promise((resolve) => this.pending.set(request.sequenceId, () => resolve(`decoded ${request.sequenceId}`)));
+  }
+
+  /** Finishes every decode in progress, over and over, until `requests` have all settled. */
+  async drain(requests: readonly Promise<unknown>[]): Promise<void> {
+    let settled = false;
+    const all = Promise.all(requests).then(() => { settled = true; });
+    while (!settled) {
+      for (const id of [...this.pending.keys()]) this.finish(id);
+      await sleep(1);
+    }
+    await all;
+    this.queued.length = 0;
+  }
+
+  /** Finishes the decode of a sequence, as the dispatcher does after llama_decode and sampling. */
+  finish(sequenceId: number): void {
+    const resolve = this.pending.get(sequenceId);
+    assert.ok(resolve, `no decode in progress for sequence ${sequenceId}`);
+    this.pending.delete(sequenceId);
+    resolve();
+  }
+}
+
+const MAX_WAIT_MS = 30;
+
+function setup(): { fake: FakeContext; barrier: DecodeBarrier; decode: (sequenceId: number) => Promise<unknown> } {
+  const fake = new FakeContext();
+  const barrier = DecodeBarrier.install(fake as unknown as LlamaContext, { maxWaitMs: MAX_WAIT_MS });
+  assert.ok(barrier);
+  const decode = (sequenceId: number): Promise<unknown> =>
+    (fake as unknown as { _decodeTokens: (request: { sequenceId: number }, mapper: unknown) => Promise<unknown> })._decodeTokens({ sequenceId }, undefined);
+  return { fake, barrier, decode };
+}
+
+test('each generation\'s first request (its prompt) goes straight to the context, as without the barrier', () => {
+  const { fake, barrier, decode } = setup();
+  for (const id of [2, 0, 1]) barrier.begin(id);
+  void decode(2);
+  void decode(0);
+  void decode(1);
+  assert.deepEqual(fake.queued, [2, 0, 1]);
+  barrier.dispose();
+});
+
+test('in lockstep, requests reach the context together and in ascending order', async () => {
+  const { fake, barrier, decode } = setup();
+  for (const id of [0, 1, 2]) barrier.begin(id);
+  // Each generation joins the lockstep with its first request.
+  await fake.drain([decode(0), decode(1), decode(2)]);
+
+  const step = [decode(2), decode(0)];
+  assert.deepEqual(fake.queued, [], 'held until sequence 1 asks too');
+  step.push(decode(1));
+  assert.deepEqual(fake.queued, [0, 1, 2], 'all three, in id order, in the same tick');
+  for (const id of [0, 1, 2]) fake.finish(id);
+  assert.deepEqual(await Promise.all(step), ['decoded 2', 'decoded 0', 'decoded 1']);
+  barrier.dispose();
+});
+
+test('a generation whose decode is in progress is waited for beyond maxWaitMs, so drifted groups merge', async () => {
+  const { fake, barrier, decode } = setup();
+  barrier.begin(0);
+  barrier.begin(1);
+  await fake.drain([decode(0), decode(1)]);
+  // A stall splits a step: the timer sends sequence 1 alone, and sequence 0 comes late.
+  const late1 = decode(1);
+  await sleep(MAX_WAIT_MS * 2);
+  assert.deepEqual(fake.queued, [1]);
+  const late0 = decode(0);
+  await sleep(MAX_WAIT_MS * 3);
+  assert.deepEqual(fake.queued, [1], 'sequence 0 waits, without a time limit, for sequence 1 being decoded');
+  fake.finish(1);
+  await late1;
+  const next1 = decode(1);
+  assert.deepEqual(fake.queued, [1, 0, 1], 'back in one step');
+  fake.finish(0);
+  fake.finish(1);
+  await Promise.all([late0, next1]);
+  barrier.dispose();
+});
+
+test('a generation joining mid-flight does not stall the others while its prompt is decoded', async () => {
+  const { fake, barrier, decode } = setup();
+  barrier.begin(0);
+  barrier.begin(1);
+  await fake.drain([decode(0), decode(1)]);
+  barrier.begin(2);
+  const prompt = decode(2);
+  const step = [decode(1), decode(0)];
+  assert.deepEqual(fake.queued, [2, 0, 1], 'the step goes ahead while the newcomer\'s prompt is in progress');
+  fake.finish(0);
+  fake.finish(1);
+  await Promise.all(step);
+  fake.finish(2);
+  await prompt;
+  fake.queued.length = 0;
+  const joined = [decode(2), decode(0)];
+  assert.deepEqual(fake.queued, [], 'from its second request on, the newcomer is part of the step');
+  joined.push(decode(1));
+  assert.deepEqual(fake.queued, [0, 1, 2]);
+  for (const id of [0, 1, 2]) fake.finish(id);
+  await Promise.all(joined);
+  barrier.dispose();
+});
+
+test('a generation that stalls between decodes holds the others back at most maxWaitMs', async () => {
+  const { fake, barrier, decode } = setup();
+  barrier.begin(0);
+  barrier.begin(1);
+  await fake.drain([decode(0), decode(1)]);
+  const started = performance.now();
+  const held = decode(0);
+  while (fake.queued.length === 0) await sleep(2);
+  const waited = performance.now() - started;
+  assert.ok(waited >= MAX_WAIT_MS - 2 && waited < MAX_WAIT_MS * 5, `released after ${waited.toFixed(1)} ms`);
+  fake.finish(0);
+  await held;
+  barrier.dispose();
+});
+
+test('end() lets the others go at once and sends a held request of the ended generation ahead', async () => {
+  const { fake, barrier, decode } = setup();
+  for (const id of [0, 1, 2]) barrier.begin(id);
+  // Each generation joins the lockstep with its first request.
+  await fake.drain([decode(0), decode(1), decode(2)]);
+
+  const own = decode(2);
+  assert.deepEqual(fake.queued, []);
+  barrier.end(2);
+  assert.deepEqual(fake.queued, [2], 'the stopped generation does not wait for the step');
+  const step = [decode(1)];
+  barrier.end(0);
+  assert.deepEqual(fake.queued, [2, 1], 'with sequence 0 gone, sequence 1 is the whole step');
+  step.push(decode(0));
+  assert.deepEqual(fake.queued, [2, 1, 0], 'a sequence that is not generating passes straight through');
+  for (const id of [2, 1, 0]) fake.finish(id);
+  await Promise.all([own, ...step]);
+  barrier.dispose();
+});
+
+test('a lone generation is never held, and dispose() restores the context', async () => {
+  const { fake, barrier, decode } = setup();
+  barrier.begin(3);
+  const lone = decode(3);
+  assert.deepEqual(fake.queued, [3]);
+  fake.finish(3);
+  await lone;
+  barrier.dispose();
+  assert.equal(Object.hasOwn(fake, '_decodeTokens'), false, 'the own property is gone; the prototype method serves again');
+});
