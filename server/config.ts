@@ -2,6 +2,7 @@ import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import * as z from 'zod/mini';
 import { ProtocolLimits } from '../shared/limits.js';
+import { LlamaBuildChoice } from './engine/LlamaBuild.js';
 
 z.config(z.locales.en());
 
@@ -21,6 +22,8 @@ export const defaults = {
   host: '0.0.0.0',
   port: 8080,
   transport: TransportChoice.auto,
+  // The native llama.cpp build when `npm run build:llama` made one, else the prebuilt binary.
+  llamaBuild: LlamaBuildChoice.auto,
   dataDir: 'data',
   threads: Math.max(1, cores - 1),
   slots: Math.min(8, Math.max(2, cores * 2)),
@@ -77,6 +80,7 @@ const ConfigSchema = z.strictObject({
   host: z.string().check(z.minLength(1)),
   port: z.int().check(z.gte(0), z.lte(65535)),
   transport: z.enum(['auto', 'uws', 'ws']),
+  llamaBuild: z.enum(['auto', 'prebuilt', 'native']),
   /** A GGUF path; absent means Parley's generated demo model. */
   model: z.optional(z.string().check(z.minLength(1))),
   /** Pinned invite code; absent means generated once and kept in the data dir. */

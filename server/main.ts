@@ -12,6 +12,8 @@ import { Role } from './auth/Principal.js';
 import { PasswordInputError, readNewPassword } from './auth/readPassword.js';
 import { UserStore, UserStoreError } from './auth/UserStore.js';
 import { ConfigError, defaults, loadConfig } from './config.js';
+import { buildNativeLlama } from './engine/buildNativeLlama.js';
+import { LlamaBuildUnavailableError } from './engine/LlamaBuildUnavailableError.js';
 import { ModelLoadError } from './engine/loadLlamaModel.js';
 import { joinLink } from './joinLink.js';
 import { createLogger } from './logging/createLogger.js';
@@ -30,6 +32,7 @@ program
   .addOption(new Option('--model <path>', "GGUF model file to serve (default: Parley's generated demo model)").env('PARLEY_MODEL'))
   .addOption(new Option('--invite <code>', 'pin the invite code (default: generated once, kept in the data dir)').env('PARLEY_INVITE'))
   .addOption(new Option('--transport <name>', 'auto: native uWebSockets.js when it loads, else ws').choices(['auto', 'uws', 'ws']).env('PARLEY_TRANSPORT').default(defaults.transport))
+  .addOption(new Option('--llama-build <build>', 'auto: the native llama.cpp build when `npm run build:llama` made one, else the prebuilt binary').choices(['auto', 'prebuilt', 'native']).env('PARLEY_LLAMA_BUILD').default(defaults.llamaBuild))
   .addOption(new Option('--slots <n>', 'parallel generations (sequences in one batch)').env('PARLEY_SLOTS').default(String(defaults.slots)))
   .addOption(new Option('--threads <n>', 'CPU threads for the model').env('PARLEY_THREADS').default(String(defaults.threads)))
   .addOption(new Option('--data-dir <path>', 'where the signing key and invite live').env('PARLEY_DATA_DIR').default(defaults.dataDir))
@@ -87,6 +90,7 @@ program.action(async (options: Record<string, string | string[] | boolean | unde
         model: options.model,
         invite: options.invite,
         transport: options.transport,
+        llamaBuild: options.llamaBuild,
         slots: options.slots,
         threads: options.threads,
         dataDir: options.dataDir,
@@ -189,7 +193,7 @@ const ExitCode = {
   ok: 0,
   /** Anything else: an unexpected startup error (such as a port in use), or a failed or overrunning shutdown. */
   failure: 1,
-  /** The configuration cannot be served: an invalid flag or variable, unusable TLS files, or `--transport uws` without its binary. */
+  /** The configuration cannot be served: an invalid flag or variable, unusable TLS files, `--transport uws` without its binary, or `--llama-build native` without a native build. */
   badConfig: 2,
   /** The model file could not be loaded: missing, not a GGUF, truncated or malformed, or refused by llama.cpp. */
   modelLoadFailed: 3,
@@ -210,7 +214,7 @@ const REPEATED_SIGNAL_MS = 500;
 
 function startupExitCode(error: unknown): ExitCode {
   if (error instanceof ModelLoadError) return ExitCode.modelLoadFailed;
-  if (error instanceof ConfigError || error instanceof TlsFilesError || error instanceof TransportUnavailableError) return ExitCode.badConfig;
+  if (error instanceof ConfigError || error instanceof TlsFilesError || error instanceof TransportUnavailableError || error instanceof LlamaBuildUnavailableError) return ExitCode.badConfig;
   return ExitCode.failure;
 }
 
@@ -235,6 +239,19 @@ program
       process.stdout.write(`\nSaved ${path}\nServe it with: npm start -- --model ${path}\n`);
     } catch (error) {
       process.stderr.write(`parley pull: ${(error as Error).message}\n`);
+      process.exit(1);
+    }
+  });
+
+program
+  .command('build-llama')
+  .description('compile llama.cpp for this CPU (minutes; needs cmake and a C++ compiler, no network); `--llama-build auto` then runs it')
+  .action(async () => {
+    try {
+      const { seconds, systemInfo } = await buildNativeLlama();
+      process.stdout.write(`\nBuilt llama.cpp for this machine in ${Math.round(seconds)} s.\n${systemInfo}\nParley runs it from now on (--llama-build auto, the default).\n`);
+    } catch (error) {
+      process.stderr.write(`parley build-llama: ${oneLine(error instanceof Error ? error.message : String(error))}\n`);
       process.exit(1);
     }
   });

@@ -64,10 +64,12 @@ export async function startServer(
       contextSize: config.contextSize,
       temperature: config.temperature,
       systemPrompt: config.systemPrompt,
+      build: config.llamaBuild,
       log: (level, message) => logger.debug({ llama: level }, message),
     });
+    logger.info({ llamaBuild: loaded.build, reason: loaded.buildReason }, `llama.cpp: ${loaded.build}`);
     logger.info(
-      { model: loaded.info.name, demo, path: modelPath, threads: config.threads, slots: config.slots, contextSize: loaded.info.contextSize, chatWrapper: loaded.chatWrapperName, ms: Date.now() - started },
+      { model: loaded.info.name, demo, path: modelPath, llamaBuild: loaded.build, threads: config.threads, slots: config.slots, contextSize: loaded.info.contextSize, chatWrapper: loaded.chatWrapperName, ms: Date.now() - started },
       demo ? "model loaded: Parley's demo model (a bigram toy that strings words together; it is not an assistant)" : 'model loaded',
     );
     engine = loaded;

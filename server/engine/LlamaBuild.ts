@@ -2,22 +2,30 @@
  * Which llama.cpp binary node-llama-cpp runs.
  *
  * - `prebuilt`: the binary shipped in @node-llama-cpp/linux-x64 (and the other platform packages).
- *   Always present. Its x86 CPU kernels are compiled by GCC 11.4, and on an AMD EPYC (Zen 3) they
- *   run F16 matrix products over several tokens (prompts, and steps that batch several replies)
- *   about half as fast as the same llama.cpp source compiled by GCC 12; one token at a time, which
- *   is memory-bound, runs at the same speed.
- * - `native`: llama.cpp compiled on this machine for this CPU (buildNativeLlama, about 7 minutes on
- *   2 cores; needs cmake and a C++ compiler). Kept in node-llama-cpp's local build folder under a
- *   name derived from NATIVE_CMAKE_OPTIONS, so it never replaces the prebuilt binary for other
- *   programs sharing node_modules; only a getLlama call with the same options loads it.
+ *   Always present. Its x86 CPU kernels are compiled by GCC 11.4 for a generic x86-64 target, and
+ *   on an AMD EPYC (Zen 3) they run F16 matrix products over several tokens (prompts, and steps
+ *   that batch several replies) about half as fast as the same llama.cpp source compiled here by
+ *   GCC 12 for this CPU; one token at a time, which is memory-bound, runs at the same speed.
+ * - `native`: llama.cpp compiled on this machine for this CPU (`npm run build:llama`, which runs
+ *   buildNativeLlama: about 7 minutes on 2 cores, needs cmake and a C++ compiler, and no network,
+ *   since node-llama-cpp ships the llama.cpp source). Kept in node-llama-cpp's local build folder
+ *   under a name derived from NATIVE_CMAKE_OPTIONS, so it never replaces the prebuilt binary for
+ *   other programs sharing node_modules; only a getLlama call with the same options loads it.
  */
 export const LlamaBuild = { prebuilt: 'prebuilt', native: 'native' } as const;
 export type LlamaBuild = (typeof LlamaBuild)[keyof typeof LlamaBuild];
 
 /**
+ * What the operator asks for (`--llama-build`): `auto` runs the native build when one exists and
+ * the prebuilt binary otherwise; `native` insists on the native build and fails without it.
+ */
+export const LlamaBuildChoice = { auto: 'auto', ...LlamaBuild } as const;
+export type LlamaBuildChoice = (typeof LlamaBuildChoice)[keyof typeof LlamaBuildChoice];
+
+/**
  * cmake options of the native build. GGML_NATIVE is on by default for a build on the machine that
  * runs it. OpenMP is off: its worker threads spin after each decode, and on a small machine they
- * would take the cores the event loop and the samplers need between decodes; ggml's own thread
- * pool waits without spinning for long.
+ * take the cores the event loop and the samplers need between decodes; ggml's own thread pool
+ * stops spinning soon. Measured on 2 vCPUs, the OpenMP build inside Node was the slower one.
  */
 export const NATIVE_CMAKE_OPTIONS: Readonly<Record<string, string>> = { GGML_OPENMP: 'OFF' };

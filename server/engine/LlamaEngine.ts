@@ -11,7 +11,7 @@ import type { ModelInfo } from '../../shared/protocol.js';
 import { ContextOverflowError, EngineError } from '../ParleyError.js';
 import { DecodeBarrier } from './DecodeBarrier.js';
 import { EngineStopReason, type Engine, type GenerateRequest, type GenerateResult, type PromptPlan, type Turn } from './Engine.js';
-import type { LlamaBuild } from './LlamaBuild.js';
+import type { LlamaBuild, LlamaBuildChoice } from './LlamaBuild.js';
 import { loadLlamaModel } from './loadLlamaModel.js';
 
 export interface LlamaEngineOptions {
@@ -26,8 +26,8 @@ export interface LlamaEngineOptions {
   readonly temperature: number;
   readonly systemPrompt?: string;
   readonly log?: (level: string, message: string) => void;
-  /** The llama.cpp binary (see LlamaBuild); prebuilt by default. */
-  readonly build?: LlamaBuild;
+  /** The llama.cpp binary (see LlamaBuildChoice); prebuilt by default. */
+  readonly build?: LlamaBuildChoice;
 }
 
 interface SequenceSlot {
@@ -76,6 +76,10 @@ export class LlamaEngine implements Engine {
     private readonly chatWrapper: ChatWrapper,
     private readonly barrier: DecodeBarrier | undefined,
     private readonly options: LlamaEngineOptions,
+    /** The llama.cpp binary that runs this model. */
+    readonly build: LlamaBuild,
+    /** Why that binary runs, for the startup log. */
+    readonly buildReason: string,
   ) {
     this.slots = options.slots;
     this.sequenceSlots = Array.from({ length: options.slots }, () => {
@@ -91,7 +95,7 @@ export class LlamaEngine implements Engine {
   }
 
   static async load(options: LlamaEngineOptions): Promise<LlamaEngine> {
-    const { llama, model } = await loadLlamaModel({ modelPath: options.modelPath, threads: options.threads, logger: options.log, build: options.build });
+    const { llama, model, build, buildReason } = await loadLlamaModel({ modelPath: options.modelPath, threads: options.threads, logger: options.log, build: options.build });
     try {
       const context = await model.createContext({
         sequences: options.slots,
@@ -104,7 +108,7 @@ export class LlamaEngine implements Engine {
       probe.dispose({ disposeSequence: true });
       const barrier = DecodeBarrier.install(context, { maxWaitMs: LOCKSTEP_MAX_WAIT_MS });
       if (barrier === undefined) options.log?.('warn', 'node-llama-cpp has no LlamaContext._decodeTokens; concurrent generations will not batch fully');
-      return new LlamaEngine(llama, model, context, chatWrapper, barrier, options);
+      return new LlamaEngine(llama, model, context, chatWrapper, barrier, options, build, buildReason);
     } catch (error) {
       await model.dispose();
       throw error;

@@ -4,7 +4,8 @@ import { GENERATOR_KIND_KEY } from '../../models/GeneratedModel.js';
 import { GgufValidationError } from '../../models/gguf/GgufValidationError.js';
 import { readGguf } from '../../models/gguf/readGguf.js';
 import { validateLlamaGguf } from '../../models/gguf/validateLlamaGguf.js';
-import { LlamaBuild, NATIVE_CMAKE_OPTIONS } from './LlamaBuild.js';
+import { LlamaBuild, LlamaBuildChoice, NATIVE_CMAKE_OPTIONS } from './LlamaBuild.js';
+import { selectLlamaBuild } from './selectLlamaBuild.js';
 
 export type LlamaLogger = (level: LlamaLogLevel, message: string) => void;
 
@@ -15,11 +16,19 @@ export interface LoadLlamaModelOptions {
   /** Receives llama.cpp's warnings and errors while the model is alive. Without one they go to the console. */
   logger?: LlamaLogger;
   /**
-   * The llama.cpp binary; `prebuilt` by default. `native` falls back to the prebuilt binary, with
-   * a warning to the logger, when no native build exists (see buildNativeLlama). One binary serves
-   * the whole process: the first load decides.
+   * The llama.cpp binary (see LlamaBuildChoice); `prebuilt` by default. One binary serves the
+   * whole process: the first load decides, and a later load asking for the other one fails.
    */
-  build?: LlamaBuild;
+  build?: LlamaBuildChoice;
+}
+
+export interface LoadedLlamaModel {
+  readonly llama: Llama;
+  readonly model: LlamaModel;
+  /** The llama.cpp binary that really runs. */
+  readonly build: LlamaBuild;
+  /** Why that binary runs, for the startup log. */
+  readonly buildReason: string;
 }
 
 /**
@@ -52,12 +61,12 @@ export class ModelLoadError extends Error {
  * model when done with it; disposing `llama` as well (at shutdown) is fine, and a later call then
  * starts a fresh one.
  */
-export async function loadLlamaModel(options: LoadLlamaModelOptions): Promise<{ llama: Llama; model: LlamaModel }> {
-  const { modelPath, threads, logger, build = LlamaBuild.prebuilt } = options;
+export async function loadLlamaModel(options: LoadLlamaModelOptions): Promise<LoadedLlamaModel> {
+  const { modelPath, threads, logger, build: choice = LlamaBuildChoice.prebuilt } = options;
   if (!Number.isInteger(threads) || threads < 1) throw new RangeError(`threads must be a positive integer, got ${threads}`);
   await validateModelFile(modelPath);
 
-  const llama = await sharedLlama(threads, build, logger);
+  const { llama, build, reason: buildReason } = await sharedLlama(threads, choice);
   const lines: Array<{ level: LlamaLogLevel; message: string }> = [];
   const collect: LlamaLogger = (level, message) => { lines.push({ level, message }); };
   collectors.add(collect);
@@ -65,7 +74,7 @@ export async function loadLlamaModel(options: LoadLlamaModelOptions): Promise<{ 
   try {
     const model = await llama.loadModel({ modelPath });
     if (logger !== undefined) model.onDispose.createListener(() => removeLogger(logger));
-    return { llama, model };
+    return { llama, model, build, buildReason };
   } catch (error) {
     if (logger !== undefined) removeLogger(logger);
     await logsSettled(lines);
@@ -123,50 +132,56 @@ function dispatchLog(level: LlamaLogLevel, message: string): void {
   }
 }
 
-let current: Llama | undefined;
-/** The build `current` was asked for (a native request that fell back still counts as native). */
-let currentBuild: LlamaBuild | undefined;
-let creating: Promise<Llama> | undefined;
+let current: { llama: Llama; build: LlamaBuild; reason: string } | undefined;
+let creating: Promise<{ llama: Llama; build: LlamaBuild; reason: string }> | undefined;
+/** What the instance being created was asked for. */
+let creatingChoice: LlamaBuildChoice | undefined;
 
 /**
  * One Llama per process. Each `getLlama` call builds a new instance (about a second here, as it
- * test-runs the prebuilt binary) and re-registers the process-wide native log callback; with
+ * test-runs the binary) and re-registers the process-wide native log callback; with
  * node-llama-cpp 3.22.1 the callback it replaces is finalized afterwards and switches native
  * logging off, so every second instance would lose llama.cpp's messages. Sharing one instance
- * avoids both costs.
+ * avoids both costs. `auto` accepts whichever binary runs; an explicit choice must match it.
  */
-async function sharedLlama(threads: number, build: LlamaBuild, logger: LlamaLogger | undefined): Promise<Llama> {
-  const live = current !== undefined && !current.disposed;
-  if ((live || creating !== undefined) && currentBuild !== build) {
-    throw new RangeError(`this process already runs the ${currentBuild} llama.cpp build; it cannot also load the ${build} one`);
+async function sharedLlama(threads: number, choice: LlamaBuildChoice): Promise<{ llama: Llama; build: LlamaBuild; reason: string }> {
+  if (creating !== undefined && choice !== LlamaBuildChoice.auto && creatingChoice !== choice) {
+    throw new RangeError(`this process is already loading the ${creatingChoice} llama.cpp build; it cannot also load the ${choice} one`);
   }
-  if (live && current !== undefined) {
-    if (current.maxThreads < threads) current.maxThreads = threads;
-    return current;
+  const live = current !== undefined && !current.llama.disposed ? current : undefined;
+  if (live !== undefined && creating === undefined) {
+    if (choice !== LlamaBuildChoice.auto && live.build !== choice) {
+      throw new RangeError(`this process already runs the ${live.build} llama.cpp build; it cannot also load the ${choice} one`);
+    }
+    if (live.llama.maxThreads < threads) live.llama.maxThreads = threads;
+    return live;
   }
   if (creating === undefined) {
-    const previous = current;
-    currentBuild = build;
+    const previous = current?.llama;
+    creatingChoice = choice;
     creating = (async () => {
       // Release the disposed instance's native log callback first; see releaseNativeLogger.
       if (previous !== undefined) releaseNativeLogger(previous);
       const common = { gpu: false, build: 'never', maxThreads: threads, logLevel: LlamaLogLevel.warn, logger: dispatchLog } as const;
-      let llama: Llama | undefined;
-      if (build === LlamaBuild.native) {
-        try {
-          llama = await getLlama({ ...common, cmakeOptions: { ...NATIVE_CMAKE_OPTIONS }, existingPrebuiltBinaryMustMatchBuildOptions: true, progressLogs: false });
-        } catch (error) {
-          logger?.(LlamaLogLevel.warn, `no native llama.cpp build (${error instanceof Error ? error.message : String(error)}); using the prebuilt binary`);
-        }
-      }
-      llama ??= await getLlama(common);
-      current = llama;
-      return llama;
-    })().finally(() => { creating = undefined; });
+      const selected = await selectLlamaBuild(choice, {
+        native: async () => {
+          const llama = await getLlama({ ...common, cmakeOptions: { ...NATIVE_CMAKE_OPTIONS }, existingPrebuiltBinaryMustMatchBuildOptions: true, progressLogs: false });
+          if (llama.buildType !== 'localBuild') {
+            await llama.dispose();
+            releaseNativeLogger(llama);
+            throw new Error('node-llama-cpp offered its prebuilt binary');
+          }
+          return llama;
+        },
+        prebuilt: () => getLlama(common),
+      });
+      current = selected;
+      return selected;
+    })().finally(() => { creating = undefined; creatingChoice = undefined; });
   }
-  const llama = await creating;
-  if (llama.maxThreads < threads) llama.maxThreads = threads;
-  return llama;
+  const selected = await creating;
+  if (selected.llama.maxThreads < threads) selected.llama.maxThreads = threads;
+  return selected;
 }
 
 /**

@@ -51,6 +51,22 @@ async function ask(model: LlamaModel, prompt: string, options: { temperature: nu
   }
 }
 
+test('loadLlamaModel runs the prebuilt binary unless asked otherwise, and one process never mixes two llama.cpp builds', async () => {
+  const loaded = await loadLlamaModel({ modelPath: tinyPath, threads: 1, logger });
+  llama = loaded.llama;
+  try {
+    assert.equal(loaded.build, 'prebuilt');
+    assert.equal(loaded.llama.buildType, 'prebuilt');
+    await assert.rejects(loadLlamaModel({ modelPath: tinyPath, threads: 1, logger, build: 'native' }), /already runs the prebuilt llama\.cpp build/);
+    const again = await loadLlamaModel({ modelPath: tinyPath, threads: 1, logger, build: 'auto' });
+    assert.equal(again.llama, loaded.llama, 'auto accepts the binary already running');
+    assert.equal(again.build, 'prebuilt');
+    await again.model.dispose();
+  } finally {
+    await loaded.model.dispose();
+  }
+});
+
 test('ensureModel builds the tiny and demo models within their size bounds', async () => {
   const tiny = await ensureModel('tiny');
   const demo = await ensureModel('demo');

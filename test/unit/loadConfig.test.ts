@@ -84,6 +84,13 @@ describe('loadConfig', () => {
     assertConfigError({ transport: 'tcp' }, /transport/);
   });
 
+  test('llamaBuild defaults to auto, takes prebuilt or native, and rejects anything else naming llamaBuild', () => {
+    assert.equal(loadConfig().llamaBuild, 'auto');
+    assert.equal(loadConfig({ llamaBuild: 'native' }).llamaBuild, 'native');
+    assert.equal(loadConfig({ llamaBuild: 'prebuilt' }).llamaBuild, 'prebuilt');
+    assertConfigError({ llamaBuild: 'cuda' }, /llamaBuild/);
+  });
+
   test('an invite shorter than 8 characters is rejected with a ConfigError naming invite', () => {
     assertConfigError({ invite: 'short' }, /invite/);
   });
