@@ -15,6 +15,8 @@ export interface BenchContext {
   /** Slots of the servers and in-process engines (sequences of one context). */
   readonly slots: number;
   readonly servers: ServerPool;
+  /** A llama-server binary to compare with (--llama-server), if given. */
+  readonly llamaServer: string | undefined;
   readonly engines: EnginePool;
   /** A progress line on stderr, so stdout holds only the tables. */
   readonly progress: (line: string) => void;

@@ -9,6 +9,8 @@ import type { BenchModel } from './resolveModel.js';
  */
 export class EnginePool {
   private readonly engines = new Map<string, Promise<LlamaEngine>>();
+  /** The llama.cpp binaries the engines really ran (see LlamaEngine.build). */
+  readonly llamaBuilds = new Set<string>();
 
   get(model: BenchModel, slots: number): Promise<LlamaEngine> {
     const key = `${model.path}|${slots}`;
@@ -21,8 +23,9 @@ export class EnginePool {
         slots,
         contextSize: model.contextSize,
         temperature: 0,
+        build: model.llamaBuild,
       });
-      engine.catch(() => this.engines.delete(key));
+      engine.then((loaded) => this.llamaBuilds.add(loaded.build), () => this.engines.delete(key));
       this.engines.set(key, engine);
     }
     return engine;

@@ -10,6 +10,8 @@ export class ServerPool {
   private readonly shared = new Map<string, Promise<ServerProcess>>();
   private readonly all = new Set<ServerProcess>();
   private readonly unavailable = new Map<BenchTransport, TransportUnavailableError>();
+  /** The llama.cpp binaries the servers reported running. */
+  readonly llamaBuilds = new Set<string>();
   private readonly loggedErrors: Array<{ transport: string; lines: readonly string[] }> = [];
 
   /** The server for `spec`, started on first use. Rejects with TransportUnavailableError. */
@@ -75,6 +77,7 @@ export class ServerPool {
     try {
       const server = await ServerProcess.start(spec);
       this.all.add(server);
+      if (server.llamaBuild !== undefined) this.llamaBuilds.add(server.llamaBuild);
       return server;
     } catch (error) {
       if (error instanceof TransportUnavailableError) this.unavailable.set(spec.transport, error);

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import type { LlamaBuild, LlamaBuildChoice } from '../server/engine/LlamaBuild.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const INVITE = 'bench-invite-code-0000';
@@ -23,6 +24,7 @@ export interface ServerSpec {
   readonly transport: BenchTransport;
   readonly modelPath: string;
   readonly threads: number;
+  readonly llamaBuild: LlamaBuildChoice;
   readonly slots: number;
   readonly contextSize: number;
   readonly maxTokens: number;
@@ -57,6 +59,8 @@ export class ServerProcess {
     readonly port: number,
     /** The transport the server reported in its `listening` log line: the one really running. */
     readonly transport: string,
+    /** The llama.cpp binary the server reported in its `llama.cpp:` log line. */
+    readonly llamaBuild: LlamaBuild | undefined,
     readonly spec: ServerSpec,
   ) {
     this.exited = new Promise((resolve) => child.once('exit', () => resolve()));
@@ -73,7 +77,7 @@ export class ServerProcess {
     const args = [
       '--import', 'tsx', 'server/main.ts',
       '--host', '127.0.0.1', '--port', '0', '--transport', spec.transport, '--model', spec.modelPath,
-      '--threads', String(spec.threads), '--slots', String(spec.slots), '--context-size', String(spec.contextSize),
+      '--threads', String(spec.threads), '--llama-build', spec.llamaBuild, '--slots', String(spec.slots), '--context-size', String(spec.contextSize),
       '--max-tokens', String(spec.maxTokens), '--temperature', '0', '--generation-timeout', String(REPLY_TIME_CAP_MS),
       '--data-dir', dataDir, '--invite', INVITE, '--no-qr', '--log-level', 'info',
       '--max-connections-per-ip', '1000000', '--max-connections-per-user', '1000000',
@@ -94,18 +98,20 @@ export class ServerProcess {
     // stdout must be drained for the server's whole life, or pino blocks it once the pipe fills.
     const lines = createInterface({ input: child.stdout });
     try {
+      let llamaBuild: LlamaBuild | undefined;
       const listening = await new Promise<{ port: number; transport: string }>((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(`the server did not start within ${START_TIMEOUT_MS / 1000} s`)), START_TIMEOUT_MS);
         child.once('exit', (code) => {
           clearTimeout(timer);
           const reason = stderr.trim().split('\n').filter((line) => line.startsWith('parley:')).at(-1) ?? stderr.trim().slice(-500);
-          reject(code === 2 && /uws|uWebSockets/i.test(stderr)
+          reject(code === 2 && /uws|uWebSockets/i.test(reason)
             ? new TransportUnavailableError(reason)
             : new Error(`the server exited with ${code} before listening: ${reason}`));
         });
         lines.on('line', (line) => {
           // Cheap level check: parsing every record would cost the bench process CPU under load.
           if (/"level":(5\d|6\d)/.test(line) && errors.length < 20) errors.push(line.slice(0, 500));
+          if (line.includes('"msg":"llama.cpp: ')) llamaBuild = (JSON.parse(line) as { llamaBuild?: LlamaBuild }).llamaBuild;
           if (!line.includes('"listening on')) return;
           const record = JSON.parse(line) as { port?: number; transport?: string };
           if (typeof record.port !== 'number') return;
@@ -115,7 +121,7 @@ export class ServerProcess {
       });
       child.removeAllListeners('exit');
       child.stderr.removeAllListeners('data');
-      const server = new ServerProcess(child, dataDir, listening.port, listening.transport, spec);
+      const server = new ServerProcess(child, dataDir, listening.port, listening.transport, llamaBuild, spec);
       lines.removeAllListeners('line');
       server.errors.push(...errors);
       lines.on('line', (line) => {

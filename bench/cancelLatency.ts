@@ -142,7 +142,7 @@ function startJob(scheduler: Scheduler, engine: Engine, userId: string, conversa
 }
 
 async function throughServer(context: BenchContext, model: BenchModel, transport: BenchTransport): Promise<Column> {
-  const spec: ServerSpec = { transport, modelPath: model.path, threads: model.threads, slots: 1, contextSize: model.contextSize, maxTokens: cancelMaxTokens(model) };
+  const spec: ServerSpec = { transport, modelPath: model.path, threads: model.threads, llamaBuild: model.llamaBuild, slots: 1, contextSize: model.contextSize, maxTokens: cancelMaxTokens(model) };
   const server = await context.servers.getOrReason(spec);
   const empty = { cancelMs: [], nextFirstMs: [], referenceTtftMs: [], finishedFirst: 0 };
   if ('unavailable' in server) return { path: transport, ...empty, unavailable: server.unavailable };

@@ -6,5 +6,5 @@ import type { BenchTransport, ServerSpec } from './ServerProcess.js';
  * slots, context and reply length as the in-process engine they are compared with.
  */
 export function chatServerSpec(model: BenchModel, transport: BenchTransport, slots: number): ServerSpec {
-  return { transport, modelPath: model.path, threads: model.threads, slots, contextSize: model.contextSize, maxTokens: model.workload.maxTokens };
+  return { transport, modelPath: model.path, threads: model.threads, llamaBuild: model.llamaBuild, slots, contextSize: model.contextSize, maxTokens: model.workload.maxTokens };
 }

@@ -4,6 +4,7 @@ import { EngineStopReason, type Engine } from '../server/engine/Engine.js';
 import { BenchClient } from './BenchClient.js';
 import type { Benchmark, BenchContext } from './Benchmark.js';
 import { chatServerSpec } from './chatServerSpec.js';
+import { LlamaServerProcess } from './LlamaServerProcess.js';
 import { PROMPTS } from './prompts.js';
 import { cell, type Table } from './renderTable.js';
 import type { BenchModel } from './resolveModel.js';
@@ -46,6 +47,7 @@ export const concurrency: Benchmark = {
     for (const model of context.models) {
       const columns = [await inProcess(context, model)];
       for (const transport of context.transports) columns.push(await throughServer(context, model, transport));
+      if (context.llamaServer !== undefined) columns.push(await throughLlamaServer(context, model, context.llamaServer));
       tables.push(table(context, model, columns));
       data[model.kind] = columns.map((column) => ({
         path: column.path,
@@ -138,6 +140,41 @@ async function throughServer(context: BenchContext, model: BenchModel, transport
 }
 
 /**
+ * llama.cpp's llama-server with the same model, threads and slots: the usual way to serve
+ * several users, and the reference Parley's aggregate is compared with.
+ */
+async function throughLlamaServer(context: BenchContext, model: BenchModel, binary: string): Promise<Column> {
+  let server: LlamaServerProcess;
+  try {
+    server = await LlamaServerProcess.start(binary, model, context.slots);
+  } catch (error) {
+    return { path: LLAMA_SERVER, levels: [], unavailable: error instanceof Error ? error.message : String(error) };
+  }
+  try {
+    const levels: Level[] = [];
+    let conversation = 0;
+    for (const clients of CLIENT_COUNTS) {
+      context.progress(`concurrency: ${model.kind}, llama-server, ${clients} client${clients === 1 ? '' : 's'}`);
+      const loop = async (client: number): Promise<Sample[]> => {
+        const samples: Sample[] = [];
+        for (let request = 0; request < model.workload.requestsPerClient; request++) {
+          const text = PROMPTS[(client + request + conversation++) % PROMPTS.length] ?? 'Hello';
+          const trace = await server.complete(text, model.workload.maxTokens, AbortSignal.timeout(REPLY_TIME_CAP_MS));
+          samples.push({ client, sentAt: trace.sentAt, firstAt: trace.firstAt ?? trace.endedAt, endedAt: trace.endedAt, tokens: trace.tokens, queued: false, cut: false });
+        }
+        return samples;
+      };
+      levels.push({ clients, samples: (await Promise.all(Array.from({ length: clients }, (_, client) => loop(client)))).flat() });
+    }
+    return { path: LLAMA_SERVER, levels };
+  } finally {
+    await server.stop();
+  }
+}
+
+const LLAMA_SERVER = 'llama-server';
+
+/**
  * Aggregate: every token over the level's wall time (first send to last end). Per client: each
  * client's tokens over its own busy time, averaged. TTFT runs from the request to its first
  * text, so it includes any wait in the queue.
@@ -182,6 +219,10 @@ function table(context: BenchContext, model: BenchModel, columns: readonly Colum
       row('TTFT p50 / p95 ms', (entry) => `${cell(entry.ttftP50Ms, 0)} / ${cell(entry.ttftP95Ms, 0)}`),
       row('slot / queued', (entry) => `${entry.servedBySlot} / ${entry.queued}`),
     );
+    const reference = at[columns.findIndex((column) => column.path === LLAMA_SERVER)]?.aggregateTokensPerSecond;
+    if (reference !== undefined) {
+      rows.push(row('aggregate vs llama-server', (entry) => (entry.aggregateTokensPerSecond === undefined ? '–' : `${(entry.aggregateTokensPerSecond / reference).toFixed(2)}×`)));
+    }
   }
   const cut = columns.flatMap((column) => column.levels.map((level) => ({ path: column.path, clients: level.clients, cut: figures(level).cutByTimeCap }))).filter((entry) => entry.cut > 0);
   return {
@@ -190,6 +231,9 @@ function table(context: BenchContext, model: BenchModel, columns: readonly Colum
     notes: [
       `Each client is a different user sending ${model.workload.requestsPerClient} fresh request${model.workload.requestsPerClient === 1 ? '' : 's'} of ${model.workload.maxTokens} tokens, one at a time. ` +
         '"slot / queued": requests that started at once / that waited for a slot (a `queued` frame). TTFT includes the wait.',
+      ...(columns.some((column) => column.path === LLAMA_SERVER)
+        ? ['llama-server: the binary given with --llama-server, same model, threads and slots (-np), fresh greedy streamed chat completions with the prompt cache off; it has no queue frame, so its slot / queued shows every request as placed.']
+        : []),
       'In process the clients stay in step (each round starts together); through a server they drift apart, so later requests ' +
         'join a batch that is already decoding: compare the TTFT p95 columns with that in mind.',
       ...cut.map((entry) => `${entry.path}, ${entry.clients} clients: ${entry.cut} replies cut short by the ${REPLY_TIME_CAP_MS / 1000} s reply cap (the machine is too slow or too busy)`),

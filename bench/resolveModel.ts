@@ -1,5 +1,6 @@
 import { availableParallelism } from 'node:os';
 import { ensureModel } from '../models/ensureModel.js';
+import type { LlamaBuildChoice } from '../server/engine/LlamaBuild.js';
 
 /** The generated models the benchmarks run: Parley's tiny test model and the 0.5B-shape F16 one. */
 export const BenchModelKind = { tiny: 'tiny', bench: 'bench' } as const;
@@ -24,6 +25,8 @@ export interface BenchModel {
   readonly path: string;
   readonly name: string;
   readonly threads: number;
+  /** The llama.cpp binary asked for, by the in-process engine and the servers alike. */
+  readonly llamaBuild: LlamaBuildChoice;
   /** Per sequence, the same for the in-process engine and the servers. */
   readonly contextSize: number;
   readonly workload: Workload;
@@ -57,7 +60,7 @@ export class ModelUnavailableError extends Error {
  * per-token cost is the JS layer's and gets slower with more; all cores for the 0.5B shape,
  * whose matrix work scales with them (as in the issue's measurements).
  */
-export async function resolveModel(kind: BenchModelKind, options: { quick: boolean; threads?: number; log: (line: string) => void }): Promise<BenchModel> {
+export async function resolveModel(kind: BenchModelKind, options: { quick: boolean; threads?: number; llamaBuild: LlamaBuildChoice; log: (line: string) => void }): Promise<BenchModel> {
   let ensured;
   try {
     ensured = await ensureModel(kind, { logger: options.log });
@@ -75,6 +78,7 @@ export async function resolveModel(kind: BenchModelKind, options: { quick: boole
     path: ensured.path,
     name: ensured.name,
     threads: options.threads ?? (kind === BenchModelKind.tiny ? 1 : availableParallelism()),
+    llamaBuild: options.llamaBuild,
     contextSize: CONTEXT_SIZE,
     workload: workloads[kind][options.quick ? 'quick' : 'full'],
   };

@@ -2,7 +2,7 @@
  * `npm run bench`: Parley's speed side by side with node-llama-cpp's own, and its limits.
  *
  *   npm run bench -- [--quick] [--only streaming,cancel] [--model tiny|bench|both] [--transports uws,ws]
- *                    [--slots n] [--threads n]
+ *                    [--slots n] [--threads n] [--llama-build auto|prebuilt|native] [--llama-server path/to/llama-server]
  *
  * Every server is a child process on 127.0.0.1 (port 0), every loop is bounded in count and
  * time, and nothing here is asserted by `npm test`. Tables go to stdout (GFM, ready to paste),
@@ -15,6 +15,7 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { defaults } from '../server/config.js';
+import { LlamaBuildChoice } from '../server/engine/LlamaBuild.js';
 import type { Benchmark, BenchContext } from './Benchmark.js';
 import { cancelLatency } from './cancelLatency.js';
 import { concurrency } from './concurrency.js';
@@ -50,6 +51,8 @@ interface Options {
   transports: BenchTransport[];
   slots: number;
   threads?: number;
+  llamaBuild: LlamaBuildChoice;
+  llamaServer?: string;
 }
 
 const list = <T extends string>(allowed: readonly T[], what: string) => (value: string): T[] => {
@@ -71,7 +74,9 @@ const program = new Command('bench')
   .addOption(new Option('--model <which>', 'tiny, bench (0.5B shape, F16) or both (default: tiny with --quick, else both)').choices(Object.values(ModelChoice)))
   .addOption(new Option('--transports <names>', 'WebSocket transports to measure').argParser(list(Object.values(BenchTransport), '--transports')).default([BenchTransport.uws, BenchTransport.ws], 'uws,ws'))
   .addOption(new Option('--slots <n>', 'slots of the servers and in-process engines').argParser(integer(1, 64)).default(defaults.slots, `the server default here, ${defaults.slots}`))
-  .addOption(new Option('--threads <n>', 'model threads (default: 1 for tiny, all cores for bench)').argParser(integer(1, 256)));
+  .addOption(new Option('--threads <n>', 'model threads (default: 1 for tiny, all cores for bench)').argParser(integer(1, 256)))
+  .addOption(new Option('--llama-build <build>', 'llama.cpp binary, as the server\'s --llama-build').choices(Object.values(LlamaBuildChoice)).default(LlamaBuildChoice.auto))
+  .addOption(new Option('--llama-server <binary>', "also run the concurrency benchmark against llama.cpp's llama-server, started with the same model, threads and slots"));
 
 program.parse(process.argv);
 const options = program.opts<Options>();
@@ -97,7 +102,7 @@ async function run(): Promise<number> {
   const busy = (load[0] ?? 0) > machine.cores * 0.25;
   out(`caveat: load average ${load.join(' ')} on ${machine.cores} cores at start${busy ? ': the machine is busy, so these figures are noisy' : ''}`);
 
-  const lightModel = await resolveModel(BenchModelKind.tiny, { quick: options.quick, threads: options.threads, log: progress });
+  const lightModel = await resolveModel(BenchModelKind.tiny, { quick: options.quick, threads: options.threads, llamaBuild: options.llamaBuild, log: progress });
   const models: BenchModel[] = [];
   const unavailableModels: Array<{ kind: string; reason: string }> = [];
   for (const kind of kinds) {
@@ -107,7 +112,7 @@ async function run(): Promise<number> {
     }
     progress(`preparing the ${kind} model (the first run generates an ~830 MB file)`);
     try {
-      models.push(await resolveModel(kind, { quick: options.quick, threads: options.threads, log: progress }));
+      models.push(await resolveModel(kind, { quick: options.quick, threads: options.threads, llamaBuild: options.llamaBuild, log: progress }));
     } catch (error) {
       if (!(error instanceof ModelUnavailableError)) throw error;
       unavailableModels.push({ kind, reason: error.message });
@@ -127,7 +132,7 @@ async function run(): Promise<number> {
     `slots ${options.slots}${options.slots === defaults.slots ? ' (the server default here)' : ''}; transports ${options.transports.join(', ')}; loopback only`);
   out();
 
-  const context: BenchContext = { quick: options.quick, models, lightModel, transports: options.transports, slots: options.slots, servers, engines, progress };
+  const context: BenchContext = { quick: options.quick, models, lightModel, transports: options.transports, slots: options.slots, servers, engines, llamaServer: options.llamaServer, progress };
   const results: Record<string, unknown> = {};
   let failed = 0;
   for (const [index, { benchmark }] of selected.entries()) {
@@ -159,6 +164,8 @@ async function run(): Promise<number> {
     }
   }
 
+  const llamaBuilds = { inProcess: [...engines.llamaBuilds], servers: [...servers.llamaBuilds] };
+  out(`llama.cpp builds that ran (--llama-build ${options.llamaBuild}): in-process ${llamaBuilds.inProcess.join(', ') || 'none'}; servers ${llamaBuilds.servers.join(', ') || 'none'}`);
   const serverErrors = servers.serverErrors();
   await servers.stopAll();
   await engines.disposeAll();
@@ -172,6 +179,7 @@ async function run(): Promise<number> {
     quick: options.quick,
     options: { ...options, model: choice },
     machine,
+    llamaBuilds,
     loadAverageAtEnd: loadavg().map((value) => Math.round(value * 100) / 100),
     cores: availableParallelism(),
     models,
