@@ -1,20 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { access, constants } from 'node:fs/promises';
 import { createServer } from 'node:net';
-import { performance } from 'node:perf_hooks';
 import type { BenchModel } from './resolveModel.js';
+import { streamChatCompletion, type ChatCompletionTrace } from './streamChatCompletion.js';
 
 const START_TIMEOUT_MS = 180_000;
 const STOP_TIMEOUT_MS = 10_000;
-
-/** One streamed completion as llama-server delivered it. Times are `performance.now()`. */
-export interface LlamaServerTrace {
-  readonly sentAt: number;
-  readonly firstAt: number | undefined;
-  readonly endedAt: number;
-  /** Generated tokens: the server's own count (`timings.predicted_n`) when it sends one, else the content chunks. */
-  readonly tokens: number;
-}
 
 /**
  * llama.cpp's own server (`llama-server`), the usual way to serve several users from one model,
@@ -74,35 +65,8 @@ export class LlamaServerProcess {
   }
 
   /** One fresh, greedy, streamed chat completion of at most `maxTokens`. */
-  async complete(text: string, maxTokens: number, signal: AbortSignal): Promise<LlamaServerTrace> {
-    const sentAt = performance.now();
-    const response = await fetch(`${this.origin}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ messages: [{ role: 'user', content: text }], max_tokens: maxTokens, temperature: 0, stream: true, cache_prompt: false }),
-      signal,
-    });
-    if (!response.ok || response.body === null) throw new Error(`llama-server answered ${response.status}`);
-    let firstAt: number | undefined;
-    let chunks = 0;
-    let predicted: number | undefined;
-    let buffered = '';
-    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-    for (let read = await reader.read(); !read.done; read = await reader.read()) {
-      buffered += read.value;
-      const lines = buffered.split('\n');
-      buffered = lines.pop() ?? '';
-      for (const line of lines) {
-        if (!line.startsWith('data: ') || line === 'data: [DONE]') continue;
-        const event = JSON.parse(line.slice('data: '.length)) as { choices?: Array<{ delta?: { content?: string } }>; timings?: { predicted_n?: number } };
-        if (event.choices?.[0]?.delta?.content) {
-          firstAt ??= performance.now();
-          chunks++;
-        }
-        if (typeof event.timings?.predicted_n === 'number') predicted = event.timings.predicted_n;
-      }
-    }
-    return { sentAt, firstAt, endedAt: performance.now(), tokens: predicted ?? chunks };
+  complete(text: string, maxTokens: number, signal: AbortSignal): Promise<ChatCompletionTrace> {
+    return streamChatCompletion(this.origin, { text, maxTokens, temperature: 0, signal });
   }
 
   async stop(): Promise<void> {

@@ -40,6 +40,7 @@ import { LlamaBuild } from '../server/engine/LlamaBuild.js';
 import { LlamaEngine } from '../server/engine/LlamaEngine.js';
 import { loadLlamaModel } from '../server/engine/loadLlamaModel.js';
 import { PROMPTS } from './prompts.js';
+import { streamChatCompletion } from './streamChatCompletion.js';
 
 const Mode = { engine: 'engine', engineNoLockstep: 'engine-nolockstep', sequence: 'sequence', decode: 'decode', server: 'server' } as const;
 type Mode = (typeof Mode)[keyof typeof Mode];
@@ -265,42 +266,12 @@ async function sequenceRunner(modelPath: string, slots: number, options: Options
  * `llama-server -m model.gguf -t 2 -tb 2 -np 8 -c 32768 --port 8080`.
  */
 function serverRunner(options: Options): RunnerHandle {
-  const url = new URL('/v1/chat/completions', options.serverUrl).toString();
   let round = 0;
   const run: Runner = async (sequences, tokens) => {
     round++;
     return Promise.all(Array.from({ length: sequences }, async (_, slot) => {
-      const start = performance.now();
-      const response = await fetch(url, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({
-          messages: [{ role: 'user', content: promptFor(slot + round) }],
-          max_tokens: tokens,
-          temperature: 0.8,
-          stream: true,
-          cache_prompt: false,
-        }),
-      });
-      if (!response.ok || response.body === null) throw new Error(`llama-server answered ${response.status}`);
-      let first: number | undefined;
-      let generated = 0;
-      let buffered = '';
-      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-      for (let read = await reader.read(); !read.done; read = await reader.read()) {
-        buffered += read.value;
-        const lines = buffered.split('\n');
-        buffered = lines.pop() ?? '';
-        for (const line of lines) {
-          if (!line.startsWith('data: ') || line === 'data: [DONE]') continue;
-          const event = JSON.parse(line.slice('data: '.length)) as { choices?: Array<{ delta?: { content?: string } }> };
-          if (event.choices?.[0]?.delta?.content) {
-            first ??= performance.now();
-            generated++;
-          }
-        }
-      }
-      return { ttftMs: (first ?? performance.now()) - start, tokens: generated };
+      const trace = await streamChatCompletion(options.serverUrl, { text: promptFor(slot + round), maxTokens: tokens, temperature: 0.8 });
+      return { ttftMs: (trace.firstAt ?? trace.endedAt) - trace.sentAt, tokens: trace.tokens };
     }));
   };
   return { run, binary: `llama-server at ${options.serverUrl}`, dispose: async () => undefined };
