@@ -24,8 +24,11 @@ export type LlamaBuildChoice = (typeof LlamaBuildChoice)[keyof typeof LlamaBuild
 
 /**
  * cmake options of the native build. GGML_NATIVE is on by default for a build on the machine that
- * runs it. OpenMP is off: its worker threads spin after each decode, and on a small machine they
- * take the cores the event loop and the samplers need between decodes; ggml's own thread pool
- * stops spinning soon. Measured on 2 vCPUs, the OpenMP build inside Node was the slower one.
+ * runs it. OpenMP is off: node-llama-cpp decodes on whichever libuv worker thread is free, and
+ * libgomp keeps a separate thread team per calling thread, so teams go cold between decodes;
+ * measured on 2 vCPUs, a one-token decode took 59 ms with OpenMP against 47 ms without, and 40 ms
+ * with ggml's own pool kept alive per context (withThreadpoolPatch). PARLEY_THREADPOOL is not read
+ * by cmake: it names the build folder, so only a build made with that patch is ever loaded as
+ * native, never an unpatched one made with the same options by another tool.
  */
-export const NATIVE_CMAKE_OPTIONS: Readonly<Record<string, string>> = { GGML_OPENMP: 'OFF' };
+export const NATIVE_CMAKE_OPTIONS: Readonly<Record<string, string>> = { GGML_OPENMP: 'OFF', PARLEY_THREADPOOL: 'ON' };

@@ -1,20 +1,22 @@
 import { getLlama, LlamaLogLevel } from 'node-llama-cpp';
 import { NATIVE_CMAKE_OPTIONS } from './LlamaBuild.js';
+import { withThreadpoolPatch } from './withThreadpoolPatch.js';
 
 /**
- * Compiles llama.cpp for this machine's CPU (LlamaBuild.native) from the source node-llama-cpp
- * bundles, into node-llama-cpp's local build folder; progress goes to stderr. Takes minutes and
- * needs cmake and a C++ compiler. Afterwards, loadLlamaModel with `build: 'native'` loads it.
+ * Compiles llama.cpp and node-llama-cpp's addon for this machine's CPU (LlamaBuild.native), from
+ * the sources node-llama-cpp bundles (no network), with Parley's thread-pool change to the addon
+ * (withThreadpoolPatch), into node-llama-cpp's local build folder; progress goes to stderr. Takes
+ * minutes and needs cmake and a C++ compiler. Afterwards `--llama-build auto` loads it.
  */
 export async function buildNativeLlama(): Promise<{ seconds: number; systemInfo: string }> {
   const started = performance.now();
-  const llama = await getLlama({
+  const llama = await withThreadpoolPatch(() => getLlama({
     gpu: false,
     build: 'forceRebuild',
     cmakeOptions: { ...NATIVE_CMAKE_OPTIONS },
     logLevel: LlamaLogLevel.warn,
     progressLogs: true,
-  });
+  }));
   const systemInfo = llama.systemInfo;
   await llama.dispose();
   return { seconds: (performance.now() - started) / 1000, systemInfo };
