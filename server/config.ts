@@ -12,11 +12,10 @@ export type TransportChoice = (typeof TransportChoice)[keyof typeof TransportCho
 const cores = Math.min(256, Math.max(1, availableParallelism()));
 
 /**
- * Defaults, chosen for a small LAN box. Threads come from the machine's cores, never from
- * node-llama-cpp's own default (which oversubscribes small machines badly): one core is left
- * to the event loop, which samples, detokenises and writes every token. On 2 vCPUs the tiny
- * model streams ~1,000 tok/s with 1 thread and ~80 tok/s with 2. Slots default to twice the
- * cores, between 2 and 8: batching several sequences raises total throughput.
+ * Defaults, chosen for a small LAN box. Threads are `auto`: chosen when the model loads, from the
+ * llama.cpp binary that runs, the math cores and the model's size (engine/chooseThreads.ts), never
+ * node-llama-cpp's own default, which oversubscribes small machines badly. Slots default to twice
+ * the cores, between 2 and 8: replies on several sequences are decoded together in one batch.
  */
 export const defaults = {
   host: '0.0.0.0',
@@ -25,7 +24,7 @@ export const defaults = {
   // The native llama.cpp build when `npm run build:llama` made one, else the prebuilt binary.
   llamaBuild: LlamaBuildChoice.auto,
   dataDir: 'data',
-  threads: Math.max(1, cores - 1),
+  threads: 'auto',
   slots: Math.min(8, Math.max(2, cores * 2)),
   contextSize: 4096,
   maxTokens: 512,
@@ -86,7 +85,8 @@ const ConfigSchema = z.strictObject({
   /** Pinned invite code; absent means generated once and kept in the data dir. */
   invite: z.optional(z.string().check(z.minLength(8, 'invite must be at least 8 characters'), z.maxLength(256))),
   dataDir: z.string().check(z.minLength(1)),
-  threads: z.int().check(z.gte(1), z.lte(256)),
+  /** A count, or `auto`: chosen at model load from the binary, the math cores and the model's size (chooseThreads). */
+  threads: z.union([z.literal('auto'), z.int().check(z.gte(1), z.lte(256))]),
   slots: z.int().check(z.gte(1), z.lte(64)),
   contextSize: z.int().check(z.gte(64), z.lte(1 << 20)),
   maxTokens: positiveInt,
@@ -184,7 +184,7 @@ function coerce(key: string, value: unknown): unknown {
     return value.split(',').map((entry) => entry.trim()).filter(Boolean);
   }
   if (typeof value !== 'string') return value;
-  if (numericKeys.has(key) && value.trim() !== '' && Number.isFinite(Number(value))) return Number(value);
+  if ((numericKeys.has(key) || key === 'threads') && value.trim() !== '' && Number.isFinite(Number(value))) return Number(value);
   if (booleanKeys.has(key)) {
     const flag = value.trim().toLowerCase();
     if (['1', 'true', 'yes', 'on'].includes(flag)) return true;

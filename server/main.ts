@@ -34,7 +34,7 @@ program
   .addOption(new Option('--transport <name>', 'auto: native uWebSockets.js when it loads, else ws').choices(['auto', 'uws', 'ws']).env('PARLEY_TRANSPORT').default(defaults.transport))
   .addOption(new Option('--llama-build <build>', 'auto: the native llama.cpp build when `npm run build:llama` made one, else the prebuilt binary').choices(['auto', 'prebuilt', 'native']).env('PARLEY_LLAMA_BUILD').default(defaults.llamaBuild))
   .addOption(new Option('--slots <n>', 'parallel generations (sequences in one batch)').env('PARLEY_SLOTS').default(String(defaults.slots)))
-  .addOption(new Option('--threads <n>', 'CPU threads for the model').env('PARLEY_THREADS').default(String(defaults.threads)))
+  .addOption(new Option('--threads <n>', 'CPU threads for the model, or auto: every math core, but 1 for a small model on the prebuilt binary').env('PARLEY_THREADS').default(String(defaults.threads)))
   .addOption(new Option('--data-dir <path>', 'where the signing key and invite live').env('PARLEY_DATA_DIR').default(defaults.dataDir))
   .addOption(new Option('--context-size <n>', 'context tokens per conversation slot').env('PARLEY_CONTEXT_SIZE').default(String(defaults.contextSize)))
   .addOption(new Option('--max-tokens <n>', 'reply token cap').env('PARLEY_MAX_TOKENS').default(String(defaults.maxTokens)))

@@ -67,9 +67,9 @@ export async function startServer(
       build: config.llamaBuild,
       log: (level, message) => logger.debug({ llama: level }, message),
     });
-    logger.info({ llamaBuild: loaded.build, reason: loaded.buildReason }, `llama.cpp: ${loaded.build}`);
+    logger.info({ llamaBuild: loaded.build, reason: loaded.buildReason, threads: loaded.threads, threadsReason: loaded.threadsReason }, `llama.cpp: ${loaded.build}, ${loaded.threads} thread${loaded.threads === 1 ? '' : 's'}`);
     logger.info(
-      { model: loaded.info.name, demo, path: modelPath, llamaBuild: loaded.build, threads: config.threads, slots: config.slots, contextSize: loaded.info.contextSize, chatWrapper: loaded.chatWrapperName, ms: Date.now() - started },
+      { model: loaded.info.name, demo, path: modelPath, llamaBuild: loaded.build, threads: loaded.threads, slots: config.slots, contextSize: loaded.info.contextSize, chatWrapper: loaded.chatWrapperName, ms: Date.now() - started },
       demo ? "model loaded: Parley's demo model (a bigram toy that strings words together; it is not an assistant)" : 'model loaded',
     );
     engine = loaded;

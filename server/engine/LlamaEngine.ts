@@ -19,7 +19,8 @@ export interface LlamaEngineOptions {
   /** Shown to users; defaults to the GGUF's general.name. */
   readonly displayName?: string;
   readonly demo: boolean;
-  readonly threads: number;
+  /** A count, or `auto` (see chooseThreads). */
+  readonly threads: number | 'auto';
   readonly slots: number;
   /** Per sequence. Capped at the model's training context. */
   readonly contextSize: number;
@@ -66,6 +67,14 @@ const LOCKSTEP_MAX_WAIT_MS = 20;
 export class LlamaEngine implements Engine {
   readonly info: ModelInfo;
   readonly slots: number;
+  /** The llama.cpp binary that runs this model. */
+  readonly build: LlamaBuild;
+  /** Why that binary runs, for the startup log. */
+  readonly buildReason: string;
+  /** The threads llama.cpp computes with. */
+  readonly threads: number;
+  /** Why that many, for the startup log. */
+  readonly threadsReason: string;
   private readonly sequenceSlots: SequenceSlot[];
   private readonly initialHistory: ChatHistoryItem[];
 
@@ -76,11 +85,12 @@ export class LlamaEngine implements Engine {
     private readonly chatWrapper: ChatWrapper,
     private readonly barrier: DecodeBarrier | undefined,
     private readonly options: LlamaEngineOptions,
-    /** The llama.cpp binary that runs this model. */
-    readonly build: LlamaBuild,
-    /** Why that binary runs, for the startup log. */
-    readonly buildReason: string,
+    runtime: { build: LlamaBuild; buildReason: string; threads: number; threadsReason: string },
   ) {
+    this.build = runtime.build;
+    this.buildReason = runtime.buildReason;
+    this.threads = runtime.threads;
+    this.threadsReason = runtime.threadsReason;
     this.slots = options.slots;
     this.sequenceSlots = Array.from({ length: options.slots }, () => {
       const sequence = context.getSequence();
@@ -95,12 +105,12 @@ export class LlamaEngine implements Engine {
   }
 
   static async load(options: LlamaEngineOptions): Promise<LlamaEngine> {
-    const { llama, model, build, buildReason } = await loadLlamaModel({ modelPath: options.modelPath, threads: options.threads, logger: options.log, build: options.build });
+    const { llama, model, build, buildReason, threads, threadsReason } = await loadLlamaModel({ modelPath: options.modelPath, threads: options.threads, logger: options.log, build: options.build });
     try {
       const context = await model.createContext({
         sequences: options.slots,
         contextSize: Math.min(options.contextSize, model.trainContextSize),
-        threads: options.threads,
+        threads,
       });
       // Resolve the chat wrapper once (from the GGUF's template) through a throwaway session.
       const probe = new LlamaChatSession({ contextSequence: context.getSequence(), autoDisposeSequence: true });
@@ -108,7 +118,7 @@ export class LlamaEngine implements Engine {
       probe.dispose({ disposeSequence: true });
       const barrier = DecodeBarrier.install(context, { maxWaitMs: LOCKSTEP_MAX_WAIT_MS });
       if (barrier === undefined) options.log?.('warn', 'node-llama-cpp has no LlamaContext._decodeTokens; concurrent generations will not batch fully');
-      return new LlamaEngine(llama, model, context, chatWrapper, barrier, options, build, buildReason);
+      return new LlamaEngine(llama, model, context, chatWrapper, barrier, options, { build, buildReason, threads, threadsReason });
     } catch (error) {
       await model.dispose();
       throw error;

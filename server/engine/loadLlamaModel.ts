@@ -1,3 +1,4 @@
+import { stat } from 'node:fs/promises';
 import { getLlama, Llama, LlamaLogLevel } from 'node-llama-cpp';
 import type { LlamaModel } from 'node-llama-cpp';
 import { GENERATOR_KIND_KEY } from '../../models/GeneratedModel.js';
@@ -5,14 +6,18 @@ import { GgufValidationError } from '../../models/gguf/GgufValidationError.js';
 import { readGguf } from '../../models/gguf/readGguf.js';
 import { validateLlamaGguf } from '../../models/gguf/validateLlamaGguf.js';
 import { LlamaBuild, LlamaBuildChoice, NATIVE_CMAKE_OPTIONS } from './LlamaBuild.js';
+import { chooseThreads } from './chooseThreads.js';
 import { selectLlamaBuild } from './selectLlamaBuild.js';
 
 export type LlamaLogger = (level: LlamaLogLevel, message: string) => void;
 
 export interface LoadLlamaModelOptions {
   modelPath: string;
-  /** CPU threads for llama.cpp. Always explicit: the library default oversubscribes small machines. */
-  threads: number;
+  /**
+   * CPU threads for llama.cpp, or `auto` (chooseThreads: from the binary that runs, the math cores
+   * and the model's size). Never node-llama-cpp's own default, which oversubscribes small machines.
+   */
+  threads: number | 'auto';
   /** Receives llama.cpp's warnings and errors while the model is alive. Without one they go to the console. */
   logger?: LlamaLogger;
   /**
@@ -29,6 +34,10 @@ export interface LoadedLlamaModel {
   readonly build: LlamaBuild;
   /** Why that binary runs, for the startup log. */
   readonly buildReason: string;
+  /** The thread count to run the model with (the one asked for, or chooseThreads' pick). */
+  readonly threads: number;
+  /** Why that count, for the startup log. */
+  readonly threadsReason: string;
 }
 
 /**
@@ -62,11 +71,17 @@ export class ModelLoadError extends Error {
  * starts a fresh one.
  */
 export async function loadLlamaModel(options: LoadLlamaModelOptions): Promise<LoadedLlamaModel> {
-  const { modelPath, threads, logger, build: choice = LlamaBuildChoice.prebuilt } = options;
-  if (!Number.isInteger(threads) || threads < 1) throw new RangeError(`threads must be a positive integer, got ${threads}`);
+  const { modelPath, logger, build: choice = LlamaBuildChoice.prebuilt } = options;
+  const requested = options.threads;
+  if (requested !== 'auto' && (!Number.isInteger(requested) || requested < 1)) throw new RangeError(`threads must be a positive integer or auto, got ${requested}`);
   await validateModelFile(modelPath);
+  const modelBytes = (await stat(modelPath)).size;
 
-  const { llama, build, reason: buildReason } = await sharedLlama(threads, choice);
+  const { llama, build, reason: buildReason } = await sharedLlama(requested === 'auto' ? 1 : requested, choice);
+  const { threads, reason: threadsReason } = requested === 'auto'
+    ? chooseThreads({ build, mathCores: llama.cpuMathCores, modelBytes })
+    : { threads: requested, reason: 'requested' };
+  if (llama.maxThreads < threads) llama.maxThreads = threads;
   const lines: Array<{ level: LlamaLogLevel; message: string }> = [];
   const collect: LlamaLogger = (level, message) => { lines.push({ level, message }); };
   collectors.add(collect);
@@ -74,7 +89,7 @@ export async function loadLlamaModel(options: LoadLlamaModelOptions): Promise<Lo
   try {
     const model = await llama.loadModel({ modelPath });
     if (logger !== undefined) model.onDispose.createListener(() => removeLogger(logger));
-    return { llama, model, build, buildReason };
+    return { llama, model, build, buildReason, threads, threadsReason };
   } catch (error) {
     if (logger !== undefined) removeLogger(logger);
     await logsSettled(lines);

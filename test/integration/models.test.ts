@@ -58,9 +58,11 @@ test('loadLlamaModel runs the prebuilt binary unless asked otherwise, and one pr
     assert.equal(loaded.build, 'prebuilt');
     assert.equal(loaded.llama.buildType, 'prebuilt');
     await assert.rejects(loadLlamaModel({ modelPath: tinyPath, threads: 1, logger, build: 'native' }), /already runs the prebuilt llama\.cpp build/);
-    const again = await loadLlamaModel({ modelPath: tinyPath, threads: 1, logger, build: 'auto' });
+    const again = await loadLlamaModel({ modelPath: tinyPath, threads: 'auto', logger, build: 'auto' });
     assert.equal(again.llama, loaded.llama, 'auto accepts the binary already running');
     assert.equal(again.build, 'prebuilt');
+    assert.equal(again.threads, 1, 'a small model on the prebuilt binary gets one thread');
+    assert.match(again.threadsReason, /small model/);
     await again.model.dispose();
   } finally {
     await loaded.model.dispose();

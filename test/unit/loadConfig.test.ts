@@ -118,11 +118,13 @@ describe('loadConfig', () => {
     assert.equal(loadConfig({ dataDir: '/srv/parley' }).dataDir, '/srv/parley');
   });
 
-  test('the default thread count is an integer between 1 and os.availableParallelism()', () => {
-    const { threads } = loadConfig();
-    assert.ok(Number.isInteger(threads));
-    assert.ok(threads >= 1);
-    assert.ok(threads <= os.availableParallelism());
+  test('threads default to auto (chosen when the model loads), take a count, and refuse 0, 257 or words', () => {
+    assert.equal(loadConfig().threads, 'auto');
+    assert.equal(loadConfig({ threads: 'auto' }).threads, 'auto');
+    assert.equal(loadConfig({ threads: ' 2 ' }).threads, 2);
+    assertConfigError({ threads: '0' }, /threads/);
+    assertConfigError({ threads: '257' }, /threads/);
+    assertConfigError({ threads: 'many' }, /threads/);
   });
 
   test(
@@ -136,7 +138,7 @@ describe('loadConfig', () => {
         const specifier = `../../server/config.js?cpus=${os.availableParallelism()}`;
         const fresh = (await import(specifier)) as typeof import('../../server/config.js');
         const config = fresh.loadConfig();
-        assert.ok(config.threads >= 1 && config.threads <= 256);
+        assert.ok(config.slots >= 1 && config.slots <= 64);
       } finally {
         os.availableParallelism = original;
         syncBuiltinESMExports();
