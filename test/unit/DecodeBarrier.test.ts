@@ -46,13 +46,39 @@ function setup(): { fake: FakeContext; barrier: DecodeBarrier; decode: (sequence
   return { fake, barrier, decode };
 }
 
-test('each generation\'s first request (its prompt) goes straight to the context, as without the barrier', () => {
+test('prompts go to the context one at a time, in arrival order, each as soon as the one before is done', async () => {
   const { fake, barrier, decode } = setup();
   for (const id of [2, 0, 1]) barrier.begin(id);
-  void decode(2);
-  void decode(0);
-  void decode(1);
-  assert.deepEqual(fake.queued, [2, 0, 1]);
+  const prompts = [decode(2), decode(0), decode(1)];
+  assert.deepEqual(fake.queued, [2], 'the first prompt goes at once');
+  fake.finish(2);
+  await prompts[0];
+  assert.deepEqual(fake.queued, [2, 0], 'the next starts when the first is done');
+  // Sequence 2 now generates: its step shares the decode with sequence 0's prompt.
+  const step = decode(2);
+  assert.deepEqual(fake.queued, [2, 0, 2]);
+  fake.finish(0);
+  fake.finish(2);
+  await Promise.all([prompts[1], step]);
+  assert.deepEqual(fake.queued, [2, 0, 2, 1]);
+  fake.finish(1);
+  await prompts[2];
+  barrier.dispose();
+});
+
+test('a generation stopped while its prompt waits gets its request through at once, and the queue goes on', async () => {
+  const { fake, barrier, decode } = setup();
+  for (const id of [0, 1, 2]) barrier.begin(id);
+  const prompts = [decode(0), decode(1), decode(2)];
+  barrier.end(1);
+  assert.deepEqual(fake.queued, [0, 1], 'the stopped one is not kept waiting (node-llama-cpp then sees the abort)');
+  fake.finish(1);
+  await prompts[1];
+  fake.finish(0);
+  await prompts[0];
+  assert.deepEqual(fake.queued, [0, 1, 2], 'the remaining prompt follows the one in progress');
+  fake.finish(2);
+  await prompts[2];
   barrier.dispose();
 });
 
