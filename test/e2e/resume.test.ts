@@ -15,6 +15,13 @@ import { assertClean, connected, LAN_HOST, lastReplyStatus, launchChromium, open
  * and resumed must come out exactly as one that never was.
  */
 
+/**
+ * For tests that must act while a reply is still streaming, whatever the machine's speed: the
+ * tiny model never ends a reply on its own and streams about 1,000 tokens a second, so this is
+ * several seconds of reply (within the engine's 8192-token context).
+ */
+const LONGEST_REPLY_TOKENS = 4000;
+
 const SERVER_CONFIG: ConfigInput = {
   maxTokens: 400,
   generationTimeoutMs: 60_000,
@@ -268,7 +275,12 @@ describe('replies survive a dropped connection', () => {
     assert.deepEqual(consoleErrors.filter((text) => /gap/.test(text)), []);
   });
 
-  test('a reply whose device dropped off is followed to its end on another device of the same account; back online, the first gets it whole too', async () => {
+  test('a reply whose device dropped off is followed to its end on another device of the same account; back online, the first gets it whole too', async (t) => {
+    // The reply must outlast the phone's sign-in (a page load, a password check, a socket): a
+    // reply several seconds long, on a server of its own.
+    const behind = await startBehindProxy({ maxTokens: LONGEST_REPLY_TOKENS });
+    t.after(() => behind.stop());
+    const reference = await serverReference(behind.server);
     await new UserStore(behind.server.dataDir).add('erin', PASSWORD);
     const laptop = await login(behind.origin, 'erin', PASSWORD);
     await typeAndSend(laptop.page, PROMPT);
@@ -361,7 +373,8 @@ describe('replies survive a dropped connection', () => {
 
 describe('a reply the server could not keep', () => {
   test('past the grace period: the partial text stays, with a clear message', async () => {
-    const behind = await startBehindProxy({ resumeGraceMs: 1000 });
+    // Long enough that the cut always lands mid-reply.
+    const behind = await startBehindProxy({ resumeGraceMs: 1000, maxTokens: LONGEST_REPLY_TOKENS });
     try {
       const { page } = await join(behind.origin, 'Tunneler');
       await typeAndSend(page, PROMPT);
@@ -389,7 +402,7 @@ describe('a reply the server could not keep', () => {
   });
 
   test('a server that keeps nothing across drops (resumeGraceMs 0): the client does not try, and says the reply was cut off', async () => {
-    const behind = await startBehindProxy({ resumeGraceMs: 0 });
+    const behind = await startBehindProxy({ resumeGraceMs: 0, maxTokens: LONGEST_REPLY_TOKENS });
     try {
       const { page, sent } = await join(behind.origin, 'Hurried');
       await typeAndSend(page, PROMPT);
