@@ -4,6 +4,7 @@ import { Scheduler } from '../server/chat/Scheduler.js';
 import type { Engine } from '../server/engine/Engine.js';
 import { BenchClient, type RequestTrace } from './BenchClient.js';
 import type { Benchmark, BenchContext } from './Benchmark.js';
+import { compareColumns } from './compareColumns.js';
 import { cell, type Table } from './renderTable.js';
 import type { BenchModel } from './resolveModel.js';
 import type { BenchTransport, ServerSpec } from './ServerProcess.js';
@@ -36,17 +37,12 @@ interface Column {
 export const cancelLatency: Benchmark = {
   name: 'cancel',
   summary: 'cancel → cancelled, and cancel → the next queued request streaming (the slot is free), p50/p99',
-  async run(context) {
-    const tables: Table[] = [];
-    const data: Record<string, unknown> = {};
-    for (const model of context.models) {
-      const columns = [await inProcess(context, model)];
-      for (const transport of context.transports) columns.push(await throughServer(context, model, transport));
-      tables.push(table(model, columns));
-      data[model.kind] = columns.map((column) => ({ ...column, summary: figures(column) }));
-    }
-    return { tables, data };
-  },
+  run: (context) => compareColumns<Column>(context, {
+    inProcess,
+    throughServer,
+    table: (_context, model, columns) => table(model, columns),
+    data: (column) => ({ ...column, summary: figures(column) }),
+  }),
 };
 
 /** Long enough that no reply ends on its own before its cancel, short enough to fit the context. */

@@ -4,6 +4,7 @@ import { EngineStopReason, type Engine } from '../server/engine/Engine.js';
 import { BenchClient } from './BenchClient.js';
 import type { Benchmark, BenchContext } from './Benchmark.js';
 import { chatServerSpec } from './chatServerSpec.js';
+import { compareColumns } from './compareColumns.js';
 import { LlamaServerProcess } from './LlamaServerProcess.js';
 import { PROMPTS } from './prompts.js';
 import { cell, type Table } from './renderTable.js';
@@ -41,23 +42,18 @@ interface Column {
 export const concurrency: Benchmark = {
   name: 'concurrency',
   summary: 'N clients (different users) each sending fresh requests: aggregate and per-client tok/s, TTFT p50/p95, slots vs queue',
-  async run(context) {
-    const tables: Table[] = [];
-    const data: Record<string, unknown> = {};
-    for (const model of context.models) {
-      const columns = [await inProcess(context, model)];
-      for (const transport of context.transports) columns.push(await throughServer(context, model, transport));
-      if (context.llamaServer !== undefined) columns.push(await throughLlamaServer(context, model, context.llamaServer));
-      tables.push(table(context, model, columns));
-      data[model.kind] = columns.map((column) => ({
-        path: column.path,
-        running: column.running,
-        unavailable: column.unavailable,
-        levels: column.levels.map((level) => ({ clients: level.clients, ...figures(level) })),
-      }));
-    }
-    return { tables, data };
-  },
+  run: (context) => compareColumns<Column>(context, {
+    inProcess,
+    throughServer,
+    extra: async (context, model) => (context.llamaServer === undefined ? [] : [await throughLlamaServer(context, model, context.llamaServer)]),
+    table,
+    data: (column) => ({
+      path: column.path,
+      running: column.running,
+      unavailable: column.unavailable,
+      levels: column.levels.map((level) => ({ clients: level.clients, ...figures(level) })),
+    }),
+  }),
 };
 
 /**

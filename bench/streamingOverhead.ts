@@ -3,6 +3,7 @@ import type { Engine } from '../server/engine/Engine.js';
 import { BenchClient } from './BenchClient.js';
 import type { Benchmark, BenchContext } from './Benchmark.js';
 import { chatServerSpec } from './chatServerSpec.js';
+import { compareColumns } from './compareColumns.js';
 import { PROMPTS } from './prompts.js';
 import { cell, type Table } from './renderTable.js';
 import type { BenchModel } from './resolveModel.js';
@@ -31,17 +32,12 @@ const IN_PROCESS = 'in-process';
 export const streamingOverhead: Benchmark = {
   name: 'streaming',
   summary: "one reply at a time: node-llama-cpp in process vs the same model delivered to a WebSocket client by Parley, per transport",
-  async run(context) {
-    const tables: Table[] = [];
-    const data: Record<string, unknown> = {};
-    for (const model of context.models) {
-      const columns = [await inProcess(context, model)];
-      for (const transport of context.transports) columns.push(await throughServer(context, model, transport));
-      tables.push(table(model, columns));
-      data[model.kind] = columns.map((column) => ({ ...column, summary: figures(column.runs) }));
-    }
-    return { tables, data };
-  },
+  run: (context) => compareColumns<Column>(context, {
+    inProcess,
+    throughServer,
+    table: (_context, model, columns) => table(model, columns),
+    data: (column) => ({ ...column, summary: figures(column.runs) }),
+  }),
 };
 
 async function inProcess(context: BenchContext, model: BenchModel): Promise<Column> {
