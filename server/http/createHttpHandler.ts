@@ -13,7 +13,7 @@ import type { UserStore } from '../auth/UserStore.js';
 import type { LimitDecision, Limiters } from '../limits/Limiters.js';
 import type { HttpHandler, HttpRequest, HttpResponse } from '../transport/Transport.js';
 import type { Metrics } from '../metrics/Metrics.js';
-import { authorizeMetrics } from './authorizeMetrics.js';
+import { authorizeMetrics, isLoopback } from './authorizeMetrics.js';
 import type { StaticFile } from './loadStaticFiles.js';
 import { securityHeaders } from './securityHeaders.js';
 
@@ -127,12 +127,21 @@ async function readiness({ deps }: Context): Promise<HttpResponse> {
 /**
  * GET /metrics: the Prometheus text exposition, for loopback peers, the metrics token and
  * admin access tokens (authorizeMetrics). A refusal is logged with the peer and status only.
+ * From other machines, a presented credential that is wrong counts as a failed login of the IP,
+ * and a locked-out IP gets 429 before its credential is looked at, as on the login routes; a
+ * request without any credential (a scraper not yet configured) does not count.
  */
 async function scrapeMetrics(context: Context): Promise<HttpResponse> {
   const { deps, request, ip } = context;
+  const guessing = request.headers.authorization !== undefined && !isLoopback(ip);
+  if (guessing) {
+    const locked = limitResponse(await deps.limiters.loginAllowed(ip), 'Too many failed attempts from this address; try again later.');
+    if (locked) return locked;
+  }
   const decision = await authorizeMetrics({ remoteAddress: ip, authorization: request.headers.authorization }, deps);
   if (!decision.ok) {
     const { error } = decision;
+    if (guessing && error.httpStatus === 401) await deps.limiters.loginFailed(ip);
     audit(deps, 'metrics_refused', { ip, status: error.httpStatus, code: error.code }, 'metrics request refused');
     return json(error.httpStatus, error.toWire(), error.httpStatus === 401 ? { 'www-authenticate': 'Bearer' } : {});
   }

@@ -326,6 +326,26 @@ for (const transport of TRANSPORTS) {
         assert.ok(refusals.some((record) => record.status === 403 && record.ip === lanAddress));
         for (const secret of [METRICS_TOKEN, WRONG_TOKEN, adminToken, userToken, ADMIN_PASSWORD]) assert.ok(!lan.logs.contains(secret), 'a credential reached the log');
       });
+
+      test('wrong /metrics credentials lock the address out like wrong passwords; then even the right token gets 429, and no credential never counts', async () => {
+        const guarded = await startTestServer(transport, engine, { host: lanAddress, metricsToken: METRICS_TOKEN, loginFailuresBeforeLockout: 3 });
+        try {
+          const url = `http://${lanAddress}:${guarded.started.port}/metrics`;
+          const scrape = (authorization?: string) => rawRequest(url, { headers: authorization === undefined ? {} : { authorization } });
+          for (let attempt = 0; attempt < 5; attempt++) assert.equal((await scrape()).status, 401, 'a scraper without a credential is refused, not locked out');
+          assert.equal((await scrape(`Bearer ${METRICS_TOKEN}`)).status, 200);
+          for (let attempt = 0; attempt < 3; attempt++) assert.equal((await scrape(`Bearer ${WRONG_TOKEN}`)).status, 401);
+          const locked = await scrape(`Bearer ${METRICS_TOKEN}`);
+          assert.equal(locked.status, 429, 'the right token is refused while the address is locked out');
+          assert.ok(Number(locked.headers['retry-after']) > 0);
+          assert.equal((JSON.parse(locked.body) as { code: string }).code, 'rate_limited');
+          const login = await rawRequest(`http://${lanAddress}:${guarded.started.port}/api/token`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ invite: TEST_INVITE, name: 'late' }) });
+          assert.equal(login.status, 429, 'the same lockout covers sign-ins');
+          assert.equal((await rawRequest(`http://${lanAddress}:${guarded.started.port}/healthz`)).status, 200, 'the probes stay open');
+        } finally {
+          await guarded.stop();
+        }
+      });
     });
   });
 }
