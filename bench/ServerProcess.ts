@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { LlamaBuild, LlamaBuildChoice } from '../server/engine/LlamaBuild.js';
+import { InviteTokens } from './InviteTokens.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const INVITE = 'bench-invite-code-0000';
@@ -48,10 +49,10 @@ export class TransportUnavailableError extends Error {
 export class ServerProcess {
   /** The server's own log records at error level or above (pino 50+); a clean run has none. */
   readonly errors: string[] = [];
-  private readonly tokens = new Map<string, Promise<string>>();
   private readonly exited: Promise<void>;
   private stderrTail = '';
   private stopping = false;
+  private readonly tokens: InviteTokens;
 
   private constructor(
     private readonly child: ChildProcess,
@@ -63,6 +64,7 @@ export class ServerProcess {
     readonly llamaBuild: LlamaBuild | undefined,
     readonly spec: ServerSpec,
   ) {
+    this.tokens = new InviteTokens(`http://127.0.0.1:${port}`, INVITE);
     this.exited = new Promise((resolve) => child.once('exit', () => resolve()));
     child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
       this.stderrTail = (this.stderrTail + chunk).slice(-4000);
@@ -149,21 +151,7 @@ export class ServerProcess {
 
   /** An access token for user `name`, fetched once per name (each sign-in makes a new user). */
   token(name: string): Promise<string> {
-    let token = this.tokens.get(name);
-    if (token === undefined) {
-      token = (async () => {
-        const response = await fetch(`${this.origin}/api/token`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json', origin: this.origin },
-          body: JSON.stringify({ invite: INVITE, name }),
-        });
-        if (response.status !== 200) throw new Error(`POST /api/token: ${response.status} ${await response.text()}`);
-        return ((await response.json()) as { token: string }).token;
-      })();
-      token.catch(() => this.tokens.delete(name));
-      this.tokens.set(name, token);
-    }
-    return token;
+    return this.tokens.get(name);
   }
 
   /** Resident memory of the server process, from the kernel (Linux); else /metrics. */

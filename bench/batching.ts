@@ -31,6 +31,7 @@
  * in one process one after another, so with a small model the first mode runs with colder JIT.
  */
 import { loadavg } from 'node:os';
+import { integerBetween } from './parseArguments.js';
 import { Command, InvalidArgumentError } from 'commander';
 import type { Llama, LlamaContext, LlamaModel } from 'node-llama-cpp';
 import { ensureModel } from '../models/ensureModel.js';
@@ -448,11 +449,7 @@ function pct(part: number, whole: number): string {
   return `${((100 * part) / whole).toFixed(0)}%`;
 }
 
-function positiveInt(value: string): number {
-  const number = Number(value);
-  if (!Number.isInteger(number) || number < 1) throw new InvalidArgumentError('expected a positive integer');
-  return number;
-}
+const positiveInt = integerBetween(1, Number.MAX_SAFE_INTEGER);
 
 function parseOptions(argv: readonly string[]): Options {
   const program = new Command()

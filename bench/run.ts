@@ -13,6 +13,7 @@ import { availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+import { integerBetween } from './parseArguments.js';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { defaults } from '../server/config.js';
 import { LlamaBuildChoice } from '../server/engine/LlamaBuild.js';
@@ -61,20 +62,14 @@ const list = <T extends string>(allowed: readonly T[], what: string) => (value: 
   if (items.length === 0 || wrong.length > 0) throw new InvalidArgumentError(`${what}: a comma-separated list of ${allowed.join(', ')}`);
   return items as T[];
 };
-const integer = (min: number, max: number) => (value: string) => {
-  const number = Number(value);
-  if (!Number.isInteger(number) || number < min || number > max) throw new InvalidArgumentError(`an integer from ${min} to ${max}`);
-  return number;
-};
-
 const program = new Command('bench')
   .description("Parley's benchmarks: streaming overhead, concurrency, cancel, idle connections, frame throughput.")
   .option('--quick', 'small counts, tiny model only unless --model says otherwise: under 3 minutes on 2 cores', false)
   .addOption(new Option('--only <names>', `run only these: ${NAMES.join(', ')}`).argParser(list(NAMES, '--only')))
   .addOption(new Option('--model <which>', 'tiny, bench (0.5B shape, F16) or both (default: tiny with --quick, else both)').choices(Object.values(ModelChoice)))
   .addOption(new Option('--transports <names>', 'WebSocket transports to measure').argParser(list(Object.values(BenchTransport), '--transports')).default([BenchTransport.uws, BenchTransport.ws], 'uws,ws'))
-  .addOption(new Option('--slots <n>', 'slots of the servers and in-process engines').argParser(integer(1, 64)).default(defaults.slots, `the server default here, ${defaults.slots}`))
-  .addOption(new Option('--threads <n>', 'model threads (default: 1 for tiny, all cores for bench)').argParser(integer(1, 256)))
+  .addOption(new Option('--slots <n>', 'slots of the servers and in-process engines').argParser(integerBetween(1, 64)).default(defaults.slots, `the server default here, ${defaults.slots}`))
+  .addOption(new Option('--threads <n>', 'model threads (default: 1 for tiny, all cores for bench)').argParser(integerBetween(1, 256)))
   .addOption(new Option('--llama-build <build>', 'llama.cpp binary, as the server\'s --llama-build').choices(Object.values(LlamaBuildChoice)).default(LlamaBuildChoice.auto))
   .addOption(new Option('--llama-server <binary>', "also run the concurrency benchmark against llama.cpp's llama-server, started with the same model, threads and slots"));
 

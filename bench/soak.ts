@@ -14,7 +14,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { InviteTokens } from './InviteTokens.js';
+import { integerBetween, positiveNumber } from './parseArguments.js';
+import { Command, Option } from 'commander';
 import { WebSocket } from 'ws';
 import { ensureModel } from '../models/ensureModel.js';
 
@@ -104,29 +106,18 @@ const counts = {
   connectFailures: 0,
 };
 
-const positiveNumber = (max: number) => (value: string) => {
-  const number = Number(value);
-  if (!Number.isFinite(number) || number <= 0 || number > max) throw new InvalidArgumentError(`a number in (0, ${max}]`);
-  return number;
-};
-const count = (min: number, max: number) => (value: string) => {
-  const number = Number(value);
-  if (!Number.isInteger(number) || number < min || number > max) throw new InvalidArgumentError(`an integer from ${min} to ${max}`);
-  return number;
-};
-
 const program = new Command('soak')
   .description('Soak the real Parley server on loopback and check it returns to its baseline.')
   .addOption(new Option('--minutes <n>', 'load duration in minutes (fractions allowed)').argParser(positiveNumber(720)).default(5))
-  .addOption(new Option('--idle <n>', 'idle authenticated sockets held open during the load').argParser(count(0, 5000)).default(200))
-  .addOption(new Option('--chatters <n>', 'clients looping send → reply, with random cancels and reconnects').argParser(count(0, 64)).default(4))
+  .addOption(new Option('--idle <n>', 'idle authenticated sockets held open during the load').argParser(integerBetween(0, 5000)).default(200))
+  .addOption(new Option('--chatters <n>', 'clients looping send → reply, with random cancels and reconnects').argParser(integerBetween(0, 64)).default(4))
   .addOption(new Option('--transport <name>', 'server transport').choices(['auto', 'uws', 'ws']).default('auto'))
   .addOption(new Option('--model <path>', "GGUF to serve (default: Parley's tiny test model)"))
   .addOption(new Option('--interval <seconds>', 'seconds between /metrics scrapes').argParser(positiveNumber(600)).default(5))
   .addOption(new Option('--warmup <seconds>', 'quiet seconds after the warm-up replies, before the baseline').argParser(positiveNumber(600)).default(10))
   .addOption(new Option('--settle <seconds>', 'seconds after the load stops, before the end figures').argParser(positiveNumber(600)).default(15))
-  .addOption(new Option('--slots <n>', 'server slots').argParser(count(1, 64)).default(2))
-  .addOption(new Option('--max-tokens <n>', 'server reply token cap').argParser(count(1, 100_000)).default(128));
+  .addOption(new Option('--slots <n>', 'server slots').argParser(integerBetween(1, 64)).default(2))
+  .addOption(new Option('--max-tokens <n>', 'server reply token cap').argParser(integerBetween(1, 100_000)).default(128));
 
 program.parse(process.argv);
 const options = program.opts<Options>();
@@ -287,9 +278,10 @@ class ServerProcess {
   /** The server's own warn and error log records (pino levels 40 and up), the first few kept whole. */
   readonly logged = { warn: 0, error: 0, first: [] as Array<Record<string, unknown>> };
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  private readonly tokens = new Map<string, Promise<string>>();
+  private readonly tokens: InviteTokens;
 
   private constructor(readonly child: ChildProcess, readonly port: number, readonly transport: string) {
+    this.tokens = new InviteTokens(`http://127.0.0.1:${port}`, INVITE);
     this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
     child.stderr?.setEncoding('utf8').on('data', (chunk: string) => { this.stderrTail = (this.stderrTail + chunk).slice(-4000); });
     createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
@@ -368,21 +360,7 @@ class ServerProcess {
 
   /** One access token per user name, fetched once (they last a day here). */
   token(name: string): Promise<string> {
-    let token = this.tokens.get(name);
-    if (token === undefined) {
-      token = (async () => {
-        const response = await fetch(`${this.origin}/api/token`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json', origin: this.origin },
-          body: JSON.stringify({ invite: INVITE, name }),
-        });
-        if (response.status !== 200) throw new Error(`POST /api/token: ${response.status}`);
-        return ((await response.json()) as { token: string }).token;
-      })();
-      token.catch(() => this.tokens.delete(name));
-      this.tokens.set(name, token);
-    }
-    return token;
+    return this.tokens.get(name);
   }
 
   async figures(): Promise<Figures> {

@@ -170,11 +170,13 @@ export function loadConfig(input: ConfigInput = {}): Config {
   return Object.freeze({ ...config, allowedOrigins: Object.freeze([...config.allowedOrigins]), allowedHosts: Object.freeze([...config.allowedHosts]) });
 }
 
-const numericKeys = new Set(
-  Object.entries(defaults)
+/** Keys whose numeric strings become numbers: every numeric default, and threads (a count or `auto`). */
+const numericKeys = new Set([
+  ...Object.entries(defaults)
     .filter(([, value]) => typeof value === 'number')
     .map(([key]) => key),
-);
+  'threads',
+]);
 
 const listKeys = new Set(['allowedOrigins', 'allowedHosts']);
 const booleanKeys = new Set(['qr', 'logContent']);
@@ -184,7 +186,7 @@ function coerce(key: string, value: unknown): unknown {
     return value.split(',').map((entry) => entry.trim()).filter(Boolean);
   }
   if (typeof value !== 'string') return value;
-  if ((numericKeys.has(key) || key === 'threads') && value.trim() !== '' && Number.isFinite(Number(value))) return Number(value);
+  if (numericKeys.has(key) && value.trim() !== '' && Number.isFinite(Number(value))) return Number(value);
   if (booleanKeys.has(key)) {
     const flag = value.trim().toLowerCase();
     if (['1', 'true', 'yes', 'on'].includes(flag)) return true;
