@@ -1,5 +1,6 @@
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, rm, stat, truncate } from 'node:fs/promises';
 import { createModelDownloader } from 'node-llama-cpp';
+import type { ModelDownloader } from 'node-llama-cpp';
 import { GgufValidationError } from './gguf/GgufValidationError.js';
 import { readGguf } from './gguf/readGguf.js';
 import { ModelPullError, ModelPullErrorCode } from './ModelPullError.js';
@@ -54,9 +55,10 @@ export async function pullModel(uri: string, options: PullModelOptions): Promise
   });
   stalledPromise.catch(() => undefined);
   let path: string;
+  let downloader: ModelDownloader | undefined;
   try {
     const downloading = (async () => {
-      const downloader = await createModelDownloader({
+      downloader = await createModelDownloader({
         modelUri: uri,
         dirPath: options.dir,
         showCliProgress: options.showProgress ?? false,
@@ -78,6 +80,7 @@ export async function pullModel(uri: string, options: PullModelOptions): Promise
     })();
     path = await Promise.race([downloading, stalledPromise]);
     if (controller.signal.aborted) throw controller.signal.reason ?? new Error('aborted');
+    if (downloader !== undefined) await trimToServedSize(uri, downloader);
   } catch (error) {
     if (error instanceof ModelPullError) throw error;
     if (options.signal?.aborted === true && !stalled) {
@@ -96,6 +99,27 @@ export async function pullModel(uri: string, options: PullModelOptions): Promise
     throw new ModelPullError(ModelPullErrorCode.notGguf, uri, `Pulled ${uri} but it is not a usable GGUF model (${reason}); the file was deleted`, { cause: error });
   }
   return { path };
+}
+
+/**
+ * Makes each downloaded file exactly the size the server announced. ipull (3.9.5, under
+ * node-llama-cpp 3.22.1) keeps a JSON progress record after the data while it downloads and
+ * truncates it away at the end without waiting for the last record's write; on a busy machine that
+ * write lands after the truncate and the record stays at the end of the model. The downloader has
+ * closed its file by now, so nothing writes to it any more. A file shorter than announced is an
+ * error, never padded.
+ */
+async function trimToServedSize(uri: string, downloader: ModelDownloader): Promise<void> {
+  for (const { filePath, totalSize } of downloader.filesInfo) {
+    if (totalSize <= 0) continue; // the server sent no length: there is nothing to compare with
+    const { size } = await stat(filePath);
+    if (size > totalSize) {
+      await truncate(filePath, totalSize);
+    } else if (size < totalSize) {
+      await rm(filePath, { force: true });
+      throw new ModelPullError(ModelPullErrorCode.failed, uri, `Cannot pull ${uri}: the download ended at ${size} of ${totalSize} bytes; the partial file was deleted`);
+    }
+  }
 }
 
 /**

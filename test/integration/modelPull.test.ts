@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { access, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { access, mkdtemp, open, readFile, rm, stat } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -75,6 +76,41 @@ test('pullModel downloads a model over HTTP byte for byte, and it loads', { time
 
   // A second pull finds the complete file and keeps it.
   assert.equal((await pullModel(`${baseUrl}/models/parley-tiny.gguf`, { dir: join(dir, 'pulled') })).path, path);
+});
+
+test('the downloader\'s progress record never ends up inside the pulled file, even when it lands after the final truncate', { timeout: 60_000 }, async () => {
+  // ipull 3.9.5 appends a JSON progress record after the data while downloading and truncates it
+  // away at the end, without waiting for the last record's write. On a busy machine that write
+  // completes after the truncate, and the record stays at the end of the model. This test makes
+  // that ordering certain: the record's write is held until the truncate has run.
+  const probe = await open(tmpdir());
+  const prototype = Object.getPrototypeOf(probe) as FileHandle;
+  await probe.close();
+  const originalWrite = prototype.write;
+  const originalTruncate = prototype.truncate;
+  let record: Promise<unknown> | undefined;
+  let recordsHeld = 0;
+  prototype.write = function (this: FileHandle, ...args: unknown[]) {
+    if (args[3] === tinyBytes.length) {
+      recordsHeld++;
+      record = new Promise((resolve) => setTimeout(resolve, 20)).then(() => Reflect.apply(originalWrite, this, args));
+      return record;
+    }
+    return Reflect.apply(originalWrite, this, args);
+  } as FileHandle['write'];
+  prototype.truncate = async function (this: FileHandle, length?: number) {
+    await originalTruncate.call(this, length);
+    await record;
+  };
+  try {
+    const { path } = await pullModel(`${baseUrl}/models/parley-tiny.gguf`, { dir: join(dir, 'late-record') });
+    assert.ok(recordsHeld > 0, 'the downloader wrote a progress record after the data');
+    assert.equal((await stat(path)).size, tinyBytes.length);
+    assert.ok((await readFile(path)).equals(tinyBytes), 'the pulled file is identical to the served one');
+  } finally {
+    prototype.write = originalWrite;
+    prototype.truncate = originalTruncate;
+  }
 });
 
 test('a URL that answers 404 gives a ModelPullError carrying the status', { timeout: 60_000 }, async () => {
