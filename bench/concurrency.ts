@@ -64,6 +64,7 @@ async function inProcess(context: BenchContext, model: BenchModel): Promise<Colu
   const engine = await context.engines.get(model, context.slots);
   const levels: Level[] = [];
   let conversation = 0;
+  await scheduled(new Scheduler({ slots: context.slots, maxQueue: 1, maxQueuedPerUser: 1 }), engine, model, 0, 'conc-warm-up', 'warm-up');
   for (const clients of CLIENT_COUNTS) {
     context.progress(`concurrency: ${model.kind}, in-process, ${clients} client${clients === 1 ? '' : 's'}`);
     const scheduler = new Scheduler({ slots: context.slots, maxQueue: 1024, maxQueuedPerUser: 64 });
@@ -110,6 +111,14 @@ async function throughServer(context: BenchContext, model: BenchModel, transport
   if ('unavailable' in server) return { path: transport, levels: [], unavailable: server.unavailable };
   const levels: Level[] = [];
   let running: string | undefined;
+  // One reply before the clock starts, as in process and in llama-server (which warms up at
+  // start): a fresh server's first request pays for JIT compilation of the whole request path.
+  const warmUp = await BenchClient.connect(server.wsUrl, server.origin, await server.token('concurrent-warm-up'));
+  try {
+    await warmUp.send('warm-up').ended;
+  } finally {
+    warmUp.close();
+  }
   for (const clients of CLIENT_COUNTS) {
     context.progress(`concurrency: ${model.kind}, ${transport}, ${clients} client${clients === 1 ? '' : 's'}`);
     // Connected before the clock starts: this measures generation, not sign-in and upgrade.

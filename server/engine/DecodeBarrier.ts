@@ -17,6 +17,11 @@ export interface DecodeBarrierOptions {
    * is what brings two groups that drifted apart back into one step.
    */
   readonly maxWaitMs: number;
+  /**
+   * How many waiting prompts start together, in one decode, once the prompts in progress are
+   * done. Default 1.
+   */
+  readonly promptsPerDecode?: number;
 }
 
 /**
@@ -40,12 +45,14 @@ export interface DecodeBarrierOptions {
  * first, so the dispatcher sees them together and in order. Sequences that are not generating
  * (see begin/end) pass straight through. With one generation nothing is ever held.
  *
- * A generation's first request (its prompt) is never held for the step. Prompts go one at a time,
- * in arrival order: evaluating a prompt is compute-bound, so several prompts in one decode take as
- * long as one after the other, and together they all wait for the last; one at a time, the first
- * reply starts streaming after its own prompt (4 prompts of ~35 tokens on the 0.5B shape: first
- * tokens at about 0.2, 0.4, 0.6 and 0.8 s instead of all at 0.85 s). Each prompt still shares its
- * decode with the running generations' step, as llama-server's continuous batching does.
+ * A generation's first request (its prompt) is never held for the step. Prompts go in arrival
+ * order, a few at a time (promptsPerDecode), each group once the one before is done, whether a
+ * generation runs alone or not: evaluating a prompt is compute-bound, so many prompts in one
+ * decode all wait for the last, while a small group still shares the decode's fixed cost; the
+ * first reply of a burst starts streaming after its own prompt (4 prompts of ~35 tokens on the
+ * 0.5B shape, one at a time: first tokens at about 0.2, 0.4, 0.6 and 0.8 s instead of all at
+ * 0.85 s). Each prompt still shares its decode with the running generations' step, as
+ * llama-server's continuous batching does.
  *
  * Invariant: a held request is always released, by the last arrival, by end(), by the timer, or
  * by dispose(); it is never dropped, so node-llama-cpp's promise for it always settles.
@@ -56,11 +63,13 @@ export interface DecodeBarrierOptions {
 export class DecodeBarrier {
   /** Sequences between begin() and end(). */
   private readonly generating = new Set<number>();
+  /** Generating sequences whose first request (the prompt) has been made. */
+  private readonly prompted = new Set<number>();
   /** Generating sequences whose first request is done: the ones a step waits for. */
   private readonly participants = new Set<number>();
   private held: HeldDecode[] = [];
-  /** The sequence whose prompt is being decoded, if the barrier started one. */
-  private promptInFlight: number | undefined;
+  /** The sequences whose prompts are being decoded, as the barrier started them. */
+  private readonly promptsInFlight = new Set<number>();
   /** Prompts waiting for it, in arrival order. */
   private waitingPrompts: HeldDecode[] = [];
   /** Released requests not yet settled, by sequence. */
@@ -93,6 +102,7 @@ export class DecodeBarrier {
   /** A generation starts on the sequence: its decodes join the lockstep. */
   begin(sequenceId: number): void {
     this.generating.add(sequenceId);
+    this.prompted.delete(sequenceId);
   }
 
   /**
@@ -101,6 +111,7 @@ export class DecodeBarrier {
    */
   end(sequenceId: number): void {
     this.generating.delete(sequenceId);
+    this.prompted.delete(sequenceId);
     this.participants.delete(sequenceId);
     const own = [...this.held, ...this.waitingPrompts].filter((held) => held.sequenceId === sequenceId);
     if (own.length > 0) {
@@ -123,16 +134,48 @@ export class DecodeBarrier {
 
   private decode(request: { readonly sequenceId: number }, logitDataMapper: unknown): Promise<unknown> {
     const { sequenceId } = request;
-    // Alone, a generation has nobody to step with; it joins (as a newcomer) once another begins.
-    if (this.disposed || !this.generating.has(sequenceId) || this.generating.size === 1) {
+    if (this.disposed || !this.generating.has(sequenceId)) return this.original(request, logitDataMapper);
+    // A generation's first request (its prompt) is never held for the step, and never waits for a
+    // step either: it goes once no other prompt is in progress, alone or not. It joins the
+    // lockstep once that request is done, so the others keep stepping (in the same batches as the
+    // prompt's chunks) instead of waiting for a long prompt.
+    if (!this.prompted.has(sequenceId)) {
+      this.prompted.add(sequenceId);
+      return this.track(sequenceId, request, logitDataMapper, 'prompt', (run) => {
+        if (this.promptsInFlight.size === 0) {
+          this.promptsInFlight.add(sequenceId);
+          run();
+        } else {
+          this.waitingPrompts.push({ sequenceId, run });
+        }
+      });
+    }
+    // Alone, a generation has nobody to step with; it rejoins once another begins.
+    if (this.generating.size === 1) {
       this.participants.delete(sequenceId);
       return this.original(request, logitDataMapper);
     }
-    // A generation's first request (its prompt) is never held for the step: it goes into the next
-    // batch the dispatcher forms once no other prompt is in progress. It joins the lockstep once
-    // that request is done, so the others keep stepping (in the same batches as the prompt's
-    // chunks) instead of waiting for a long prompt.
-    const joining = !this.participants.has(sequenceId);
+    if (!this.participants.has(sequenceId)) {
+      return this.track(sequenceId, request, logitDataMapper, 'rejoin', (run) => run());
+    }
+    return this.track(sequenceId, request, logitDataMapper, 'step', (run) => {
+      this.held.push({ sequenceId, run });
+      this.releaseIfComplete();
+    });
+  }
+
+  /**
+   * Sends the request when `schedule` calls run, counting it in flight until it settles. A prompt
+   * or a rejoining request makes its generation a participant once done; a prompt then lets the
+   * next waiting prompt go.
+   */
+  private track(
+    sequenceId: number,
+    request: { readonly sequenceId: number },
+    logitDataMapper: unknown,
+    kind: 'prompt' | 'rejoin' | 'step',
+    schedule: (run: () => void) => void,
+  ): Promise<unknown> {
     return new Promise((resolve, reject) => {
       const run = (): void => {
         this.inFlight.set(sequenceId, (this.inFlight.get(sequenceId) ?? 0) + 1);
@@ -140,8 +183,8 @@ export class DecodeBarrier {
           const left = (this.inFlight.get(sequenceId) ?? 1) - 1;
           if (left > 0) this.inFlight.set(sequenceId, left);
           else this.inFlight.delete(sequenceId);
-          if (joining && this.generating.has(sequenceId)) this.participants.add(sequenceId);
-          if (joining && this.promptInFlight === sequenceId) this.startNextPrompt();
+          if (kind !== 'step' && this.generating.has(sequenceId)) this.participants.add(sequenceId);
+          if (kind === 'prompt' && this.promptsInFlight.delete(sequenceId) && this.promptsInFlight.size === 0) this.startNextPrompts();
           this.releaseIfComplete();
         };
         this.original(request, logitDataMapper).then(
@@ -149,17 +192,7 @@ export class DecodeBarrier {
           (error: unknown) => { settle(); reject(error); },
         );
       };
-      if (joining) {
-        if (this.promptInFlight === undefined) {
-          this.promptInFlight = sequenceId;
-          run();
-        } else {
-          this.waitingPrompts.push({ sequenceId, run });
-        }
-      } else {
-        this.held.push({ sequenceId, run });
-        this.releaseIfComplete();
-      }
+      schedule(run);
     });
   }
 
@@ -186,13 +219,11 @@ export class DecodeBarrier {
     }
   }
 
-  /** Starts the oldest waiting prompt, if any. */
-  private startNextPrompt(): void {
-    this.promptInFlight = undefined;
-    const next = this.waitingPrompts.shift();
-    if (next === undefined) return;
-    this.promptInFlight = next.sequenceId;
-    next.run();
+  /** Starts the oldest waiting prompts, up to promptsPerDecode, in one synchronous pass. */
+  private startNextPrompts(): void {
+    const next = this.waitingPrompts.splice(0, Math.max(1, this.options.promptsPerDecode ?? 1));
+    for (const prompt of next) this.promptsInFlight.add(prompt.sequenceId);
+    for (const prompt of next) prompt.run();
   }
 
   /** Queues every held request in one synchronous pass, lowest sequence id first. */

@@ -188,3 +188,70 @@ test('a lone generation is never held, and dispose() restores the context', asyn
   barrier.dispose();
   assert.equal(Object.hasOwn(fake, '_decodeTokens'), false, 'the own property is gone; the prototype method serves again');
 });
+
+test('a prompt that started while its generation was alone still goes before the next prompt, not in the same decode', async () => {
+  // Through a server, requests arrive a few milliseconds apart: the first begins alone.
+  const { fake, barrier, decode } = setup();
+  barrier.begin(0);
+  const first = decode(0);
+  barrier.begin(1);
+  const second = decode(1);
+  assert.deepEqual(fake.queued, [0], 'the second prompt waits for the first instead of joining its decode');
+  fake.finish(0);
+  await first;
+  assert.deepEqual(fake.queued, [0, 1]);
+  // Sequence 0 now generates and steps alongside the second prompt.
+  const step = decode(0);
+  assert.deepEqual(fake.queued, [0, 1, 0]);
+  fake.finish(1);
+  fake.finish(0);
+  await Promise.all([second, step]);
+  barrier.dispose();
+});
+
+test('a generation that ran alone rejoins the step at once, without waiting behind a prompt', async () => {
+  const { fake, barrier, decode } = setup();
+  barrier.begin(0);
+  await fake.drain([decode(0)]);
+  await fake.drain([decode(0)]);
+  barrier.begin(1);
+  const prompt = decode(1);
+  const next = decode(0);
+  assert.deepEqual(fake.queued, [1, 0], 'its token shares the decode with the newcomer\'s prompt');
+  fake.finish(1);
+  fake.finish(0);
+  await Promise.all([prompt, next]);
+  fake.queued.length = 0;
+  const step = [decode(1)];
+  assert.deepEqual(fake.queued, [], 'both are participants now: the step waits for sequence 0');
+  step.push(decode(0));
+  assert.deepEqual(fake.queued, [0, 1]);
+  fake.finish(0);
+  fake.finish(1);
+  await Promise.all(step);
+  barrier.dispose();
+});
+
+test('with promptsPerDecode 2, waiting prompts start in pairs, in arrival order, once the prompts in progress are done', async () => {
+  const fake = new FakeContext();
+  const barrier = DecodeBarrier.install(fake as unknown as LlamaContext, { maxWaitMs: MAX_WAIT_MS, promptsPerDecode: 2 });
+  assert.ok(barrier);
+  const decode = (sequenceId: number): Promise<unknown> =>
+    (fake as unknown as { _decodeTokens: (request: { sequenceId: number }, mapper: unknown) => Promise<unknown> })._decodeTokens({ sequenceId }, undefined);
+  for (const id of [0, 1, 2, 3, 4]) barrier.begin(id);
+  const prompts = [0, 1, 2, 3, 4].map((id) => decode(id));
+  assert.deepEqual(fake.queued, [0], 'the first goes at once, alone');
+  fake.finish(0);
+  await prompts[0];
+  assert.deepEqual(fake.queued, [0, 1, 2], 'the next two go together');
+  fake.finish(1);
+  await prompts[1];
+  assert.deepEqual(fake.queued, [0, 1, 2], 'the pair is one group: the next waits for both');
+  fake.finish(2);
+  await prompts[2];
+  assert.deepEqual(fake.queued, [0, 1, 2, 3, 4]);
+  fake.finish(3);
+  fake.finish(4);
+  await Promise.all(prompts);
+  barrier.dispose();
+});
