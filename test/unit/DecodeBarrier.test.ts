@@ -37,9 +37,9 @@ class FakeContext {
 
 const MAX_WAIT_MS = 30;
 
-function setup(): { fake: FakeContext; barrier: DecodeBarrier; decode: (sequenceId: number) => Promise<unknown> } {
+function setup(options: { promptsPerDecode?: number } = {}): { fake: FakeContext; barrier: DecodeBarrier; decode: (sequenceId: number) => Promise<unknown> } {
   const fake = new FakeContext();
-  const barrier = DecodeBarrier.install(fake as unknown as LlamaContext, { maxWaitMs: MAX_WAIT_MS });
+  const barrier = DecodeBarrier.install(fake as unknown as LlamaContext, { maxWaitMs: MAX_WAIT_MS, ...options });
   assert.ok(barrier);
   const decode = (sequenceId: number): Promise<unknown> =>
     (fake as unknown as { _decodeTokens: (request: { sequenceId: number }, mapper: unknown) => Promise<unknown> })._decodeTokens({ sequenceId }, undefined);
@@ -233,11 +233,7 @@ test('a generation that ran alone rejoins the step at once, without waiting behi
 });
 
 test('with promptsPerDecode 2, waiting prompts start in pairs, in arrival order, once the prompts in progress are done', async () => {
-  const fake = new FakeContext();
-  const barrier = DecodeBarrier.install(fake as unknown as LlamaContext, { maxWaitMs: MAX_WAIT_MS, promptsPerDecode: 2 });
-  assert.ok(barrier);
-  const decode = (sequenceId: number): Promise<unknown> =>
-    (fake as unknown as { _decodeTokens: (request: { sequenceId: number }, mapper: unknown) => Promise<unknown> })._decodeTokens({ sequenceId }, undefined);
+  const { fake, barrier, decode } = setup({ promptsPerDecode: 2 });
   for (const id of [0, 1, 2, 3, 4]) barrier.begin(id);
   const prompts = [0, 1, 2, 3, 4].map((id) => decode(id));
   assert.deepEqual(fake.queued, [0], 'the first goes at once, alone');
