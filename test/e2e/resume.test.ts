@@ -306,6 +306,30 @@ describe('replies survive a dropped connection', () => {
     await lastReplyStatus(laptop.page, 'done', 10_000);
     assert.equal(await savedReply(laptop.page), reference);
   });
+  test('a page reloaded mid-reply picks the reply up again, and it ends with exactly the whole text, once', async (t) => {
+    // The reply must outlast the reload (a page load and a socket): several seconds long.
+    const behind = await startBehindProxy({ maxTokens: LONGEST_REPLY_TOKENS });
+    t.after(() => behind.stop());
+    const reference = await serverReference(behind.server);
+    const { page, sent, consoleErrors } = await join(behind.origin, 'Reloader');
+    await typeAndSend(page, PROMPT);
+    await waitForText(page, 120);
+    const before = sent.length;
+    await page.reload();
+    await connected(page, 15_000);
+    await lastReplyStatus(page, 'done', 90_000);
+    assert.ok(
+      sent.slice(before).some((frame) => frame.type === 'resume' && frame.after === -1),
+      'the reloaded page resumed the reply from its first delta',
+    );
+    assert.equal(await savedReply(page), reference, 'no text lost and none repeated');
+    assert.match((await lastReply(page)).footer, /tok\/s/);
+    assert.equal(await page.locator('chat-message').count(), 2, 'one exchange in the conversation, nothing doubled');
+    assert.deepEqual(consoleErrors.filter((text) => /gap/.test(text)), [], 'no seq was skipped');
+    const stored = await page.evaluate(() => Object.entries(localStorage).find(([key]) => key.startsWith('parley.v1.conversations.'))?.[1] ?? '');
+    assert.doesNotMatch(stored, /"requestId"/, 'a finished reply keeps no request id');
+  });
+
   test('Stop pressed while reconnecting stops the reply as soon as the connection is back, keeping its text', async () => {
     const { page, sent } = await join(behind.origin, 'Decider');
     await typeAndSend(page, PROMPT);
@@ -396,6 +420,23 @@ describe('a reply the server could not keep', () => {
       await lastReplyStatus(page, ['streaming', 'done'], 10_000);
       await page.keyboard.press('Escape');
       await lastReplyStatus(page, ['stopped', 'done'], 5000);
+    } finally {
+      await behind.stop();
+    }
+  });
+
+  test('a page reloaded mid-reply on a server that keeps nothing across drops: the reply is marked as cut by the page closing, and not asked for', async () => {
+    const behind = await startBehindProxy({ resumeGraceMs: 0, maxTokens: LONGEST_REPLY_TOKENS });
+    try {
+      const { page, sent } = await join(behind.origin, 'Impatient');
+      await typeAndSend(page, PROMPT);
+      await waitForText(page, 80);
+      await page.reload();
+      await connected(page, 15_000);
+      await lastReplyStatus(page, 'interrupted', 5000);
+      assert.match((await lastReply(page)).footer, /page closed/);
+      await page.waitForTimeout(300);
+      assert.equal(sent.filter((frame) => frame.type === 'resume').length, 0, 'no resume was asked for');
     } finally {
       await behind.stop();
     }

@@ -2,7 +2,7 @@ import type { ReactiveController, ReactiveControllerHost } from 'lit';
 import { ErrorCode } from '../../../shared/errorCodes.js';
 import type { ServerFrame } from '../../../shared/protocol.js';
 import { MessageStatus, Sender, type ChatMessage, type Conversation } from '../state/ChatMessage.js';
-import type { ConversationStore } from '../state/ConversationStore.js';
+import { PAGE_CLOSED, type ConversationStore } from '../state/ConversationStore.js';
 import { ReplyStream } from '../state/ReplyStream.js';
 import { describeError } from '../util/describeError.js';
 import { newId } from '../util/newId.js';
@@ -26,6 +26,11 @@ interface Running {
   readonly followed: boolean;
   /** For a followed reply: the question shown above it, taken from the server. */
   readonly question?: ChatMessage;
+  /**
+   * A reply this page was running when it was reloaded: its stored text is replaced by the
+   * server's replay from the start once `resumed` arrives.
+   */
+  replaceOnResume: boolean;
 }
 
 /** What the chat announces to assistive technology: one sentence per finished reply. */
@@ -44,7 +49,8 @@ const CUT_OFF_REPLY = 'The connection dropped, so this reply was cut off.';
  *
  * Replies outlive a dropped socket: they stay here, detached, and on the next `ready` each is
  * resumed from the last seq applied. Deltas apply strictly in seq order, so a replayed delta
- * is never applied twice and the text has no gap.
+ * is never applied twice and the text has no gap. They outlive a reload too: a running reply's
+ * request id is stored with its message, and the reloaded page resumes it from the start.
  */
 export class ChatController implements ReactiveController {
   private readonly running = new Map<string, Running>();
@@ -128,6 +134,7 @@ export class ChatController implements ReactiveController {
     if (asked) conversation.messages.push(asked);
     const message: ChatMessage = { id: newId('m'), from: Sender.assistant, text: '', status: MessageStatus.starting };
     conversation.messages.push(message);
+    message.requestId = requestId;
     this.running.set(requestId, { ...this.track(conversation, message, ''), followed: true, ...(asked ? { question: asked } : {}) });
     this.connection.send({ type: 'resume', id: requestId, after: -1 });
     this.store.changed();
@@ -150,6 +157,7 @@ export class ChatController implements ReactiveController {
 
   private submit(conversation: Conversation, message: ChatMessage, text: string, retried: boolean, regenerate = false): void {
     const id = newId('r');
+    message.requestId = id;
     this.running.set(id, { ...this.track(conversation, message, text), retried });
     const sent = this.connection.send({
       type: 'send',
@@ -159,6 +167,7 @@ export class ChatController implements ReactiveController {
     });
     if (!sent) {
       this.running.delete(id);
+      delete message.requestId;
       message.status = MessageStatus.error;
       message.error = 'Not connected: the message was not sent.';
     }
@@ -176,12 +185,14 @@ export class ChatController implements ReactiveController {
       detached: false,
       cancelOnResume: false,
       followed: false,
+      replaceOnResume: false,
     };
   }
 
   /** A frame from the server. */
   handle(frame: ServerFrame): void {
     if (frame.type === 'ready') {
+      this.adoptOrphans();
       this.resumeAll();
       return;
     }
@@ -204,6 +215,12 @@ export class ChatController implements ReactiveController {
         return;
       case 'resumed':
         if (conversation && conversation.serverId === undefined) conversation.serverId = frame.conversationId;
+        if (running.replaceOnResume) {
+          // The replay starts at seq 0: it rebuilds the text this page had stored.
+          running.replaceOnResume = false;
+          message.text = '';
+          running.stream.flush();
+        }
         message.status = running.nextSeq > 0 ? MessageStatus.streaming : MessageStatus.starting;
         this.store.changed();
         return;
@@ -295,9 +312,31 @@ export class ChatController implements ReactiveController {
       }
       running.message.status = MessageStatus.interrupted;
       running.message.error = running.detached ? UNRECOVERABLE_REPLY : CUT_OFF_REPLY;
+      delete running.message.requestId;
       this.running.delete(id);
     }
     this.store.changed();
+  }
+
+  /**
+   * The replies this page was running when it was last closed (stored with their request ids)
+   * join the detached ones, to be resumed from the start. A server that keeps nothing across
+   * drops has already ended them.
+   */
+  private adoptOrphans(): void {
+    const resumable = (this.connection.ready?.resumeGraceMs ?? 0) > 0;
+    const orphans = this.store.takeOrphans();
+    for (const { conversation, message, requestId } of orphans) {
+      if (this.running.has(requestId)) continue;
+      if (!resumable) {
+        message.status = MessageStatus.interrupted;
+        message.error = PAGE_CLOSED;
+        delete message.requestId;
+        continue;
+      }
+      this.running.set(requestId, { ...this.track(conversation, message, ''), detached: true, replaceOnResume: true });
+    }
+    if (orphans.length > 0) this.store.changed();
   }
 
   /** A new socket is ready: picks up every detached reply where it left off. */
@@ -313,6 +352,7 @@ export class ChatController implements ReactiveController {
 
   private finish(id: string, running: Running, conversation: Conversation | undefined): void {
     this.running.delete(id);
+    delete running.message.requestId;
     running.stream.flush();
     if (conversation) this.store.touch(conversation);
     this.store.changed();

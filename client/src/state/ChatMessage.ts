@@ -51,6 +51,11 @@ export interface ChatMessage {
   error?: string;
   /** Something the user should know about this reply (e.g. the server lost the conversation). */
   notice?: string;
+  /**
+   * The request that fills this reply, while it runs. Stored with the message, so a page
+   * reloaded mid-reply can resume it.
+   */
+  requestId?: string;
 }
 
 export const TitleSource = { none: 'none', auto: 'auto', user: 'user' } as const;

@@ -1,11 +1,12 @@
 import * as z from 'zod/mini';
 import type { ConversationFrame, ConversationSummary } from '../../../shared/protocol.js';
 import { newId } from '../util/newId.js';
-import { MessageStatus, Sender, TitleSource, TRANSIENT_STATUSES, type Conversation } from './ChatMessage.js';
+import { MessageStatus, Sender, TitleSource, TRANSIENT_STATUSES, type ChatMessage, type Conversation } from './ChatMessage.js';
 
 const STORAGE_PREFIX = 'parley.v1.conversations.';
 const MAX_CONVERSATIONS = 50;
 const TITLE_LENGTH = 48;
+export const PAGE_CLOSED = 'The page closed while this reply was running.';
 
 // What is read back from localStorage is checked like any other input: it may be stale,
 // hand-edited or from an older client.
@@ -25,6 +26,7 @@ const StoredMessage = z.object({
   ),
   error: z.optional(z.string()),
   notice: z.optional(z.string()),
+  requestId: z.optional(z.string()),
 });
 const StoredConversation = z.object({
   id: z.string(),
@@ -58,6 +60,8 @@ export class ConversationStore extends EventTarget {
   private currentId: string | undefined;
   /** Server ids deleted here; pruned to those the server still lists. */
   private forgotten = new Set<string>();
+  /** Replies that were running when the page closed, to be resumed (see takeOrphans). */
+  private orphans: Array<{ conversation: Conversation; message: ChatMessage; requestId: string }> = [];
   private saveTimer: ReturnType<typeof setTimeout> | undefined;
 
   /**
@@ -71,7 +75,10 @@ export class ConversationStore extends EventTarget {
     });
   }
 
-  /** Loads one user's conversations. Replies that were running when the page closed are marked interrupted. */
+  /**
+   * Loads one user's conversations. Replies that were running when the page closed wait to be
+   * resumed (see takeOrphans); those without a request id are marked interrupted.
+   */
   load(userId: string): void {
     if (this.userId === userId) return;
     this.userId = userId;
@@ -89,18 +96,27 @@ export class ConversationStore extends EventTarget {
     this.conversations = [];
     this.currentId = undefined;
     this.forgotten = new Set();
+    this.orphans = [];
     try {
       const parsed = raw ? StoredState.safeParse(JSON.parse(raw)) : undefined;
       if (parsed?.success) {
         this.conversations = parsed.data.conversations;
         this.forgotten = new Set(parsed.data.forgotten);
         this.currentId = fromOtherTab ? keep : parsed.data.currentId;
-        // Another tab's running replies are its own business; a reloaded page's are over.
+        // Another tab's running replies are its own business; a reloaded page's wait to be resumed.
         if (!fromOtherTab) {
-          for (const message of this.conversations.flatMap((conversation) => conversation.messages)) {
-            if (!TRANSIENT_STATUSES.has(message.status)) continue;
-            message.status = MessageStatus.interrupted;
-            message.error = 'The page closed while this reply was running.';
+          for (const conversation of this.conversations) {
+            for (const message of conversation.messages) {
+              if (!TRANSIENT_STATUSES.has(message.status)) continue;
+              if (message.requestId === undefined) {
+                message.status = MessageStatus.interrupted;
+                message.error = PAGE_CLOSED;
+                continue;
+              }
+              message.status = MessageStatus.reconnecting;
+              message.queuePosition = undefined;
+              this.orphans.push({ conversation, message, requestId: message.requestId });
+            }
           }
         }
       }
@@ -109,6 +125,17 @@ export class ConversationStore extends EventTarget {
     }
     if (!this.conversations.some((conversation) => conversation.id === this.currentId)) this.currentId = this.list[0]?.id;
     this.changed(!fromOtherTab);
+  }
+
+  /**
+   * The replies that were running when this page last closed, once: the chat resumes them (the
+   * server keeps a dropped reply for its grace period) or, when it cannot, marks them with
+   * `PAGE_CLOSED`.
+   */
+  takeOrphans(): Array<{ conversation: Conversation; message: ChatMessage; requestId: string }> {
+    const orphans = this.orphans.filter(({ conversation, message }) => this.conversations.includes(conversation) && conversation.messages.includes(message));
+    this.orphans = [];
+    return orphans;
   }
 
   /** Most recently used first. */
