@@ -1,7 +1,19 @@
 import type { LlamaContext, LlamaContextSequence } from 'node-llama-cpp';
 
+/**
+ * A decode request as node-llama-cpp 3.22.1 queues it: the tokens of one sequence, placed from
+ * `firstTokenSequenceIndex` on, with `logits[i]` saying whether token i's logits are wanted. It
+ * resolves with the mapped logits of those tokens, in order.
+ */
+interface DecodeRequest {
+  readonly sequenceId: number;
+  readonly tokens?: readonly unknown[];
+  readonly logits?: readonly unknown[];
+  readonly firstTokenSequenceIndex?: number;
+}
+
 /** The internal entry point every decode of a LlamaContext goes through in node-llama-cpp 3.22.1. */
-type DecodeTokens = (request: { readonly sequenceId: number }, logitDataMapper: unknown) => Promise<unknown>;
+type DecodeTokens = (request: DecodeRequest, logitDataMapper: unknown) => Promise<unknown>;
 
 interface HeldDecode {
   readonly sequenceId: number;
@@ -22,6 +34,12 @@ export interface DecodeBarrierOptions {
    * done. Default 1.
    */
   readonly promptsPerDecode?: number;
+  /**
+   * While other generations run, a longer prompt goes in chunks of this many tokens, each
+   * after the first released together with the others' step, so their replies keep streaming
+   * during a long prompt. Unset: a prompt goes as one request.
+   */
+  readonly promptChunkTokens?: number;
 }
 
 /**
@@ -67,6 +85,8 @@ export class DecodeBarrier {
   private readonly prompted = new Set<number>();
   /** Generating sequences whose first request is done: the ones a step waits for. */
   private readonly participants = new Set<number>();
+  /** Sequences whose prompt goes in chunks: a step waits for each next chunk too. */
+  private readonly chunking = new Set<number>();
   private held: HeldDecode[] = [];
   /** The sequences whose prompts are being decoded, as the barrier started them. */
   private readonly promptsInFlight = new Set<number>();
@@ -103,6 +123,11 @@ export class DecodeBarrier {
   begin(sequenceId: number): void {
     this.generating.add(sequenceId);
     this.prompted.delete(sequenceId);
+    // A generation that ran alone steps with the newcomer from its next request on.
+    const prompting = new Set([...this.promptsInFlight, ...this.waitingPrompts.map((prompt) => prompt.sequenceId)]);
+    for (const id of this.prompted) {
+      if (id !== sequenceId && this.generating.has(id) && !prompting.has(id)) this.participants.add(id);
+    }
   }
 
   /**
@@ -113,6 +138,7 @@ export class DecodeBarrier {
     this.generating.delete(sequenceId);
     this.prompted.delete(sequenceId);
     this.participants.delete(sequenceId);
+    this.chunking.delete(sequenceId);
     const own = [...this.held, ...this.waitingPrompts].filter((held) => held.sequenceId === sequenceId);
     if (own.length > 0) {
       this.held = this.held.filter((held) => held.sequenceId !== sequenceId);
@@ -132,7 +158,7 @@ export class DecodeBarrier {
     delete (this.context as unknown as { _decodeTokens?: DecodeTokens })._decodeTokens;
   }
 
-  private decode(request: { readonly sequenceId: number }, logitDataMapper: unknown): Promise<unknown> {
+  private decode(request: DecodeRequest, logitDataMapper: unknown): Promise<unknown> {
     const { sequenceId } = request;
     if (this.disposed || !this.generating.has(sequenceId)) return this.original(request, logitDataMapper);
     // A generation's first request (its prompt) is never held for the step, and never waits for a
@@ -141,7 +167,7 @@ export class DecodeBarrier {
     // prompt's chunks) instead of waiting for a long prompt.
     if (!this.prompted.has(sequenceId)) {
       this.prompted.add(sequenceId);
-      return this.track(sequenceId, request, logitDataMapper, 'prompt', (run) => {
+      return this.track(sequenceId, () => this.sendPrompt(request, logitDataMapper), 'prompt', (run) => {
         if (this.promptsInFlight.size === 0) {
           this.promptsInFlight.add(sequenceId);
           run();
@@ -150,29 +176,28 @@ export class DecodeBarrier {
         }
       });
     }
-    // Alone, a generation has nobody to step with; it rejoins once another begins.
+    // Alone, a generation has nobody to step with; it joins the step when another begins.
     if (this.generating.size === 1) {
       this.participants.delete(sequenceId);
       return this.original(request, logitDataMapper);
     }
     if (!this.participants.has(sequenceId)) {
-      return this.track(sequenceId, request, logitDataMapper, 'rejoin', (run) => run());
+      return this.track(sequenceId, () => this.original(request, logitDataMapper), 'rejoin', (run) => run());
     }
-    return this.track(sequenceId, request, logitDataMapper, 'step', (run) => {
+    return this.track(sequenceId, () => this.original(request, logitDataMapper), 'step', (run) => {
       this.held.push({ sequenceId, run });
       this.releaseIfComplete();
     });
   }
 
   /**
-   * Sends the request when `schedule` calls run, counting it in flight until it settles. A prompt
+   * Sends when `schedule` calls run, counting the request in flight until it settles. A prompt
    * or a rejoining request makes its generation a participant once done; a prompt then lets the
    * next waiting prompt go.
    */
   private track(
     sequenceId: number,
-    request: { readonly sequenceId: number },
-    logitDataMapper: unknown,
+    send: () => Promise<unknown>,
     kind: 'prompt' | 'rejoin' | 'step',
     schedule: (run: () => void) => void,
   ): Promise<unknown> {
@@ -187,12 +212,52 @@ export class DecodeBarrier {
           if (kind === 'prompt' && this.promptsInFlight.delete(sequenceId) && this.promptsInFlight.size === 0) this.startNextPrompts();
           this.releaseIfComplete();
         };
-        this.original(request, logitDataMapper).then(
+        send().then(
           (value) => { settle(); resolve(value); },
           (error: unknown) => { settle(); reject(error); },
         );
       };
       schedule(run);
+    });
+  }
+
+  /**
+   * A prompt, in chunks of promptChunkTokens when others are generating: the first goes at once,
+   * each next one waits for the others' step and goes in the same decode. The chunks resolve
+   * with their tokens' logits in order, so their results joined are the whole request's.
+   */
+  private async sendPrompt(request: DecodeRequest, logitDataMapper: unknown): Promise<unknown> {
+    const size = this.options.promptChunkTokens;
+    const { tokens, logits, firstTokenSequenceIndex } = request;
+    if (
+      size === undefined || this.generating.size < 2 || tokens === undefined || logits === undefined ||
+      firstTokenSequenceIndex === undefined || tokens.length <= size || logits.length !== tokens.length
+    ) {
+      return this.original(request, logitDataMapper);
+    }
+    const { sequenceId } = request;
+    const results: unknown[] = [];
+    this.chunking.add(sequenceId);
+    try {
+      for (let start = 0; start < tokens.length; start += size) {
+        const chunk: DecodeRequest = { ...request, tokens: tokens.slice(start, start + size), logits: logits.slice(start, start + size), firstTokenSequenceIndex: firstTokenSequenceIndex + start };
+        const send = (): Promise<unknown> => this.original(chunk, logitDataMapper);
+        const value = await (start === 0 || !this.chunking.has(sequenceId) ? send() : this.withStep(sequenceId, send));
+        if (!Array.isArray(value)) throw new TypeError('node-llama-cpp returned decode results that are not an array');
+        results.push(...(value as unknown[]));
+      }
+    } finally {
+      this.chunking.delete(sequenceId);
+      this.releaseIfComplete();
+    }
+    return results;
+  }
+
+  /** Holds `send` with the step being formed; it goes when the step is released. */
+  private withStep(sequenceId: number, send: () => Promise<unknown>): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      this.held.push({ sequenceId, run: () => { send().then(resolve, reject); } });
+      this.releaseIfComplete();
     });
   }
 
@@ -205,7 +270,7 @@ export class DecodeBarrier {
     const waiting = new Set(this.held.map((held) => held.sequenceId));
     let between = false;
     let complete = true;
-    for (const sequenceId of this.participants) {
+    for (const sequenceId of [...this.participants, ...this.chunking]) {
       if (waiting.has(sequenceId)) continue;
       complete = false;
       if (!this.inFlight.has(sequenceId)) between = true;

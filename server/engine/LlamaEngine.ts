@@ -61,6 +61,12 @@ const LOCKSTEP_MAX_WAIT_MS = 20;
  * 1: 575 / 940; 2: 595 / 885.
  */
 const PROMPTS_PER_DECODE = 2;
+/**
+ * See DecodeBarrierOptions.promptChunkTokens. A 128-token chunk of the 0.5B shape takes about
+ * 0.65 s on 2 cores, so a reply running beside a long prompt still gets a token about that often;
+ * each chunk adds a decode's fixed cost (about 40 ms there) to the prompt.
+ */
+const PROMPT_CHUNK_TOKENS = 128;
 
 /**
  * Decodes one token on a sequence of its own and clears it, as llama-server does at start. The
@@ -144,7 +150,7 @@ export class LlamaEngine implements Engine {
       const chatWrapper = probe.chatWrapper;
       probe.dispose({ disposeSequence: true });
       await warmUp(context, model, options.log);
-      const barrier = DecodeBarrier.install(context, { maxWaitMs: LOCKSTEP_MAX_WAIT_MS, promptsPerDecode: PROMPTS_PER_DECODE });
+      const barrier = DecodeBarrier.install(context, { maxWaitMs: LOCKSTEP_MAX_WAIT_MS, promptsPerDecode: PROMPTS_PER_DECODE, promptChunkTokens: PROMPT_CHUNK_TOKENS });
       if (barrier === undefined) options.log?.('warn', 'node-llama-cpp has no LlamaContext._decodeTokens; concurrent generations will not batch fully');
       return new LlamaEngine(llama, model, context, chatWrapper, barrier, options, { build, buildReason, threads, threadsReason });
     } catch (error) {

@@ -109,3 +109,40 @@ test('a reply stopped mid-step lets the others go on without waiting for it, and
   assert.equal(survivor.text, alone);
   assert.equal(survivor.completionTokens, MAX_TOKENS);
 });
+
+test('a long prompt beside a running reply goes in chunks, each with the running reply\'s step, and both replies come out exactly as they do alone', async () => {
+  const long = Array.from({ length: 80 }, (_, i) => PROMPTS[i % PROMPTS.length]).join(' ');
+  const runningAlone = (await engine.generate({ slot: 0, conversationId: 'running-alone', history: [], text: PROMPTS[2]!, maxTokens: 400, signal: AbortSignal.timeout(60_000), onText: () => undefined })).text;
+  const longAlone = await generate(engine, 1, long);
+  assert.ok(longAlone.promptTokens > 2 * 128, `a prompt of several chunks (${longAlone.promptTokens} tokens)`);
+
+  decodes.batches.length = 0;
+  let streaming!: () => void;
+  const started = new Promise<void>((resolve) => { streaming = resolve; });
+  const running = engine.generate({
+    slot: 0, conversationId: 'running-beside', history: [], text: PROMPTS[2]!, maxTokens: 400, signal: AbortSignal.timeout(60_000),
+    onText: () => streaming(),
+  });
+  await started;
+  const beside = await generate(engine, 1, long);
+  assert.equal((await running).text, runningAlone);
+  assert.equal(beside.text, longAlone.text);
+
+  const counts = decodes.batches.map((batch) => {
+    const perSequence = new Map<number, number>();
+    for (const id of batch) perSequence.set(id, (perSequence.get(id) ?? 0) + 1);
+    return perSequence;
+  });
+  // The long prompt's sequence is the one with the most tokens in multi-token decodes.
+  const promptTokens = new Map<number, number>();
+  for (const perSequence of counts) {
+    for (const [id, count] of perSequence) if (count > 1) promptTokens.set(id, (promptTokens.get(id) ?? 0) + count);
+  }
+  const promptSequence = [...promptTokens].sort((a, b) => b[1] - a[1])[0]?.[0];
+  assert.ok(promptSequence !== undefined, 'the prompt was decoded');
+  const chunks = counts.filter((perSequence) => (perSequence.get(promptSequence) ?? 0) > 1);
+  assert.ok(chunks.length >= 3, `the prompt went in ${chunks.length} decodes`);
+  for (const chunk of chunks) assert.ok(chunk.get(promptSequence)! <= 128, `a chunk of ${chunk.get(promptSequence)} tokens`);
+  const withStep = chunks.slice(1).filter((perSequence) => [...perSequence].some(([id, count]) => id !== promptSequence && count === 1));
+  assert.ok(withStep.length >= chunks.length - 2, `only ${withStep.length} of ${chunks.length - 1} later chunks carried the running reply's step`);
+});
