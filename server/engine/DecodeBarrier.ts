@@ -176,14 +176,13 @@ export class DecodeBarrier {
         }
       });
     }
-    // Alone, a generation has nobody to step with; it joins the step when another begins.
+    // Alone, a generation has nobody to step with; begin() makes it a participant when another
+    // begins.
     if (this.generating.size === 1) {
       this.participants.delete(sequenceId);
       return this.original(request, logitDataMapper);
     }
-    if (!this.participants.has(sequenceId)) {
-      return this.track(sequenceId, () => this.original(request, logitDataMapper), 'rejoin', (run) => run());
-    }
+    this.participants.add(sequenceId);
     return this.track(sequenceId, () => this.original(request, logitDataMapper), 'step', (run) => {
       this.held.push({ sequenceId, run });
       this.releaseIfComplete();
@@ -191,14 +190,13 @@ export class DecodeBarrier {
   }
 
   /**
-   * Sends when `schedule` calls run, counting the request in flight until it settles. A prompt
-   * or a rejoining request makes its generation a participant once done; a prompt then lets the
-   * next waiting prompt go.
+   * Sends when `schedule` calls run, counting the request in flight until it settles. A prompt,
+   * once done, makes its generation a participant and lets the next waiting prompts go.
    */
   private track(
     sequenceId: number,
     send: () => Promise<unknown>,
-    kind: 'prompt' | 'rejoin' | 'step',
+    kind: 'prompt' | 'step',
     schedule: (run: () => void) => void,
   ): Promise<unknown> {
     return new Promise((resolve, reject) => {
@@ -208,8 +206,10 @@ export class DecodeBarrier {
           const left = (this.inFlight.get(sequenceId) ?? 1) - 1;
           if (left > 0) this.inFlight.set(sequenceId, left);
           else this.inFlight.delete(sequenceId);
-          if (kind !== 'step' && this.generating.has(sequenceId)) this.participants.add(sequenceId);
-          if (kind === 'prompt' && this.promptsInFlight.delete(sequenceId) && this.promptsInFlight.size === 0) this.startNextPrompts();
+          if (kind === 'prompt') {
+            if (this.generating.has(sequenceId)) this.participants.add(sequenceId);
+            if (this.promptsInFlight.delete(sequenceId) && this.promptsInFlight.size === 0) this.startNextPrompts();
+          }
           this.releaseIfComplete();
         };
         send().then(
@@ -270,10 +270,12 @@ export class DecodeBarrier {
     const waiting = new Set(this.held.map((held) => held.sequenceId));
     let between = false;
     let complete = true;
-    for (const sequenceId of [...this.participants, ...this.chunking]) {
-      if (waiting.has(sequenceId)) continue;
-      complete = false;
-      if (!this.inFlight.has(sequenceId)) between = true;
+    for (const awaited of [this.participants, this.chunking]) {
+      for (const sequenceId of awaited) {
+        if (waiting.has(sequenceId)) continue;
+        complete = false;
+        if (!this.inFlight.has(sequenceId)) between = true;
+      }
     }
     if (complete) {
       this.release();

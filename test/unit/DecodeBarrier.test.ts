@@ -4,14 +4,32 @@ import { test } from 'node:test';
 import type { LlamaContext } from 'node-llama-cpp';
 import { DecodeBarrier } from '../../server/engine/DecodeBarrier.js';
 
-/** Stands in for node-llama-cpp's LlamaContext: records each queued decode and lets the test finish it. */
+/** A decode request as node-llama-cpp 3.22.1 queues it (the fields the barrier reads). */
+interface Request {
+  sequenceId: number;
+  tokens?: number[];
+  logits?: boolean[];
+  firstTokenSequenceIndex?: number;
+}
+
+/**
+ * Stands in for node-llama-cpp's LlamaContext: records each queued decode and lets the test
+ * finish it. A request with tokens resolves, as node-llama-cpp's does, with the results of the
+ * tokens whose logits were asked for, by position; one without resolves with a label.
+ */
 class FakeContext {
   readonly queued: number[] = [];
+  /** Every request with tokens: its sequence, token count and first position. */
+  readonly requests: Array<{ sequenceId: number; tokens: number; first: number }> = [];
   private readonly pending = new Map<number, () => void>();
 
-  _decodeTokens(request: { sequenceId: number }): Promise<string> {
+  _decodeTokens(request: Request): Promise<unknown> {
     this.queued.push(request.sequenceId);
-    return new Promise((resolve) => this.pending.set(request.sequenceId, () => resolve(`decoded ${request.sequenceId}`)));
+    const { tokens, logits, firstTokenSequenceIndex: first = 0 } = request;
+    if (tokens === undefined) return new Promise((resolve) => this.pending.set(request.sequenceId, () => resolve(`decoded ${request.sequenceId}`)));
+    this.requests.push({ sequenceId: request.sequenceId, tokens: tokens.length, first });
+    const results = (logits ?? []).flatMap((wanted, index) => (wanted ? [[first + index, tokens[index]]] : []));
+    return new Promise((resolve) => this.pending.set(request.sequenceId, () => resolve(results)));
   }
 
   /** Finishes every decode in progress, over and over, until `requests` have all settled. */
@@ -37,12 +55,17 @@ class FakeContext {
 
 const MAX_WAIT_MS = 30;
 
-function setup(options: { promptsPerDecode?: number } = {}): { fake: FakeContext; barrier: DecodeBarrier; decode: (sequenceId: number) => Promise<unknown> } {
+function setup(options: { maxWaitMs?: number; promptsPerDecode?: number; promptChunkTokens?: number } = {}): {
+  fake: FakeContext;
+  barrier: DecodeBarrier;
+  decode: (request: number | Request) => Promise<unknown>;
+} {
   const fake = new FakeContext();
   const barrier = DecodeBarrier.install(fake as unknown as LlamaContext, { maxWaitMs: MAX_WAIT_MS, ...options });
   assert.ok(barrier);
-  const decode = (sequenceId: number): Promise<unknown> =>
-    (fake as unknown as { _decodeTokens: (request: { sequenceId: number }, mapper: unknown) => Promise<unknown> })._decodeTokens({ sequenceId }, undefined);
+  // Through the context's (wrapped) method, as node-llama-cpp's sequences call it.
+  const decode = (request: number | Request): Promise<unknown> =>
+    (fake as unknown as { _decodeTokens: (request: Request, mapper: unknown) => Promise<unknown> })._decodeTokens(typeof request === 'number' ? { sequenceId: request } : request, undefined);
   return { fake, barrier, decode };
 }
 
@@ -253,58 +276,29 @@ test('with promptsPerDecode 2, waiting prompts start in pairs, in arrival order,
 });
 
 test('beside a running generation, a long prompt goes in chunks, each after the first together with the step, and resolves with every chunk\'s results in order', async () => {
-  const requests: Array<{ sequenceId: number; tokens: number; first: number }> = [];
-  const pending = new Map<number, () => void>();
-  const fake = {
-    _decodeTokens(request: { sequenceId: number; tokens?: number[]; logits?: boolean[]; firstTokenSequenceIndex?: number }): Promise<unknown> {
-      const tokens = request.tokens ?? [0];
-      const first = request.firstTokenSequenceIndex ?? 0;
-      requests.push({ sequenceId: request.sequenceId, tokens: tokens.length, first });
-      // Like node-llama-cpp: the results of the tokens whose logits were asked for, by position.
-      const results = (request.logits ?? []).flatMap((wanted, index) => (wanted ? [[first + index, tokens[index]]] : []));
-      return new Promise((resolve) => pending.set(request.sequenceId, () => resolve(results)));
-    },
-  };
-  const finish = (sequenceId: number): void => {
-    const resolve = pending.get(sequenceId);
-    assert.ok(resolve, `no decode in progress for sequence ${sequenceId}`);
-    pending.delete(sequenceId);
-    resolve();
-  };
-  const barrier = DecodeBarrier.install(fake as unknown as LlamaContext, { maxWaitMs: 1000, promptChunkTokens: 128 });
-  assert.ok(barrier);
-  const decode = (request: { sequenceId: number; tokens?: number[]; logits?: boolean[]; firstTokenSequenceIndex?: number }): Promise<unknown> =>
-    (fake as unknown as { _decodeTokens: (request: unknown, mapper: unknown) => Promise<unknown> })._decodeTokens(request, undefined);
-  const settled = async (promise: Promise<unknown>): Promise<unknown> => {
-    while (pending.size > 0) {
-      for (const id of [...pending.keys()]) finish(id);
-      await sleep(1);
-    }
-    return promise;
-  };
-
+  const { fake, barrier, decode } = setup({ maxWaitMs: 1000, promptChunkTokens: 128 });
   barrier.begin(0);
-  await settled(decode({ sequenceId: 0, tokens: [1, 2, 3], logits: [false, false, true], firstTokenSequenceIndex: 0 }));
+  await fake.drain([decode({ sequenceId: 0, tokens: [1, 2, 3], logits: [false, false, true], firstTokenSequenceIndex: 0 })]);
   barrier.begin(1);
   const tokens = Array.from({ length: 300 }, (_, index) => 1000 + index);
   const logits = tokens.map((_, index) => index === 150 || index === 299);
   const prompt = decode({ sequenceId: 1, tokens, logits, firstTokenSequenceIndex: 10 });
-  assert.deepEqual(requests.slice(1), [{ sequenceId: 1, tokens: 128, first: 10 }], 'the first chunk goes at once');
+  assert.deepEqual(fake.requests.slice(1), [{ sequenceId: 1, tokens: 128, first: 10 }], 'the first chunk goes at once');
   const step = decode({ sequenceId: 0, tokens: [4], logits: [true], firstTokenSequenceIndex: 3 });
-  assert.deepEqual(requests.slice(2), [], 'the running generation\'s step waits for the chunk in progress');
-  finish(1);
+  assert.deepEqual(fake.requests.slice(2), [], 'the running generation\'s step waits for the chunk in progress');
+  fake.finish(1);
   await sleep(5);
-  assert.deepEqual(requests.slice(2), [{ sequenceId: 0, tokens: 1, first: 3 }, { sequenceId: 1, tokens: 128, first: 138 }], 'the next chunk and the step go together, lowest id first');
-  finish(0);
+  assert.deepEqual(fake.requests.slice(2), [{ sequenceId: 0, tokens: 1, first: 3 }, { sequenceId: 1, tokens: 128, first: 138 }], 'the next chunk and the step go together, lowest id first');
+  fake.finish(0);
   await step;
   await sleep(5);
-  assert.deepEqual(requests.slice(4), [], 'the last chunk waits for the next step (and the step for the chunk in progress)');
-  finish(1);
+  assert.deepEqual(fake.requests.slice(4), [], 'the last chunk waits for the next step (and the step for the chunk in progress)');
+  fake.finish(1);
   await sleep(5);
   const last = decode({ sequenceId: 0, tokens: [5], logits: [true], firstTokenSequenceIndex: 4 });
-  assert.deepEqual(requests.slice(4), [{ sequenceId: 0, tokens: 1, first: 4 }, { sequenceId: 1, tokens: 44, first: 266 }]);
-  finish(0);
-  finish(1);
+  assert.deepEqual(fake.requests.slice(4), [{ sequenceId: 0, tokens: 1, first: 4 }, { sequenceId: 1, tokens: 44, first: 266 }]);
+  fake.finish(0);
+  fake.finish(1);
   await last;
   assert.deepEqual(await prompt, [[160, 1150], [309, 1299]], 'the whole request\'s results, in order');
   barrier.dispose();

@@ -301,7 +301,7 @@ export class ChatController implements ReactiveController {
    * nothing) they are over.
    */
   disconnected(resumable: boolean): void {
-    const keep = resumable && (this.connection.ready?.resumeGraceMs ?? 0) > 0;
+    const keep = resumable && this.serverKeepsReplies;
     for (const [id, running] of this.running) {
       running.stream.flush();
       if (keep) {
@@ -324,11 +324,10 @@ export class ChatController implements ReactiveController {
    * drops has already ended them.
    */
   private adoptOrphans(): void {
-    const resumable = (this.connection.ready?.resumeGraceMs ?? 0) > 0;
     const orphans = this.store.takeOrphans();
     for (const { conversation, message, requestId } of orphans) {
       if (this.running.has(requestId)) continue;
-      if (!resumable) {
+      if (!this.serverKeepsReplies) {
         message.status = MessageStatus.interrupted;
         message.error = PAGE_CLOSED;
         delete message.requestId;
@@ -337,6 +336,11 @@ export class ChatController implements ReactiveController {
       this.running.set(requestId, { ...this.track(conversation, message, ''), detached: true, replaceOnResume: true });
     }
     if (orphans.length > 0) this.store.changed();
+  }
+
+  /** The server keeps a reply whose socket dropped, for its grace period. */
+  private get serverKeepsReplies(): boolean {
+    return (this.connection.ready?.resumeGraceMs ?? 0) > 0;
   }
 
   /** A new socket is ready: picks up every detached reply where it left off. */

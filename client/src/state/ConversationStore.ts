@@ -8,6 +8,13 @@ const MAX_CONVERSATIONS = 50;
 const TITLE_LENGTH = 48;
 export const PAGE_CLOSED = 'The page closed while this reply was running.';
 
+/** A reply that was running when the page closed, and the request that fills it. */
+export interface OrphanedReply {
+  readonly conversation: Conversation;
+  readonly message: ChatMessage;
+  readonly requestId: string;
+}
+
 // What is read back from localStorage is checked like any other input: it may be stale,
 // hand-edited or from an older client.
 const StoredMessage = z.object({
@@ -61,7 +68,7 @@ export class ConversationStore extends EventTarget {
   /** Server ids deleted here; pruned to those the server still lists. */
   private forgotten = new Set<string>();
   /** Replies that were running when the page closed, to be resumed (see takeOrphans). */
-  private orphans: Array<{ conversation: Conversation; message: ChatMessage; requestId: string }> = [];
+  private orphans: OrphanedReply[] = [];
   private saveTimer: ReturnType<typeof setTimeout> | undefined;
 
   /**
@@ -132,7 +139,7 @@ export class ConversationStore extends EventTarget {
    * server keeps a dropped reply for its grace period) or, when it cannot, marks them with
    * `PAGE_CLOSED`.
    */
-  takeOrphans(): Array<{ conversation: Conversation; message: ChatMessage; requestId: string }> {
+  takeOrphans(): OrphanedReply[] {
     const orphans = this.orphans.filter(({ conversation, message }) => this.conversations.includes(conversation) && conversation.messages.includes(message));
     this.orphans = [];
     return orphans;
