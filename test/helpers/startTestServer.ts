@@ -7,6 +7,7 @@ import type { Engine } from '../../server/engine/Engine.js';
 import { LlamaEngine } from '../../server/engine/LlamaEngine.js';
 import type { LimiterSet } from '../../server/limits/Limiters.js';
 import { createLogger } from '../../server/logging/createLogger.js';
+import { GatedEngine } from './GatedEngine.js';
 import { startServer, type StartedServer } from '../../server/startServer.js';
 import { LogSink } from './LogSink.js';
 import { rawRequest } from './rawRequest.js';
@@ -26,6 +27,14 @@ export async function loadTinyEngine(options: { slots?: number; contextSize?: nu
     contextSize: options.contextSize ?? 1024,
     temperature: 0,
   });
+}
+
+/**
+ * The tiny model behind a Gate: for tests that need a reply to be still running at some moment
+ * (see Gate). The gate starts open; a test that holds or paces it opens it again when done.
+ */
+export async function loadGatedTinyEngine(options: { slots?: number; contextSize?: number } = {}): Promise<GatedEngine> {
+  return new GatedEngine(await loadTinyEngine(options));
 }
 
 export interface TestServer {

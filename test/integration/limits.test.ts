@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { after, afterEach, before, describe, test } from 'node:test';
 import { createTokenService } from '../../server/auth/createTokenService.js';
 import { loadOrCreateSigningKey } from '../../server/auth/loadOrCreateSigningKey.js';
-import type { LlamaEngine } from '../../server/engine/LlamaEngine.js';
+import type { GatedEngine } from '../helpers/GatedEngine.js';
 import { bearerUpgradeStatus } from '../helpers/upgradeStatus.js';
-import { loadTinyEngine, startTestServer, TRANSPORTS, type TestServer } from '../helpers/startTestServer.js';
+import { loadGatedTinyEngine, startTestServer, TRANSPORTS, type TestServer } from '../helpers/startTestServer.js';
 import { TestClient } from '../helpers/TestClient.js';
+import { waitUntil } from '../helpers/waitUntil.js';
 
 const failing = { consume: () => Promise.reject(new Error('limiter store is down')) };
 
@@ -18,10 +19,11 @@ async function mintToken(server: TestServer, ttlSeconds: number, userId?: string
 
 for (const transport of TRANSPORTS) {
   describe(`limits over ${transport}`, () => {
-    let engine: LlamaEngine;
+    let engine: GatedEngine;
     before(async () => {
-      engine = await loadTinyEngine({ slots: 2, contextSize: 2048 });
+      engine = await loadGatedTinyEngine({ slots: 2, contextSize: 2048 });
     });
+    afterEach(() => engine.gate.open());
     after(async () => {
       await engine.dispose();
     });
@@ -82,11 +84,12 @@ for (const transport of TRANSPORTS) {
         const client = await server.client();
         // Each request reserves ~310 tokens (prompt + 300), so without refunds a second one
         // would not fit in 500. Stopped early, the first gives most of its reservation back.
+        engine.gate.hold(2);
         const stopped = client.send('short');
         await client.waitForType('delta', stopped);
         client.cancel(stopped);
         assert.equal((await client.terminal(stopped)).type, 'cancelled');
-        await new Promise((resolve) => setTimeout(resolve, 20));
+        engine.gate.open();
         const full = await client.terminal(client.send('full'));
         assert.equal(full.type, 'done');
         const over = await client.terminal(client.send('over'));
@@ -117,7 +120,8 @@ for (const transport of TRANSPORTS) {
         const b = await TestClient.connect(server.wsUrl, token);
         assert.equal(await bearerUpgradeStatus(server.wsUrl, token), 429);
         a.drop();
-        await new Promise((resolve) => setTimeout(resolve, 100));
+        // The server counts the socket out before it logs the close.
+        await waitUntil(() => server.logs.records.some((record) => record.msg === 'connection closed'), 10_000, 'the dropped socket is closed');
         assert.equal(await bearerUpgradeStatus(server.wsUrl, token), 101);
         b.drop();
       } finally {
@@ -155,14 +159,17 @@ for (const transport of TRANSPORTS) {
     });
 
     test('a socket whose token expires is closed with 4401 after its request gets a terminal frame', async () => {
-      const server = await startTestServer(transport, engine, { maxTokens: 100_000, generationTimeoutMs: 60_000 });
+      const server = await startTestServer(transport, engine, { generationTimeoutMs: 60_000 });
       try {
         const { token } = await mintToken(server, 2);
         const client = await TestClient.connect(server.wsUrl, token);
         const ready = await client.waitForType('ready');
         assert.ok(ready.expiresAt <= Date.now() + 2000);
+        // The reply streams a little, then runs until the token expires, on any machine.
+        engine.gate.hold(2);
         const id = client.send('keep talking');
-        assert.equal(await client.waitClose(6000), 4401);
+        await client.waitForType('delta', id);
+        assert.equal(await client.waitClose(10_000), 4401);
         const terminal = client.terminalsFor(id);
         assert.equal(terminal.length, 1);
         assert.equal(terminal[0]?.type === 'error' && terminal[0].code, 'token_expired');
@@ -174,7 +181,7 @@ for (const transport of TRANSPORTS) {
     test('an in-band refresh extends the connection; a token of another user is refused', async () => {
       const server = await startTestServer(transport, engine);
       try {
-        const short = await mintToken(server, 2);
+        const short = await mintToken(server, 3);
         const client = await TestClient.connect(server.wsUrl, short.token);
         await client.waitForType('ready');
         const other = await mintToken(server, 300);
@@ -185,7 +192,8 @@ for (const transport of TRANSPORTS) {
         client.sendFrame({ type: 'refresh', token: fresh.token });
         const refreshed = await client.waitForType('refreshed');
         assert.equal(refreshed.expiresAt, fresh.expiresAt);
-        await new Promise((resolve) => setTimeout(resolve, 2500));
+        // Past the first token's expiry: the socket lives on the refreshed one.
+        await new Promise((resolve) => setTimeout(resolve, Math.max(0, short.expiresAt - Date.now()) + 500));
         assert.equal(client.closeCode, undefined);
         assert.equal((await client.terminal(client.send('still here'))).type, 'done');
         client.close();

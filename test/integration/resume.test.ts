@@ -1,13 +1,14 @@
-import { after, before, describe, test } from 'node:test';
+import { after, afterEach, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { LlamaEngine } from '../../server/engine/LlamaEngine.js';
 import { assembleReply } from '../helpers/assembleReply.js';
-import { loadTinyEngine, startTestServer, TRANSPORTS, type TestServer } from '../helpers/startTestServer.js';
+import type { GatedEngine } from '../helpers/GatedEngine.js';
+import { loadGatedTinyEngine, startTestServer, TRANSPORTS, type TestServer } from '../helpers/startTestServer.js';
 import type { TestClient } from '../helpers/TestClient.js';
 import { mulberry32 } from '../../models/mulberry32.js';
 import { waitUntil } from '../helpers/waitUntil.js';
 
-const REPLY_TOKENS = 1500;
+/** Longer than every cut below: the gate, not the length, keeps a reply running. */
+const REPLY_TOKENS = 300;
 const PROMPT = 'tell me the whole story';
 
 /** The seq of the last delta this client saw for `id`, -1 if none. */
@@ -17,11 +18,11 @@ function lastSeq(client: TestClient, id: string): number {
 
 for (const transport of TRANSPORTS) {
   describe(`resuming replies over ${transport}`, () => {
-    let engine: LlamaEngine;
+    let engine: GatedEngine;
     let server: TestServer;
     let reference: string;
     before(async () => {
-      engine = await loadTinyEngine({ slots: 2, contextSize: 4096 });
+      engine = await loadGatedTinyEngine({ slots: 2, contextSize: 4096 });
       server = await startTestServer(transport, engine, { maxTokens: REPLY_TOKENS, resumeGraceMs: 20_000 });
       const client = await server.client('reference');
       const id = client.send(PROMPT);
@@ -29,6 +30,7 @@ for (const transport of TRANSPORTS) {
       reference = client.replyText(id);
       client.close();
     });
+    afterEach(() => engine.gate.open());
     after(async () => {
       await server.stop();
       await engine.dispose();
@@ -37,6 +39,7 @@ for (const transport of TRANSPORTS) {
     test('a reply dropped mid-stream is resumed on a new socket with no gap and no duplicate', async () => {
       const token = await server.token('traveller');
       const first = await server.connect(token);
+      engine.gate.hold(4);
       const id = first.send(PROMPT);
       await first.waitFor((frame) => frame.type === 'delta' && frame.id === id && frame.seq >= 3);
       first.drop();
@@ -46,6 +49,8 @@ for (const transport of TRANSPORTS) {
       second.sendFrame({ type: 'resume', id, after: seen });
       const resumed = await second.waitForType('resumed', id);
       assert.equal(resumed.after, seen);
+      assert.equal(second.terminalsFor(id).length, 0, 'the reply is still running when it is resumed');
+      engine.gate.open();
       assert.equal((await second.terminal(id)).type, 'done');
       const rebuilt = assembleReply(id, [first.frames, second.frames]);
       assert.equal(rebuilt.text, reference);
@@ -59,13 +64,16 @@ for (const transport of TRANSPORTS) {
         const token = await server.token(`wanderer-${round}`);
         const sockets: TestClient[] = [await server.connect(token)];
         const id = `cut-${round}`;
+        // Every cut lands mid-reply: the gate lets a random number of pieces out between cuts.
+        engine.gate.hold();
         (sockets[0] as TestClient).sendFrame({ type: 'send', id, text: PROMPT });
         for (let drop = 0; drop < 3; drop++) {
           const current = sockets.at(-1) as TestClient;
-          // Cut right away (maybe before the send is even read), or after a random number of deltas.
+          // Cut right away (maybe before the send is even read), or after a random number of pieces.
           const cutAfter = Math.floor(random() * 60) - 10;
           if (cutAfter >= 0) {
-            await current.waitFor((frame) => (frame.type === 'delta' && frame.id === id && frame.seq >= cutAfter) || (frame.type !== 'delta' && 'id' in frame && frame.id === id && current.terminalsFor(id).length > 0));
+            engine.gate.allow(cutAfter + 1);
+            await engine.gate.stalled();
           }
           current.drop();
           cuts++;
@@ -76,6 +84,7 @@ for (const transport of TRANSPORTS) {
           await next.waitFor((frame) => 'id' in frame && frame.id === id && (frame.type === 'resumed' || frame.type === 'error'));
           if (next.terminalsFor(id).some((frame) => frame.type === 'error')) break;
         }
+        engine.gate.open();
         const last = sockets.at(-1) as TestClient;
         const terminal = await last.terminal(id);
         const rebuilt = assembleReply(id, sockets.map((socket) => socket.frames));
@@ -132,12 +141,15 @@ for (const transport of TRANSPORTS) {
     test('resuming from a new socket while the old one is still open moves the reply: the old socket gets resumed_elsewhere', async () => {
       const token = await server.token('tabs');
       const old = await server.connect(token);
+      engine.gate.hold(3);
       const id = old.send(PROMPT);
       await old.waitFor((frame) => frame.type === 'delta' && frame.id === id && frame.seq >= 2);
       const seen = lastSeq(old, id);
 
       const fresh = await server.connect(token);
       fresh.sendFrame({ type: 'resume', id, after: seen });
+      await fresh.waitForType('resumed', id);
+      engine.gate.open();
       assert.equal((await fresh.terminal(id)).type, 'done');
       const oldFrames = old.framesFor(id);
       // The old socket may have received more deltas before the move; the new one starts after `seen`.
@@ -155,6 +167,7 @@ for (const transport of TRANSPORTS) {
     test('a cancel after resuming stops the reply with one cancelled frame', async () => {
       const token = await server.token('canceller');
       const first = await server.connect(token);
+      engine.gate.hold(2);
       const id = first.send(PROMPT);
       await first.waitForType('delta', id);
       first.drop();
@@ -163,9 +176,8 @@ for (const transport of TRANSPORTS) {
       await second.waitForType('resumed', id);
       second.cancel(id);
       const terminal = await second.terminal(id);
-      // The reply may have finished before the cancel arrived; either way exactly one terminal frame.
-      assert.ok(terminal.type === 'cancelled' || terminal.type === 'done');
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.equal(terminal.type, 'cancelled');
+      await server.started.server.chat.scheduler.whenIdle();
       assert.equal(second.terminalsFor(id).length, 1);
     });
 
@@ -228,12 +240,15 @@ for (const transport of TRANSPORTS) {
   });
 
   describe(`the resume grace period over ${transport}`, () => {
-    let engine: LlamaEngine;
+    let engine: GatedEngine;
     let server: TestServer;
     before(async () => {
-      engine = await loadTinyEngine({ slots: 1, contextSize: 8192 });
-      server = await startTestServer(transport, engine, { maxTokens: 100_000, generationTimeoutMs: 60_000, resumeGraceMs: 400 });
+      engine = await loadGatedTinyEngine({ slots: 1 });
+      server = await startTestServer(transport, engine, { generationTimeoutMs: 60_000, resumeGraceMs: 400 });
     });
+    // Every reply here streams a little, then runs until it is stopped.
+    beforeEach(() => engine.gate.hold(2));
+    afterEach(() => engine.gate.open());
     after(async () => {
       await server.stop();
       await engine.dispose();
@@ -256,6 +271,7 @@ for (const transport of TRANSPORTS) {
       assert.equal(terminal.type === 'error' && terminal.code, 'resume_unavailable');
 
       // The freed slot serves the next request.
+      engine.gate.allow(1);
       const next = 'after-grace';
       late.sendFrame({ type: 'send', id: next, text: 'next' });
       await late.waitForType('delta', next);
@@ -266,12 +282,14 @@ for (const transport of TRANSPORTS) {
   });
 
   describe(`the resume buffer bound over ${transport}`, () => {
-    let engine: LlamaEngine;
+    let engine: GatedEngine;
     let server: TestServer;
     before(async () => {
-      engine = await loadTinyEngine({ slots: 1, contextSize: 8192 });
-      server = await startTestServer(transport, engine, { maxTokens: 100_000, generationTimeoutMs: 60_000, resumeGraceMs: 20_000, maxReplyBytes: 2048 });
+      engine = await loadGatedTinyEngine({ slots: 1 });
+      // A whole reply is far more than 2048 bytes of text (about 7 bytes a token).
+      server = await startTestServer(transport, engine, { maxTokens: 1000, generationTimeoutMs: 60_000, resumeGraceMs: 20_000, maxReplyBytes: 2048 });
     });
+    afterEach(() => engine.gate.open());
     after(async () => {
       await server.stop();
       await engine.dispose();
@@ -280,9 +298,13 @@ for (const transport of TRANSPORTS) {
     test('a dropped reply that outgrows maxReplyBytes is cancelled and its slot freed', async () => {
       const token = await server.token('wordy');
       const first = await server.connect(token);
+      // Dropped while it is still short, the reply outgrows the buffer only once detached.
+      engine.gate.hold(2);
       const id = first.send(PROMPT);
       await first.waitForType('delta', id);
       first.drop();
+      await waitUntil(() => server.started.server.chat.detached.size === 1);
+      engine.gate.open();
       await waitUntil(() => server.started.server.chat.scheduler.activeCount === 0, 10_000);
       const late = await server.connect(token);
       late.sendFrame({ type: 'resume', id, after: -1 });

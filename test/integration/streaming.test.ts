@@ -1,10 +1,8 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { after, afterEach, before, beforeEach, describe, test } from 'node:test';
 import type { LlamaEngine } from '../../server/engine/LlamaEngine.js';
-import { loadTinyEngine, startTestServer, TRANSPORTS, type TestServer } from '../helpers/startTestServer.js';
-
-/** Long enough that a reply is still streaming when the test acts on it; tests never wait for it. */
-const LONG = { maxTokens: 100_000, generationTimeoutMs: 60_000 };
+import type { GatedEngine } from '../helpers/GatedEngine.js';
+import { loadGatedTinyEngine, loadTinyEngine, startTestServer, TRANSPORTS, type TestServer } from '../helpers/startTestServer.js';
 
 for (const transport of TRANSPORTS) {
   describe(`streaming over ${transport}`, () => {
@@ -75,13 +73,16 @@ for (const transport of TRANSPORTS) {
   });
 
   describe(`stopping replies over ${transport}`, () => {
-    let engine: LlamaEngine;
+    let engine: GatedEngine;
     let server: TestServer;
     before(async () => {
-      engine = await loadTinyEngine({ slots: 1, contextSize: 8192 });
+      engine = await loadGatedTinyEngine({ slots: 1 });
       // No resume grace here: a dropped reply stops at once (test/integration/resume.test.ts covers the grace).
-      server = await startTestServer(transport, engine, { ...LONG, resumeGraceMs: 0 });
+      server = await startTestServer(transport, engine, { resumeGraceMs: 0 });
     });
+    // Each reply streams its first pieces and then runs until the test stops it.
+    beforeEach(() => engine.gate.hold(3));
+    afterEach(() => engine.gate.open());
     after(async () => {
       await server.stop();
       await engine.dispose();
@@ -95,6 +96,7 @@ for (const transport of TRANSPORTS) {
       const terminal = await client.terminal(id);
       assert.equal(terminal.type, 'cancelled');
       // With one slot, the next request runs without queueing.
+      engine.gate.allow(1);
       const next = client.send('again');
       await client.waitForType('delta', next);
       assert.equal(client.framesFor(next).filter((frame) => frame.type === 'queued').length, 0);
@@ -112,6 +114,7 @@ for (const transport of TRANSPORTS) {
       await leaver.waitForType('delta', id);
       assert.equal(server.started.server.chat.scheduler.activeCount, 1);
       leaver.drop();
+      engine.gate.allow(1);
       const other = await server.client('stayer');
       const next = other.send('my turn');
       await other.waitForType('delta', next);
@@ -139,6 +142,7 @@ for (const transport of TRANSPORTS) {
       assert.equal(b.framesFor(second).filter((frame) => frame.type === 'delta').length, 0);
       a.cancel(running);
       await a.terminal(running);
+      engine.gate.allow(1);
       await c.waitForType('delta', third);
       c.cancel(third);
       assert.equal((await c.terminal(third)).type, 'cancelled');
@@ -160,21 +164,27 @@ for (const transport of TRANSPORTS) {
   });
 
   describe(`concurrency and caps over ${transport}`, () => {
-    let engine: LlamaEngine;
+    let engine: GatedEngine;
     before(async () => {
-      engine = await loadTinyEngine({ slots: 4, contextSize: 4096 });
+      engine = await loadGatedTinyEngine({ slots: 4, contextSize: 4096 });
     });
+    afterEach(() => engine.gate.open());
     after(async () => {
       await engine.dispose();
     });
 
     test('four clients generating at once all stream, interleaved', async () => {
-      const server = await startTestServer(transport, engine, { maxTokens: 400 });
+      const server = await startTestServer(transport, engine, { maxTokens: 48 });
       try {
         const clients = await Promise.all([0, 1, 2, 3].map((n) => server.client(`user${n}`)));
+        // How fast the model runs must not decide whether the replies overlap, only the server:
+        // the gate holds every piece until all four are generating, then paces them.
+        engine.gate.hold();
         const order: number[] = [];
         clients.forEach((client, index) => client.socket.on('message', () => order.push(index)));
         const ids = clients.map((client) => client.send('go'));
+        await engine.gate.stalled(4);
+        engine.gate.pace(1);
         const terminals = await Promise.all(clients.map((client, index) => client.terminal(ids[index] as string)));
         for (const terminal of terminals) assert.equal(terminal.type, 'done');
         // Every client got deltas before any client finished: the generations overlapped.
@@ -192,9 +202,11 @@ for (const transport of TRANSPORTS) {
     });
 
     test('the wall-clock cap ends a reply with stopReason time_limit', async () => {
-      const server = await startTestServer(transport, engine, { maxTokens: 100_000, generationTimeoutMs: 300 });
+      const server = await startTestServer(transport, engine, { generationTimeoutMs: 300 });
       try {
         const client = await server.client();
+        // The reply streams a little and is still running when the cap ends it, on any machine.
+        engine.gate.hold(3);
         const id = client.send('go on forever');
         const done = await client.terminal(id);
         assert.equal(done.type, 'done');
