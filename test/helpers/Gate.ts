@@ -120,6 +120,8 @@ export class Gate {
           const text = pending.shift() as string;
           passed.push(text);
           request.onText(text);
+          // Give the other generations woken with this one their turn before the next piece.
+          await undefined;
           continue;
         }
         if (pending.length === 0 && outcome !== undefined) break;

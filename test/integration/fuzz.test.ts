@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, test, type TestContext } from 'node:test';
+import { after, afterEach, before, describe, test, type TestContext } from 'node:test';
 import fc from 'fast-check';
 import { parseClientFrame } from '../../shared/parseClientFrame.js';
-import type { LlamaEngine } from '../../server/engine/LlamaEngine.js';
+import type { Engine } from '../../server/engine/Engine.js';
+import type { GatedEngine } from '../helpers/GatedEngine.js';
 import { fuzzFrame } from '../helpers/fuzzFrame.js';
 import { runFuzzer, type FuzzOutcome } from '../helpers/runFuzzer.js';
-import { loadTinyEngine, startTestServer, TRANSPORTS, type TestServer } from '../helpers/startTestServer.js';
+import { loadGatedTinyEngine, startTestServer, TRANSPORTS, type TestServer } from '../helpers/startTestServer.js';
 
 /** Frames that are not valid client frames: noise, wrong shapes, near misses of real frames. */
 const invalidFrame = fc
@@ -53,7 +54,7 @@ function totalOf(outcomes: readonly FuzzOutcome[]): { sent: number; answers: num
  * newcomer is served. Fails on any unhandled rejection or uncaught exception in this process
  * (the server runs in it) during the run.
  */
-async function fuzzWhileStreaming(t: TestContext, transport: string, engine: LlamaEngine, plan: MixedFuzz): Promise<Record<string, number>> {
+async function fuzzWhileStreaming(t: TestContext, transport: string, engine: Engine, plan: MixedFuzz): Promise<Record<string, number>> {
   const server: TestServer = await startTestServer(transport, engine, {
     ...FUZZ_LIMITS,
     maxTokens: 300,
@@ -116,10 +117,11 @@ async function fuzzWhileStreaming(t: TestContext, transport: string, engine: Lla
 
 for (const transport of TRANSPORTS) {
   describe(`fuzzing over ${transport}`, () => {
-    let engine: LlamaEngine;
+    let engine: GatedEngine;
     before(async () => {
-      engine = await loadTinyEngine({ slots: 2, contextSize: 2048 });
+      engine = await loadGatedTinyEngine({ slots: 2, contextSize: 2048 });
     });
+    afterEach(() => engine.gate.open());
     after(async () => {
       await engine.dispose();
     });
@@ -132,7 +134,10 @@ for (const transport of TRANSPORTS) {
       try {
         const honest = await server.client('honest');
         const fuzzers = await Promise.all([0, 1, 2].map((n) => server.client(`fuzzer${n}`)));
+        // The honest reply streams a little and is still running through all of the fuzzing.
+        engine.gate.hold(5);
         const stream = honest.send('tell me a story');
+        await honest.waitForType('delta', stream);
         const samples = fuzzers.map((_, index) => fc.sample(invalidFrame, { numRuns: FRAMES_PER_CLIENT, seed: 1000 + index }));
         fuzzers.forEach((client, index) => {
           for (const frame of samples[index] ?? []) client.sendRaw(frame);
@@ -142,6 +147,8 @@ for (const transport of TRANSPORTS) {
         for (const client of fuzzers) {
           await client.waitFor(() => client.frames.filter((frame) => frame.type === 'error').length >= expected, 30_000);
         }
+        assert.equal(honest.terminalsFor(stream).length, 0, 'the honest reply was streaming throughout');
+        engine.gate.open();
         const done = await honest.terminal(stream, 30_000);
         assert.equal(done.type, 'done');
         honest.replyText(stream);
