@@ -6,9 +6,9 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Role } from '../../server/auth/Principal.js';
 import { UserStore } from '../../server/auth/UserStore.js';
-import type { LlamaEngine } from '../../server/engine/LlamaEngine.js';
+import type { GatedEngine } from '../helpers/GatedEngine.js';
 import { rawRequest } from '../helpers/rawRequest.js';
-import { loadTinyEngine, startTestServer, TEST_INVITE, TRANSPORTS, type TestServer } from '../helpers/startTestServer.js';
+import { loadGatedTinyEngine, startTestServer, TEST_INVITE, TRANSPORTS, type TestServer } from '../helpers/startTestServer.js';
 
 /** Every metric Parley defines (server/metrics/Metrics.ts); each must be exposed, even at zero. */
 const PARLEY_METRICS = [
@@ -37,9 +37,6 @@ const ADMIN_PASSWORD = 'admin-pass-PARLEY-4417';
 const LAN_ADDRESS = Object.values(networkInterfaces())
   .flat()
   .find((address) => address !== undefined && address.family === 'IPv4' && !address.internal)?.address;
-
-/** Long enough that a reply is still streaming when the test cancels it; the test never waits for it. */
-const LONG = { maxTokens: 100_000, generationTimeoutMs: 60_000 };
 
 /**
  * The value of the sample `name` whose labels are exactly `labels`, from Prometheus text
@@ -144,10 +141,10 @@ function answerReader(socket: Socket): { next(): Promise<RawAnswer> } {
 
 for (const transport of TRANSPORTS) {
   describe(`health and metrics over ${transport}`, () => {
-    let engine: LlamaEngine;
+    let engine: GatedEngine;
     let server: TestServer;
     before(async () => {
-      engine = await loadTinyEngine({ slots: 2, contextSize: 4096 });
+      engine = await loadGatedTinyEngine({ slots: 2, contextSize: 4096 });
       server = await startTestServer(transport, engine, { maxTokens: 24 });
     });
     after(async () => {
@@ -228,10 +225,12 @@ for (const transport of TRANSPORTS) {
     });
 
     test('a cancelled reply counts as a cancel with reason "cancel" and a cancelled generation', async () => {
-      const own = await startTestServer(transport, engine, LONG);
+      const own = await startTestServer(transport, engine);
       try {
         const before = await scrape(own);
         const client = await own.client();
+        // The reply streams a little and is still running when it is cancelled.
+        engine.gate.hold(2);
         const id = client.send('tell me everything');
         await client.waitForType('delta', id);
         client.cancel(id);
@@ -241,6 +240,7 @@ for (const transport of TRANSPORTS) {
         assert.equal(sample(afterCancel, 'parley_generations_total', { outcome: 'cancelled' }) - sample(before, 'parley_generations_total', { outcome: 'cancelled' }), 1);
         assert.ok(sample(afterCancel, 'parley_tokens_generated_total') > 0, 'tokens streamed before the cancel are counted');
       } finally {
+        engine.gate.open();
         await own.stop();
       }
     });

@@ -7,6 +7,7 @@ import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { ensureModel } from '../../models/ensureModel.js';
+import type { GateCommand } from '../helpers/childGate.js';
 import { TRANSPORTS, TEST_INVITE } from '../helpers/startTestServer.js';
 import { TestClient } from '../helpers/TestClient.js';
 
@@ -60,10 +61,13 @@ class ParleyProcess {
     }
   }
 
-  static spawn(args: readonly string[]): ParleyProcess {
+  /** With `gated`, the child's replies pass a Gate that `gate()` controls (test/helpers/childGate.ts). */
+  static spawn(args: readonly string[], options: { gated?: boolean } = {}): ParleyProcess {
     // The child's configuration comes from its flags alone, not from a PARLEY_* variable of the shell running the tests.
     const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('PARLEY_')));
-    const child = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts', ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = options.gated
+      ? spawn(process.execPath, ['--import', 'tsx', '--import', './test/helpers/childGate.ts', 'server/main.ts', ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] })
+      : spawn(process.execPath, ['--import', 'tsx', 'server/main.ts', ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
     const parley = new ParleyProcess(child);
     running.add(parley);
     void parley.exited.then(() => running.delete(parley));
@@ -79,6 +83,16 @@ class ParleyProcess {
       void this.exited.then((exit) => {
         clearTimeout(timer);
         reject(new Error(`exited (${exit.code ?? exit.signal}) before the log line; stderr: ${this.stderr.slice(-500)}`));
+      });
+    });
+  }
+
+  /** Applies `command` to the child's gate; resolves once the child has. */
+  gate(command: GateCommand): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.child.once('message', () => resolve());
+      this.child.send(command, (error) => {
+        if (error) reject(error);
       });
     });
   }
@@ -103,6 +117,7 @@ const running = new Set<ParleyProcess>();
 class ServingParley {
   private constructor(readonly process: ParleyProcess, readonly port: number) {}
 
+  /** Its replies pass a gate (ParleyProcess.gate), open at first. */
   static async start(transport: string, extra: readonly string[]): Promise<ServingParley> {
     const tiny = await ensureModel('tiny');
     const dataDir = await mkdtemp(join(tmpdir(), 'parley-process-'));
@@ -111,7 +126,7 @@ class ServingParley {
       '--host', '127.0.0.1', '--port', '0', '--model', tiny.path, '--threads', '1', '--slots', '2',
       '--temperature', '0', '--max-tokens', '200', '--data-dir', dataDir, '--invite', TEST_INVITE,
       '--no-qr', '--transport', transport, ...extra,
-    ]);
+    ], { gated: true });
     const listening = await parley.waitForLog((record) => typeof record.msg === 'string' && record.msg.startsWith('listening on'), START_MS);
     assert.equal(typeof listening.port, 'number');
     return new ServingParley(parley, listening.port as number);
@@ -167,12 +182,13 @@ for (const transport of TRANSPORTS) {
     const signal = transport === 'uws' ? 'SIGTERM' : 'SIGINT';
 
     test(`${signal} mid-stream with a short drain: one terminal frame per request, close 1001, exit 0`, async () => {
-      const parley = await ServingParley.start(transport, ['--shutdown-timeout-ms', '300', '--max-tokens', '2000']);
+      const parley = await ServingParley.start(transport, ['--shutdown-timeout-ms', '300']);
       const client = await parley.client();
+      // The replies run until the drain ends them, however fast the model is.
+      await parley.process.gate({ gate: 'hold', pieces: 0 });
       // Two fill the slots, the third waits in the queue: both kinds must be ended.
       const ids = [client.send('Tell me a long story.'), client.send('Tell me another one.'), client.send('And a third.')];
-      await client.waitFor((frame) => frame.type === 'delta' && frame.id === ids[0]);
-      await client.waitFor((frame) => frame.type === 'delta' && frame.id === ids[1]);
+      await client.waitFor((frame) => frame.type === 'queued' && frame.id === ids[2]);
 
       parley.process.signal(signal);
       const closeCode = await client.waitClose(EXIT_MS);
@@ -183,20 +199,20 @@ for (const transport of TRANSPORTS) {
       assertOneTerminalEach(client, ids);
       for (const id of ids) {
         const terminal = client.terminalsFor(id)[0];
-        // 2000 tokens cannot finish in 300 ms, but a fast machine may prove that wrong: `done` is allowed.
-        if (terminal?.type !== 'done') assert.deepEqual({ type: terminal?.type, code: terminal?.type === 'error' ? terminal.code : undefined }, { type: 'error', code: 'shutting_down' }, id);
+        assert.deepEqual({ type: terminal?.type, code: terminal?.type === 'error' ? terminal.code : undefined }, { type: 'error', code: 'shutting_down' }, id);
       }
       assert.ok(parley.process.logs.some(isShuttingDown), 'the shutdown is logged');
     });
 
     test('SIGTERM with a generous drain: replies in flight finish with done, new work is refused, exit 0', async () => {
-      // Long enough to be in flight when the signal lands, short enough to finish well within the drain.
-      const parley = await ServingParley.start(transport, ['--shutdown-timeout-ms', '60000', '--max-tokens', '1000']);
+      const parley = await ServingParley.start(transport, ['--shutdown-timeout-ms', '60000']);
       const client = await parley.client();
       const spareToken = await parley.token('latecomer');
+      // In flight when the signal lands: held at the gate until the test opens it, during the drain.
+      await parley.process.gate({ gate: 'hold', pieces: 0 });
       const ids = [client.send('Tell me a story.'), client.send('Tell me another one.')];
-      await client.waitFor((frame) => frame.type === 'delta' && frame.id === ids[0]);
-      await client.waitFor((frame) => frame.type === 'delta' && frame.id === ids[1]);
+      await client.waitFor((frame) => frame.type === 'accepted' && frame.id === ids[0]);
+      await client.waitFor((frame) => frame.type === 'accepted' && frame.id === ids[1]);
       const framesAtSignal = client.frames.length;
 
       // Twice at once, as Ctrl+C under npm delivers it: still one graceful stop, not a forced exit.
@@ -209,6 +225,8 @@ for (const transport of TRANSPORTS) {
       assert.equal(lateTerminal.type, 'error');
       assert.equal(lateTerminal.type === 'error' && lateTerminal.code, 'shutting_down');
       await assert.rejects(parley.connect(spareToken), 'a new socket is refused while draining');
+      assert.equal(client.terminalsFor(ids[0] as string).length + client.terminalsFor(ids[1] as string).length, 0, 'both replies were in flight');
+      await parley.process.gate({ gate: 'open' });
 
       for (const id of ids) {
         const terminal = await client.terminal(id, 60_000);
@@ -225,8 +243,10 @@ for (const transport of TRANSPORTS) {
 
 describe('process: forced stop', () => {
   test('a second signal during the drain cancels the reply with its terminal frame and exits 143 (128 + SIGTERM)', async () => {
-    const parley = await ServingParley.start('ws', ['--shutdown-timeout-ms', '120000', '--max-tokens', '4000']);
+    const parley = await ServingParley.start('ws', ['--shutdown-timeout-ms', '120000']);
     const client = await parley.client();
+    // The reply streams a little, then runs until the forced stop ends it.
+    await parley.process.gate({ gate: 'hold', pieces: 2 });
     const id = client.send('Tell me a very long story.');
     await client.waitFor((frame) => frame.type === 'delta' && frame.id === id);
 
