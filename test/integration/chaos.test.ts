@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import type { LlamaEngine } from '../../server/engine/LlamaEngine.js';
 import { assembleReply } from '../helpers/assembleReply.js';
 import { ChaosUser, type ChaosActions } from '../helpers/ChaosUser.js';
+import type { GatedEngine } from '../helpers/GatedEngine.js';
 import type { RequestRecord } from '../helpers/RequestLedger.js';
-import { loadTinyEngine, startTestServer, TRANSPORTS } from '../helpers/startTestServer.js';
+import { loadGatedTinyEngine, startTestServer, TRANSPORTS } from '../helpers/startTestServer.js';
 import { waitUntil } from '../helpers/waitUntil.js';
 
 /** Change to explore other runs; a failure message names the seed of the user that saw it. */
@@ -120,9 +120,9 @@ function textOf(record: RequestRecord): string | undefined {
 
 for (const transport of TRANSPORTS) {
   describe(`chaos over ${transport}`, () => {
-    let engine: LlamaEngine;
+    let engine: GatedEngine;
     before(async () => {
-      engine = await loadTinyEngine({ slots: 2, contextSize: 4096 });
+      engine = await loadGatedTinyEngine({ slots: 2, contextSize: 4096 });
     });
     after(async () => {
       await engine.dispose();
@@ -143,11 +143,15 @@ for (const transport of TRANSPORTS) {
           (_, index) =>
             new ChaosUser(server, `chaos${index}`, SEED + index, { steps: STEPS, maxPending: 6, tooLongText: 'x'.repeat(MAX_TEXT_CHARS + 1), floodFrames: 40, awayMs: GRACE_MS + 500 }),
         );
+        // Replies last as long on every machine (about 150 pieces at one per 2 ms, with both
+        // slots busy), so the users' drops, moves and bursts meet running replies and a full queue.
+        engine.gate.pace(1);
         const startedAt = Date.now();
         await Promise.all(users.map((user) => user.start()));
         await Promise.all(users.map((user) => user.run()));
         const ranMs = Date.now() - startedAt;
         await Promise.all(users.map((user) => user.settle(30_000)));
+        engine.gate.open();
         const chat = server.started.server.chat;
         await waitUntil(() => chat.liveCount === 0 && chat.scheduler.activeCount === 0 && chat.scheduler.queuedCount === 0, 20_000, 'no reply left running');
 
@@ -213,6 +217,7 @@ for (const transport of TRANSPORTS) {
         assert.equal((await late.terminal(lateId)).type, 'done');
         assert.equal(late.replyText(lateId), reference);
       } finally {
+        engine.gate.open();
         await server.stop();
       }
     });
