@@ -88,23 +88,25 @@ test('the downloader\'s progress record never ends up inside the pulled file, ev
   await probe.close();
   const originalWrite = prototype.write;
   const originalTruncate = prototype.truncate;
-  let record: Promise<unknown> | undefined;
-  let recordsHeld = 0;
+  let truncated!: () => void;
+  const afterTruncate = new Promise<void>((resolve) => { truncated = resolve; });
+  const records: Array<Promise<unknown>> = [];
   prototype.write = function (this: FileHandle, ...args: unknown[]) {
     if (args[3] === tinyBytes.length) {
-      recordsHeld++;
-      record = new Promise((resolve) => setTimeout(resolve, 20)).then(() => Reflect.apply(originalWrite, this, args));
+      const record = afterTruncate.then(() => Reflect.apply(originalWrite, this, args));
+      records.push(record);
       return record;
     }
     return Reflect.apply(originalWrite, this, args);
   } as FileHandle['write'];
   prototype.truncate = async function (this: FileHandle, length?: number) {
     await originalTruncate.call(this, length);
-    await record;
+    truncated();
+    await Promise.all(records);
   };
   try {
     const { path } = await pullModel(`${baseUrl}/models/parley-tiny.gguf`, { dir: join(dir, 'late-record') });
-    assert.ok(recordsHeld > 0, 'the downloader wrote a progress record after the data');
+    assert.ok(records.length > 0, 'the downloader wrote a progress record after the data');
     assert.equal((await stat(path)).size, tinyBytes.length);
     assert.ok((await readFile(path)).equals(tinyBytes), 'the pulled file is identical to the served one');
   } finally {

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
 import type { LlamaContext } from 'node-llama-cpp';
 import { DecodeBarrier } from '../../server/engine/DecodeBarrier.js';
+
+/** Lets every promise chain and I/O callback in flight run; timers do not advance. */
+const flush = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 /** A decode request as node-llama-cpp 3.22.1 queues it (the fields the barrier reads). */
 interface Request {
@@ -38,7 +40,7 @@ class FakeContext {
     const all = Promise.all(requests).then(() => { settled = true; });
     while (!settled) {
       for (const id of [...this.pending.keys()]) this.finish(id);
-      await sleep(1);
+      await flush();
     }
     await all;
     this.queued.length = 0;
@@ -120,17 +122,20 @@ test('in lockstep, requests reach the context together and in ascending order', 
   barrier.dispose();
 });
 
-test('a generation whose decode is in progress is waited for beyond maxWaitMs, so drifted groups merge', async () => {
+test('a generation whose decode is in progress is waited for beyond maxWaitMs, so drifted groups merge', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
   const { fake, barrier, decode } = setup();
   barrier.begin(0);
   barrier.begin(1);
   await fake.drain([decode(0), decode(1)]);
   // A stall splits a step: the timer sends sequence 1 alone, and sequence 0 comes late.
   const late1 = decode(1);
-  await sleep(MAX_WAIT_MS * 2);
+  t.mock.timers.tick(MAX_WAIT_MS);
+  await flush();
   assert.deepEqual(fake.queued, [1]);
   const late0 = decode(0);
-  await sleep(MAX_WAIT_MS * 3);
+  t.mock.timers.tick(MAX_WAIT_MS * 3);
+  await flush();
   assert.deepEqual(fake.queued, [1], 'sequence 0 waits, without a time limit, for sequence 1 being decoded');
   fake.finish(1);
   await late1;
@@ -166,16 +171,19 @@ test('a generation joining mid-flight does not stall the others while its prompt
   barrier.dispose();
 });
 
-test('a generation that stalls between decodes holds the others back at most maxWaitMs', async () => {
+test('a generation that stalls between decodes holds the others back at most maxWaitMs', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
   const { fake, barrier, decode } = setup();
   barrier.begin(0);
   barrier.begin(1);
   await fake.drain([decode(0), decode(1)]);
-  const started = performance.now();
   const held = decode(0);
-  while (fake.queued.length === 0) await sleep(2);
-  const waited = performance.now() - started;
-  assert.ok(waited >= MAX_WAIT_MS - 2 && waited < MAX_WAIT_MS * 5, `released after ${waited.toFixed(1)} ms`);
+  t.mock.timers.tick(MAX_WAIT_MS - 1);
+  await flush();
+  assert.deepEqual(fake.queued, [], 'held while the other may still come');
+  t.mock.timers.tick(1);
+  await flush();
+  assert.deepEqual(fake.queued, [0], 'released alone after maxWaitMs');
   fake.finish(0);
   await held;
   barrier.dispose();
@@ -275,7 +283,9 @@ test('with promptsPerDecode 2, waiting prompts start in pairs, in arrival order,
   barrier.dispose();
 });
 
-test('beside a running generation, a long prompt goes in chunks, each after the first together with the step, and resolves with every chunk\'s results in order', async () => {
+test('beside a running generation, a long prompt goes in chunks, each after the first together with the step, and resolves with every chunk\'s results in order', async (t) => {
+  // Only the order of events matters here: the maxWaitMs timer never fires.
+  t.mock.timers.enable({ apis: ['setTimeout'] });
   const { fake, barrier, decode } = setup({ maxWaitMs: 1000, promptChunkTokens: 128 });
   barrier.begin(0);
   await fake.drain([decode({ sequenceId: 0, tokens: [1, 2, 3], logits: [false, false, true], firstTokenSequenceIndex: 0 })]);
@@ -287,14 +297,14 @@ test('beside a running generation, a long prompt goes in chunks, each after the 
   const step = decode({ sequenceId: 0, tokens: [4], logits: [true], firstTokenSequenceIndex: 3 });
   assert.deepEqual(fake.requests.slice(2), [], 'the running generation\'s step waits for the chunk in progress');
   fake.finish(1);
-  await sleep(5);
+  await flush();
   assert.deepEqual(fake.requests.slice(2), [{ sequenceId: 0, tokens: 1, first: 3 }, { sequenceId: 1, tokens: 128, first: 138 }], 'the next chunk and the step go together, lowest id first');
   fake.finish(0);
   await step;
-  await sleep(5);
+  await flush();
   assert.deepEqual(fake.requests.slice(4), [], 'the last chunk waits for the next step (and the step for the chunk in progress)');
   fake.finish(1);
-  await sleep(5);
+  await flush();
   const last = decode({ sequenceId: 0, tokens: [5], logits: [true], firstTokenSequenceIndex: 4 });
   assert.deepEqual(fake.requests.slice(4), [{ sequenceId: 0, tokens: 1, first: 4 }, { sequenceId: 1, tokens: 44, first: 266 }]);
   fake.finish(0);

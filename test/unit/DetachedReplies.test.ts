@@ -5,7 +5,6 @@ import { DetachedReplies } from '../../server/chat/DetachedReplies.js';
 import { Reply } from '../../server/chat/Reply.js';
 
 const reply = (id: string, userId = 'u_a', maxBytes = 1024) => new Reply(id, userId, 'c_1', maxBytes);
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('DetachedReplies', () => {
   test('a kept reply can be taken back by its owner only, once', () => {
@@ -21,11 +20,14 @@ describe('DetachedReplies', () => {
     kept.clear();
   });
 
-  test('when the grace period ends a running reply is cancelled with reason disconnect and forgotten', async () => {
+  test('when the grace period ends a running reply is cancelled with reason disconnect and forgotten', (t) => {
+    t.mock.timers.enable({ apis: ['setTimeout'] });
     const kept = new DetachedReplies(30);
     const r = reply('r1');
     kept.keep(r);
-    await sleep(80);
+    t.mock.timers.tick(29);
+    assert.equal(r.controller.signal.aborted, false, 'kept during the grace period');
+    t.mock.timers.tick(1);
     assert.equal(r.controller.signal.reason, AbortReason.disconnect);
     assert.equal(kept.size, 0);
   });
@@ -46,13 +48,14 @@ describe('DetachedReplies', () => {
     assert.equal(kept.size, 0);
   });
 
-  test('a finished reply is kept for its replay and never aborted', async () => {
+  test('a finished reply is kept for its replay and never aborted', (t) => {
+    t.mock.timers.enable({ apis: ['setTimeout'] });
     const kept = new DetachedReplies(30);
     const r = reply('r1');
     r.finish({ type: 'cancelled', id: 'r1' });
     kept.keep(r);
     assert.equal(kept.peek('u_a', 'r1'), r);
-    await sleep(80);
+    t.mock.timers.tick(30);
     assert.equal(r.controller.signal.aborted, false);
     assert.equal(kept.size, 0);
   });
