@@ -73,8 +73,36 @@ export async function openPage(browser: Browser, origin: string, options: Browse
     document.addEventListener('securitypolicyviolation', (event) => {
       report('csp', event.violatedDirective + ' blocked ' + event.blockedURI + ' (' + event.sourceFile + ':' + event.lineNumber + ')');
     }, true);
+    // Counts the frames the app has handled, by type: a handler set as a socket's onmessage runs,
+    // then the count goes up. A test that sees the count has seen whatever the handler rendered,
+    // since rendering is done in microtasks and the test's check runs in a later task.
+    const handledFrames = {};
+    const onmessage = Object.getOwnPropertyDescriptor(WebSocket.prototype, 'onmessage');
+    Object.defineProperty(WebSocket.prototype, 'onmessage', {
+      configurable: true,
+      enumerable: onmessage.enumerable,
+      get() {
+        return onmessage.get.call(this);
+      },
+      set(handler) {
+        onmessage.set.call(this, typeof handler !== 'function' ? handler : function (event) {
+          try {
+            return handler.call(this, event);
+          } finally {
+            let type = 'unparsed';
+            try {
+              type = String(JSON.parse(event.data).type);
+            } catch {}
+            handledFrames[type] = (handledFrames[type] || 0) + 1;
+          }
+        });
+      },
+    });
     // Test-side helpers for looking through the app's open shadow roots.
     window.__parleyTest = {
+      handled(type) {
+        return handledFrames[type] || 0;
+      },
       all(selector, root = document) {
         const found = [...root.querySelectorAll(selector)];
         for (const element of root.querySelectorAll('*')) if (element.shadowRoot) found.push(...this.all(selector, element.shadowRoot));
@@ -96,10 +124,14 @@ export async function openPage(browser: Browser, origin: string, options: Browse
         if (!last) return undefined;
         return { status: last.getAttribute('status'), text: last.shadowRoot.querySelector('.body').textContent };
       },
-      /** Follows the next reply frame by frame: the distinct text lengths seen while it streamed. */
+      /**
+       * Follows the next reply frame by frame: the distinct text lengths seen while it streamed.
+       * They are also in this.recorded as they come, for a test that paces the reply by them.
+       */
       recordReply(timeoutMs) {
         return new Promise((resolve) => {
           const lengths = [];
+          this.recorded = lengths;
           const start = performance.now();
           const tick = () => {
             const reply = this.lastReply();
@@ -159,7 +191,7 @@ export function assertClean(guard: PageGuard): void {
 }
 
 /** The socket is up: the header says connected. */
-export async function connected(page: Page, timeout = 10_000): Promise<void> {
+export async function connected(page: Page, timeout = 30_000): Promise<void> {
   await page.locator('chat-header[state=connected]').waitFor({ timeout });
 }
 
@@ -177,6 +209,10 @@ export async function lastReplyStatus(page: Page, status: string | string[], tim
 
 /** The page-side helpers installed by openPage. */
 export interface PageHelpers {
+  /** How many frames of this type the app has handled since the page loaded. */
+  handled(type: string): number;
+  /** The lengths recordReply has seen so far. */
+  recorded?: number[];
   all(selector: string): Element[];
   text(): string;
   lastReply(): { status: string; text: string } | undefined;
