@@ -57,6 +57,8 @@ export const ErrorCode = {
   notFound: 'not_found',
   /** HTTP: request body too large. */
   payloadTooLarge: 'payload_too_large',
+  /** Stored history failed to decrypt: the value was altered or moved, or the history key changed. */
+  historyUnreadable: 'history_unreadable',
   /** Anything unexpected. The message never carries internals. */
   internal: 'internal',
 } as const;

@@ -7,7 +7,7 @@ import { link, unlink, writeFile } from 'node:fs/promises';
  * fails if another writer got there first. Returns true when this call created the file.
  * Readers never see a partial file, and concurrent first starts agree on one winner.
  */
-export async function createFileOnce(file: string, content: string): Promise<boolean> {
+export async function createFileOnce(file: string, content: string | Uint8Array): Promise<boolean> {
   const temp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
   await writeFile(temp, content, { mode: 0o600, flag: 'wx' });
   try {
