@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, afterEach, before, describe, test } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
 import { ensureModel } from '../../models/ensureModel.js';
+import { UserStore } from '../../server/auth/UserStore.js';
 import type { ConfigInput } from '../../server/config.js';
 import { LlamaEngine } from '../../server/engine/LlamaEngine.js';
 import type { GatedEngine } from '../helpers/GatedEngine.js';
@@ -75,6 +76,22 @@ async function join(origin: string, name: string, options: Parameters<typeof ope
   const nameInput = page.locator('chat-join input[name=name]');
   await nameInput.fill(name);
   await nameInput.press('Enter');
+  await connected(page);
+  return guarded;
+}
+
+/** Signs in to a named account (`parley user add`) through /api/login, in a fresh context. */
+async function login(origin: string, name: string, password: string): Promise<GuardedPage> {
+  const guarded = await open(origin);
+  const { page } = guarded;
+  await page.goto(`${origin}/`);
+  await page.locator('chat-join').waitFor();
+  const status = await page.evaluate(
+    async (body) => (await fetch('/api/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })).status,
+    { name, password },
+  );
+  assert.equal(status, 200);
+  await page.reload();
   await connected(page);
   return guarded;
 }
@@ -507,7 +524,7 @@ describe('the web client across a server restart', () => {
     }
   }
 
-  test('the page shows reconnecting, comes back by itself, and carries on in a new server conversation', async () => {
+  test('the page shows reconnecting, comes back by itself, and carries on in the same server conversation', async () => {
     server = await startOn(0);
     const port = server.started.port;
     const { page } = await join(`http://${LAN_HOST}:${port}`, 'Survivor');
@@ -523,13 +540,23 @@ describe('the web client across a server restart', () => {
     await connected(page);
     assert.match(await page.locator('.notice').innerText(), /server restarted/i);
 
-    // The server forgot the conversation; the client starts a new one on its own and says so.
+    // The server kept the conversation (it is stored): the next message continues it, and nothing says otherwise.
     // Two pieces: "Quiet lanterns".
     await sendAndStop(page, 'after the restart', 2);
     const reply = page.locator('chat-message[from=assistant]').last();
-    assert.match(await reply.locator('.notice').innerText(), /no longer had this conversation/);
+    assert.equal(await reply.locator('.notice').count(), 0);
     assert.match(await reply.locator('.body').innerText(), /^Quiet lanterns/);
     assert.equal(await page.locator('chat-message[from=user]').count(), 2, 'the earlier messages stay on the page');
+    const cached = await page.evaluate(() => Object.entries(localStorage).find(([key]) => key.startsWith('parley.v1.conversations.')) ?? ['', '{}']);
+    const userId = cached[0].slice('parley.v1.conversations.'.length);
+    const conversations = (JSON.parse(cached[1]) as { conversations: Array<{ serverId?: string }> }).conversations;
+    assert.equal(conversations.length, 1);
+    const stored = await server.started.server.chat.conversations.repository.listMessages(userId, conversations[0]?.serverId ?? '');
+    assert.deepEqual(
+      stored.map((message) => message.role),
+      ['user', 'assistant', 'user', 'assistant'],
+      'both exchanges are in the one server conversation',
+    );
   });
 });
 
@@ -564,7 +591,10 @@ describe('the web client with the demo model, short tokens and tight limits', ()
   });
 
   test('the token is refreshed in the background and in-band: the socket outlives its first token', async () => {
-    const { page } = await join(lanOrigin(server), 'Patient');
+    // A named account: its reply budget is its own. An invite user's is also its address's, which
+    // the rate-limited test above has spent for this minute (every page comes from 127.0.0.1).
+    await new UserStore(server.dataDir).add('patient', 'patient-pass-PARLEY-1618');
+    const { page } = await login(lanOrigin(server), 'patient', 'patient-pass-PARLEY-1618');
     // The first token, issued while joining, lives 10 s: it has run out by then.
     const firstTokenGone = Date.now() + 10_000;
     await page.evaluate(() => window.__parleyTest.startWatch('Reconnecting'));

@@ -437,7 +437,7 @@ describe('replies survive a dropped connection', () => {
     await carryOn(phone, 'and from the phone');
     assert.equal(await phone.page.locator('chat-message').count(), 4);
 
-    // Kept locally: after a reload it is still there, and a deleted one does not come back from the server.
+    // After a reload it is still there; deleted (on the server), it does not come back.
     await phone.page.reload();
     await connected(phone.page);
     await phone.page.locator('chat-sidebar li', { hasText: 'notes from the laptop' }).waitFor();
@@ -447,7 +447,7 @@ describe('replies survive a dropped connection', () => {
     await phone.page.locator('chat-sidebar li', { hasText: 'notes from the laptop' }).waitFor({ state: 'detached' });
     await phone.page.reload();
     await connected(phone.page);
-    // The server's list has been merged (it still has the conversation).
+    // The server's list has been merged.
     await conversationsHandled(phone.page);
     assert.equal(await phone.page.locator('chat-sidebar li', { hasText: 'notes from the laptop' }).count(), 0);
     // Invite users are separate people: another one sees none of it.

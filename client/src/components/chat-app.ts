@@ -1,10 +1,11 @@
 import { css, html, LitElement, nothing } from 'lit';
 import { customElement, query, state } from 'lit/decorators.js';
 import type { ServerFrame } from '../../../shared/protocol.js';
+import { ConversationApi, type ExportFormat } from '../api/ConversationApi.js';
 import { AuthError } from '../auth/authApi.js';
 import { RefreshResult, TokenBroker } from '../auth/TokenBroker.js';
 import { ChatController } from '../controllers/ChatController.js';
-import { ConnectionController, ConnectionState } from '../controllers/ConnectionController.js';
+import { ConnectionController, ConnectionState, NoticeTone } from '../controllers/ConnectionController.js';
 import { ConversationSync } from '../controllers/ConversationSync.js';
 import { ConversationStore } from '../state/ConversationStore.js';
 import type { ChatComposer } from './chat-composer.js';
@@ -24,8 +25,9 @@ type Phase = (typeof Phase)[keyof typeof Phase];
 /**
  * The application: signs in (refresh cookie, else the join form with the invite from the
  * link's fragment), then shows the conversation list, the thread and the composer. The socket
- * lives in ConnectionController, requests and replies in ChatController, conversations in
- * ConversationStore (localStorage), and the server's copy of them in ConversationSync.
+ * lives in ConnectionController, requests and replies in ChatController, the cache of the
+ * conversations in ConversationStore (localStorage), and keeping it in step with the server
+ * (which has the conversations) in ConversationSync, over the socket and ConversationApi.
  */
 @customElement('chat-app')
 export class ChatApp extends LitElement {
@@ -40,14 +42,11 @@ export class ChatApp extends LitElement {
   private readonly store: ConversationStore = new ConversationStore((): boolean => this.chat.busy);
   private readonly connection = new ConnectionController(this, this.broker, {
     frame: (frame) => this.onFrame(frame),
-    disconnected: (resumable) => {
-      this.chat.disconnected(resumable);
-      this.sync.disconnected();
-    },
+    disconnected: (resumable) => this.chat.disconnected(resumable),
     signedOut: (reason) => this.showJoin(reason),
   });
   private readonly chat: ChatController = new ChatController(this, this.store, this.connection, (text) => this.announce(text));
-  private readonly sync = new ConversationSync(this, this.store, this.connection, this.chat);
+  private readonly sync = new ConversationSync(this, this.store, this.connection, this.chat, new ConversationApi(this.broker), (text) => this.announce(text));
   /** Kept in memory only, to fill the form again if the session ends. */
   private invite = '';
   private ticker: ReturnType<typeof setInterval> | undefined;
@@ -63,19 +62,43 @@ export class ChatApp extends LitElement {
         color: var(--text);
         background: var(--bg);
       }
-      .notice {
+      .notice,
+      .sync-notice {
         padding: 0.45rem 0.9rem;
         font-size: 0.85rem;
         border-bottom: 1px solid var(--border);
       }
-      .notice.info {
+      .info {
         background: var(--info-bg);
       }
-      .notice.warning {
+      .warning {
         background: var(--warning-bg);
       }
-      .notice.error {
+      .error {
         background: var(--danger-bg);
+      }
+      .sync-notice {
+        display: flex;
+        align-items: center;
+        gap: 0.75rem;
+      }
+      .sync-notice span {
+        flex: 1;
+      }
+      .dismiss {
+        font: inherit;
+        font-size: 0.8rem;
+        color: var(--text);
+        background: none;
+        border: 1px solid var(--border);
+        border-radius: 0.5rem;
+        padding: 0.2rem 0.6rem;
+        cursor: pointer;
+        min-height: 2rem;
+      }
+      .dismiss:focus-visible {
+        outline: 2px solid var(--focus);
+        outline-offset: 1px;
       }
       .layout {
         flex: 1;
@@ -221,6 +244,12 @@ export class ChatApp extends LitElement {
         @sign-out=${this.signOut}
       ></chat-header>
       ${connection.notice && this.phase === Phase.chat ? html`<div class="notice ${connection.notice.tone}" role="status">${connection.notice.text}</div>` : nothing}
+      ${this.sync.notice && this.phase === Phase.chat
+        ? html`<div class="sync-notice ${this.sync.notice.tone}" role=${this.sync.notice.tone === NoticeTone.error ? 'alert' : 'status'}>
+            <span>${this.sync.notice.text}</span>
+            <button type="button" class="dismiss" aria-label="Dismiss this message" @click=${() => this.sync.dismiss()}>Dismiss</button>
+          </div>`
+        : nothing}
       ${this.phase === Phase.starting ? html`<p class="starting">Signing in…</p>` : nothing}
       ${this.phase === Phase.join
         ? html`<chat-join .name=${readName()} .invite=${this.invite} .message=${this.joinMessage} ?busy=${this.joining} @join=${this.onJoin}></chat-join>`
@@ -244,8 +273,11 @@ export class ChatApp extends LitElement {
           .generating=${generating}
           @new-conversation=${this.onNew}
           @select-conversation=${this.onSelect}
-          @rename-conversation=${(event: CustomEvent<{ id: string; title: string }>) => this.store.rename(event.detail.id, event.detail.title)}
-          @delete-conversation=${(event: CustomEvent<{ id: string }>) => this.chat.remove(event.detail.id)}
+          @rename-conversation=${(event: CustomEvent<{ id: string; title: string }>) => void this.sync.rename(event.detail.id, event.detail.title)}
+          @delete-conversation=${(event: CustomEvent<{ id: string }>) => void this.sync.remove(event.detail.id)}
+          @export-conversation=${(event: CustomEvent<{ id: string; format: ExportFormat }>) => void this.sync.export(event.detail.format, event.detail.id)}
+          @export-all=${(event: CustomEvent<{ format: ExportFormat }>) => void this.sync.export(event.detail.format)}
+          @delete-all=${() => void this.sync.removeAll()}
         ></chat-sidebar>
       </aside>
       <main>
@@ -263,7 +295,9 @@ export class ChatApp extends LitElement {
           ?generating=${currentGenerating}
           ?connected=${this.connection.connected}
           ?loading=${current?.unfetched === true}
+          .loadError=${this.sync.loadError(current?.id)}
           @regenerate=${() => this.chat.regenerate()}
+          @retry-load=${() => this.sync.retry()}
         ></chat-thread>
         <chat-composer
           ?generating=${currentGenerating}
@@ -315,6 +349,7 @@ export class ChatApp extends LitElement {
   }
 
   private readonly signOut = async (): Promise<void> => {
+    this.sync.dismiss();
     this.store.forgetUser();
     this.connection.signOut();
     await this.broker.signOut();
@@ -331,7 +366,7 @@ export class ChatApp extends LitElement {
   };
 
   private readonly onSelect = async (event: CustomEvent<{ id: string }>): Promise<void> => {
-    this.store.select(event.detail.id);
+    this.sync.open(event.detail.id);
     this.sidebarOpen = false;
     await this.updateComplete;
     this.composer?.focus();

@@ -1,15 +1,18 @@
 import { css, html, LitElement, nothing, type PropertyValues } from 'lit';
 import { customElement, property, state } from 'lit/decorators.js';
 import { repeat } from 'lit/directives/repeat.js';
+import { ExportFormat } from '../api/ConversationApi.js';
 import type { Conversation } from '../state/ChatMessage.js';
 import { visuallyHidden } from './sharedStyles.js';
 
 /**
- * The conversation list: new, switch, rename, delete. A conversation whose reply is running
- * is marked as generating.
+ * The conversation list: new, switch, rename, delete; below it, export (the open conversation or
+ * all of them, as Markdown or JSON) and delete all, after a confirmation. A conversation whose
+ * reply is running is marked as generating.
  *
- * Events (bubble, composed), all with `detail.id` except the first: `new-conversation`,
- * `select-conversation`, `rename-conversation` (+ `detail.title`), `delete-conversation`.
+ * Events (bubble, composed): `new-conversation`; with `detail.id`: `select-conversation`,
+ * `rename-conversation` (+ `detail.title`), `delete-conversation`, `export-conversation`
+ * (+ `detail.format`); `export-all` with `detail.format`; `delete-all`.
  */
 @customElement('chat-sidebar')
 export class ChatSidebar extends LitElement {
@@ -19,6 +22,7 @@ export class ChatSidebar extends LitElement {
 
   @state() private editing: string | undefined;
   @state() private confirming: string | undefined;
+  @state() private confirmingAll = false;
 
   static override styles = [
     visuallyHidden,
@@ -112,6 +116,39 @@ export class ChatSidebar extends LitElement {
       .tool.danger {
         color: var(--danger);
       }
+      .tool:disabled {
+        opacity: 0.5;
+        cursor: default;
+        border-color: transparent;
+        color: var(--muted);
+      }
+      .manage {
+        flex: none;
+        display: flex;
+        flex-direction: column;
+        gap: 0.1rem;
+        padding: 0.4rem 0.75rem 0.6rem;
+        border-top: 1px solid var(--border);
+        font-size: 0.75rem;
+        color: var(--muted);
+      }
+      .row {
+        display: flex;
+        flex-wrap: wrap;
+        align-items: center;
+        gap: 0.15rem;
+      }
+      .label {
+        flex: 1;
+        min-width: 0;
+      }
+      .row.confirm .label {
+        flex-basis: 100%;
+        color: var(--text);
+      }
+      .manage .delete-all {
+        align-self: flex-start;
+      }
       form {
         flex: 1;
         display: flex;
@@ -145,6 +182,10 @@ export class ChatSidebar extends LitElement {
 
   protected override updated(changed: PropertyValues): void {
     if (changed.has('editing') && this.editing) this.renderRoot.querySelector<HTMLInputElement>('input.rename')?.select();
+    // The button that was pressed is gone: the focus moves to the safe choice, and back after.
+    if (changed.has('confirmingAll') && changed.get('confirmingAll') !== undefined) {
+      this.renderRoot.querySelector<HTMLButtonElement>(this.confirmingAll ? 'button.keep-all' : 'button.delete-all')?.focus();
+    }
   }
 
   protected override render() {
@@ -158,8 +199,86 @@ export class ChatSidebar extends LitElement {
           (conversation) => this.renderItem(conversation),
         )}
       </ul>
+      ${this.renderManage()}
     `;
   }
+
+  private renderManage() {
+    const current = this.conversations.find((conversation) => conversation.id === this.currentId);
+    // Only what the server has can be exported.
+    const exportable = current?.serverId !== undefined;
+    const none = this.conversations.length === 0;
+    return html`<section class="manage" aria-label="Export and delete">
+      <div class="row" role="group" aria-labelledby="export-one-label">
+        <span class="label" id="export-one-label">Export this chat</span>
+        <button
+          type="button"
+          class="tool export-one"
+          data-format=${ExportFormat.markdown}
+          aria-label="Export this conversation as Markdown"
+          ?disabled=${!exportable}
+          @click=${() => this.exportCurrent(ExportFormat.markdown)}
+        >
+          Markdown
+        </button>
+        <button
+          type="button"
+          class="tool export-one"
+          data-format=${ExportFormat.json}
+          aria-label="Export this conversation as JSON"
+          ?disabled=${!exportable}
+          @click=${() => this.exportCurrent(ExportFormat.json)}
+        >
+          JSON
+        </button>
+      </div>
+      <div class="row" role="group" aria-labelledby="export-all-label">
+        <span class="label" id="export-all-label">Export all</span>
+        <button
+          type="button"
+          class="tool export-all"
+          data-format=${ExportFormat.markdown}
+          aria-label="Export all conversations as Markdown"
+          ?disabled=${none}
+          @click=${() => this.emit('export-all', { format: ExportFormat.markdown })}
+        >
+          Markdown
+        </button>
+        <button
+          type="button"
+          class="tool export-all"
+          data-format=${ExportFormat.json}
+          aria-label="Export all conversations as JSON"
+          ?disabled=${none}
+          @click=${() => this.emit('export-all', { format: ExportFormat.json })}
+        >
+          JSON
+        </button>
+      </div>
+      ${this.confirmingAll
+        ? html`<div class="row confirm" role="group" aria-labelledby="delete-all-question" @keydown=${this.onConfirmAllKeydown}>
+            <span class="label" id="delete-all-question">Delete all ${this.conversations.length === 1 ? 'your conversation' : `${this.conversations.length} conversations`}? This cannot be undone.</span>
+            <button type="button" class="tool danger confirm-delete-all" @click=${this.confirmDeleteAll}>Delete all</button>
+            <button type="button" class="tool keep-all" @click=${() => (this.confirmingAll = false)}>Cancel</button>
+          </div>`
+        : html`<button type="button" class="tool danger delete-all" ?disabled=${none} @click=${() => (this.confirmingAll = true)}>Delete all conversations…</button>`}
+    </section>`;
+  }
+
+  private exportCurrent(format: ExportFormat): void {
+    if (this.currentId !== undefined) this.emit('export-conversation', { id: this.currentId, format });
+  }
+
+  private readonly onConfirmAllKeydown = (event: KeyboardEvent): void => {
+    if (event.key !== 'Escape') return;
+    event.stopPropagation();
+    this.confirmingAll = false;
+  };
+
+  private readonly confirmDeleteAll = (): void => {
+    this.confirmingAll = false;
+    this.emit('delete-all', {});
+  };
 
   private renderItem(conversation: Conversation) {
     const current = conversation.id === this.currentId;

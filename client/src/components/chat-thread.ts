@@ -9,6 +9,8 @@ import './chat-message.js';
 /**
  * The messages of one conversation, in a scroll container that sticks to the bottom while the
  * reader is there (a reader who scrolled up to read is left alone).
+ *
+ * Events (bubble, composed): `regenerate` (from a message), `retry-load`.
  */
 @customElement('chat-thread')
 export class ChatThread extends LitElement {
@@ -21,6 +23,8 @@ export class ChatThread extends LitElement {
   @property({ type: Boolean }) connected = false;
   /** The conversation's messages are still on their way from the server. */
   @property({ type: Boolean }) loading = false;
+  /** Why the conversation's messages could not be loaded, if they could not. */
+  @property() loadError: string | undefined;
   /** Identifies the conversation shown: switching jumps to its end. */
   @property() conversationId: string | undefined;
 
@@ -54,6 +58,21 @@ export class ChatThread extends LitElement {
       padding: 0 1rem;
       text-align: center;
       color: var(--muted);
+    }
+    .retry {
+      font: inherit;
+      font-size: 0.85rem;
+      color: var(--text);
+      background: var(--surface);
+      border: 1px solid var(--border);
+      border-radius: 0.5rem;
+      padding: 0.3rem 0.75rem;
+      cursor: pointer;
+      min-height: 2.25rem;
+    }
+    .retry:focus-visible {
+      outline: 2px solid var(--focus);
+      outline-offset: 1px;
     }
     .empty h2 {
       color: var(--text);
@@ -90,7 +109,10 @@ export class ChatThread extends LitElement {
         <section class="list" aria-label="Messages">
           ${this.messages.length === 0 && this.loading
             ? html`<div class="empty loading" role="status">
-                <p>${this.connected ? 'Loading this conversation from the server…' : 'This conversation is on the server: it loads once the connection is back.'}</p>
+                ${this.loadError
+                  ? html`<p>This conversation could not be loaded: ${this.loadError}</p>
+                      <button type="button" class="retry" @click=${this.retryLoad}>Try again</button>`
+                  : html`<p>${this.connected ? 'Loading this conversation from the server…' : 'This conversation is on the server: it loads once the connection is back.'}</p>`}
               </div>`
             : nothing}
           ${this.messages.length === 0 && !this.loading
@@ -124,6 +146,10 @@ export class ChatThread extends LitElement {
         </section>
       </div>
     `;
+  }
+
+  private retryLoad(): void {
+    this.dispatchEvent(new CustomEvent('retry-load', { bubbles: true, composed: true }));
   }
 
   private onScroll(): void {

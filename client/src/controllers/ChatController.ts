@@ -3,19 +3,17 @@ import { ErrorCode } from '../../../shared/errorCodes.js';
 import type { ServerFrame } from '../../../shared/protocol.js';
 import { MessageStatus, Sender, type ChatMessage, type Conversation } from '../state/ChatMessage.js';
 import { PAGE_CLOSED, type ConversationStore } from '../state/ConversationStore.js';
+import { SERVER_INTERRUPTED } from '../state/messagesFromServer.js';
 import { ReplyStream } from '../state/ReplyStream.js';
 import { describeError } from '../util/describeError.js';
 import { newId } from '../util/newId.js';
 import type { ConnectionController } from './ConnectionController.js';
 
-/** A request the server has not finished: which reply it fills, and what to resend if needed. */
+/** A request the server has not finished: which reply it fills. */
 interface Running {
   readonly conversationId: string;
   readonly message: ChatMessage;
-  readonly text: string;
   readonly stream: ReplyStream;
-  /** Already resent once after `conversation_not_found`. */
-  readonly retried: boolean;
   /** The seq of the next delta to apply: every delta below it is in the message, none above. */
   nextSeq: number;
   /** Its socket dropped: it waits for the next `ready` to be resumed. */
@@ -24,8 +22,6 @@ interface Running {
   cancelOnResume: boolean;
   /** Another connection's reply, followed from a conversation opened from the server's list. */
   readonly followed: boolean;
-  /** For a followed reply: the question shown above it, taken from the server. */
-  readonly question?: ChatMessage;
   /**
    * A reply this page was running when it was reloaded: its stored text is replaced by the
    * server's replay from the start once `resumed` arrives.
@@ -36,16 +32,15 @@ interface Running {
 /** What the chat announces to assistive technology: one sentence per finished reply. */
 export type Announce = (text: string) => void;
 
-export const LOST_CONVERSATION_NOTICE =
-  'The server no longer had this conversation (it probably restarted), so this reply started a new one: the model does not see the earlier messages.';
+/** The server keeps conversations across restarts: one it does not have was deleted. */
+export const DELETED_ELSEWHERE = 'This conversation was deleted in another tab or on another device, so the message was not sent.';
 export const UNRECOVERABLE_REPLY = 'The connection dropped and the reply could not be recovered.';
 const CUT_OFF_REPLY = 'The connection dropped, so this reply was cut off.';
 
 /**
- * Requests and replies: sends messages, routes each server frame to its reply, keeps the
- * conversation store up to date, and hides the server forgetting a conversation by starting a
- * new one. Streaming text goes through a ReplyStream per reply; everything else is a
- * structural change of the store.
+ * Requests and replies: sends messages, routes each server frame to its reply, and keeps the
+ * conversation store up to date. Streaming text goes through a ReplyStream per reply;
+ * everything else is a structural change of the store.
  *
  * Replies outlive a dropped socket: they stay here, detached, and on the next `ready` each is
  * resumed from the last seq applied. Deltas apply strictly in seq order, so a replayed delta
@@ -111,7 +106,7 @@ export class ChatController implements ReactiveController {
     if (!prompt) return false;
     if (last?.from === Sender.assistant) conversation.messages.pop();
     // The server replaces its own copy of the last exchange, so the model never sees the old reply.
-    this.startReply(conversation, prompt.text, false, undefined, last?.from === Sender.assistant);
+    this.startReply(conversation, prompt.text, last?.from === Sender.assistant);
     return true;
   }
 
@@ -125,40 +120,48 @@ export class ChatController implements ReactiveController {
   }
 
   /**
-   * Follows a reply that another connection of this user started (from a conversation opened
-   * from the server's list): resumes it from the start.
+   * Follows a reply that another connection of this user started (in a conversation loaded from
+   * the server): resumes it from the start, below the message it answers.
    */
-  follow(conversation: Conversation, requestId: string, question?: string): void {
+  follow(conversation: Conversation, requestId: string): void {
     if (this.running.has(requestId) || !this.connection.connected) return;
-    const asked: ChatMessage | undefined = question === undefined ? undefined : { id: newId('m'), from: Sender.user, text: question, status: MessageStatus.done };
-    if (asked) conversation.messages.push(asked);
     const message: ChatMessage = { id: newId('m'), from: Sender.assistant, text: '', status: MessageStatus.starting };
     conversation.messages.push(message);
     message.requestId = requestId;
-    this.running.set(requestId, { ...this.track(conversation, message, ''), followed: true, ...(asked ? { question: asked } : {}) });
+    this.running.set(requestId, { ...this.track(conversation, message), followed: true });
     this.connection.send({ type: 'resume', id: requestId, after: -1 });
+    this.store.touch(conversation);
     this.store.changed();
   }
 
-  /** Removes a conversation, stopping its reply first. */
-  remove(conversationId: string): void {
-    this.stop(conversationId);
+  /**
+   * Forgets a conversation and its replies. The server stops the replies of a conversation it
+   * deletes; `stop` stops them from here (a conversation the server never had).
+   */
+  remove(conversationId: string, stop: boolean): void {
+    if (stop) this.stop(conversationId);
     for (const [id, running] of this.running) if (running.conversationId === conversationId) this.running.delete(id);
     this.store.remove(conversationId);
   }
 
-  private startReply(conversation: Conversation, text: string, retried = false, notice?: string, regenerate = false): void {
-    const message: ChatMessage = { id: newId('m'), from: Sender.assistant, text: '', status: MessageStatus.sending };
-    if (notice) message.notice = notice;
-    conversation.messages.push(message);
-    this.store.touch(conversation);
-    this.submit(conversation, message, text, retried, regenerate);
+  /** Forgets every conversation and every reply: the server has deleted them all, stopping the replies. */
+  removeAll(): void {
+    for (const running of this.running.values()) running.stream.flush();
+    this.running.clear();
+    this.store.clear();
   }
 
-  private submit(conversation: Conversation, message: ChatMessage, text: string, retried: boolean, regenerate = false): void {
+  private startReply(conversation: Conversation, text: string, regenerate = false): void {
+    const message: ChatMessage = { id: newId('m'), from: Sender.assistant, text: '', status: MessageStatus.sending };
+    conversation.messages.push(message);
+    this.store.touch(conversation);
+    this.submit(conversation, message, text, regenerate);
+  }
+
+  private submit(conversation: Conversation, message: ChatMessage, text: string, regenerate: boolean): void {
     const id = newId('r');
     message.requestId = id;
-    this.running.set(id, { ...this.track(conversation, message, text), retried });
+    this.running.set(id, this.track(conversation, message));
     const sent = this.connection.send({
       type: 'send',
       id,
@@ -174,13 +177,11 @@ export class ChatController implements ReactiveController {
     this.store.changed();
   }
 
-  private track(conversation: Conversation, message: ChatMessage, text: string): Running {
+  private track(conversation: Conversation, message: ChatMessage): Running {
     return {
       conversationId: conversation.id,
       message,
-      text,
       stream: new ReplyStream(message),
-      retried: false,
       nextSeq: 0,
       detached: false,
       cancelOnResume: false,
@@ -259,9 +260,13 @@ export class ChatController implements ReactiveController {
         return;
       case 'error':
         if (frame.code === ErrorCode.resumeUnavailable && running.followed && !message.text) {
-          // The reply ended before it could be followed: nothing to show.
+          // The reply ended before it could be followed: the server's copy has it.
           this.running.delete(frame.id as string);
-          if (conversation) conversation.messages = conversation.messages.filter((other) => other !== message && other !== running.question);
+          if (conversation) {
+            conversation.messages = conversation.messages.filter((other) => other !== message);
+            this.store.touch(conversation);
+            this.store.markStale(conversation);
+          }
           this.store.changed();
           return;
         }
@@ -278,17 +283,16 @@ export class ChatController implements ReactiveController {
           this.announce(`Reply interrupted: ${UNRECOVERABLE_REPLY}`);
           return;
         }
-        if (frame.code === ErrorCode.conversationNotFound && !running.retried && conversation) {
-          // The server forgot the conversation (a restart): carry on in a new one, and say so.
-          this.running.delete(frame.id as string);
-          conversation.serverId = undefined;
-          message.notice = LOST_CONVERSATION_NOTICE;
-          message.status = MessageStatus.sending;
-          this.submit(conversation, message, running.text, true);
+        if (frame.code === ErrorCode.shuttingDown && message.status !== MessageStatus.sending) {
+          // An accepted reply cut off by a shutdown: the server keeps it as interrupted, and so does the page.
+          message.status = MessageStatus.interrupted;
+          message.error = SERVER_INTERRUPTED;
+          this.finish(frame.id as string, running, conversation);
+          this.announce(`Reply interrupted: ${SERVER_INTERRUPTED}`);
           return;
         }
         message.status = MessageStatus.error;
-        message.error = describeError(frame, this.connection.ready?.limits);
+        message.error = frame.code === ErrorCode.conversationNotFound ? DELETED_ELSEWHERE : describeError(frame, this.connection.ready?.limits);
         this.finish(frame.id as string, running, conversation);
         this.announce(`Reply failed: ${message.error}`);
         return;
@@ -333,7 +337,7 @@ export class ChatController implements ReactiveController {
         delete message.requestId;
         continue;
       }
-      this.running.set(requestId, { ...this.track(conversation, message, ''), detached: true, replaceOnResume: true });
+      this.running.set(requestId, { ...this.track(conversation, message), detached: true, replaceOnResume: true });
     }
     if (orphans.length > 0) this.store.changed();
   }

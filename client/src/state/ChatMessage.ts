@@ -49,7 +49,7 @@ export interface ChatMessage {
   stats?: ReplyStats;
   /** Why the reply failed, for people. */
   error?: string;
-  /** Something the user should know about this reply (e.g. the server lost the conversation). */
+  /** Something the user should know about this reply, shown above it. */
   notice?: string;
   /**
    * The request that fills this reply, while it runs. Stored with the message, so a page
@@ -61,17 +61,30 @@ export interface ChatMessage {
 export const TitleSource = { none: 'none', auto: 'auto', user: 'user' } as const;
 export type TitleSource = (typeof TitleSource)[keyof typeof TitleSource];
 
+/**
+ * A conversation as this browser caches it. The server keeps every conversation and is the
+ * source of truth; this copy lets the page show history at once and while offline.
+ */
 export interface Conversation {
-  /** Local id; the server's id (which changes when the server forgets it) is `serverId`. */
+  /** Local id; the server's id is `serverId`, known once the server accepted the first message. */
   id: string;
   serverId?: string;
   /**
-   * Known from the server's list only (another device, or cleared storage): its turns are
+   * Known from the server's list only (another device, or cleared storage): its messages are
    * fetched when it is opened. Has no messages, and takes none (nothing is sent in it) until then.
    */
   unfetched?: boolean;
+  /** The server's copy changed since this one was taken (another device): fetched again when opened. */
+  stale?: boolean;
+  /**
+   * The server's `updatedAt` when this copy was last known to match it; undefined after a change
+   * made here (this page's own messages), until the server's list confirms it.
+   */
+  serverUpdatedAt?: number;
   title: string;
   titleSource: TitleSource;
+  /** Renamed before the server had it: the title goes to the server once it does. */
+  titlePending?: boolean;
   messages: ChatMessage[];
   createdAt: number;
   updatedAt: number;

@@ -1,7 +1,8 @@
 import * as z from 'zod/mini';
-import type { ConversationFrame, ConversationSummary } from '../../../shared/protocol.js';
+import type { ConversationSummary, StoredConversationInfo } from '../../../shared/protocol.js';
 import { newId } from '../util/newId.js';
 import { MessageStatus, Sender, TitleSource, TRANSIENT_STATUSES, type ChatMessage, type Conversation } from './ChatMessage.js';
+import type { ServerCopy } from './messagesFromServer.js';
 
 const STORAGE_PREFIX = 'parley.v1.conversations.';
 const MAX_CONVERSATIONS = 50;
@@ -39,8 +40,11 @@ const StoredConversation = z.object({
   id: z.string(),
   serverId: z.optional(z.string()),
   unfetched: z.optional(z.boolean()),
+  stale: z.optional(z.boolean()),
+  serverUpdatedAt: z.optional(z.number()),
   title: z.string(),
   titleSource: z.enum([TitleSource.none, TitleSource.auto, TitleSource.user]),
+  titlePending: z.optional(z.boolean()),
   messages: z.array(StoredMessage),
   createdAt: z.number(),
   updatedAt: z.number(),
@@ -48,27 +52,27 @@ const StoredConversation = z.object({
 const StoredState = z.object({
   currentId: z.optional(z.string()),
   conversations: z.array(StoredConversation),
-  forgotten: z.optional(z.array(z.string())),
 });
 
 /**
- * The user's conversations, kept in this browser's localStorage under their user id. Emits
+ * The user's conversations, cached in this browser's localStorage under their user id. Emits
  * `change` on every structural change: a message added, a status moved, a conversation
  * renamed. Streaming text does not go through here (see ReplyStream).
  *
- * The server also keeps the user's recent conversations (in memory). This browser's copy of a
- * conversation is authoritative once it has one; the server's list only adds the conversations
- * this browser has never seen (as `unfetched` placeholders). A conversation deleted here is
- * remembered as `forgotten`, so the server's list does not bring it back.
+ * The server keeps every conversation and is the source of truth; this cache lets the page
+ * show history at once. The server's list (mergeServerList) decides which conversations exist
+ * and what they are called; a conversation's messages come from the server when this copy is
+ * missing (`unfetched`) or out of date (`stale`) (applyServerCopy). Renames and deletions are
+ * made on the server first and only then here (see ConversationSync).
  */
 export class ConversationStore extends EventTarget {
   private userId: string | undefined;
   private conversations: Conversation[] = [];
   private currentId: string | undefined;
-  /** Server ids deleted here; pruned to those the server still lists. */
-  private forgotten = new Set<string>();
   /** Replies that were running when the page closed, to be resumed (see takeOrphans). */
   private orphans: OrphanedReply[] = [];
+  /** Bumped by every change this page makes to a conversation's messages (see revision). */
+  private readonly revisions = new Map<string, number>();
   private saveTimer: ReturnType<typeof setTimeout> | undefined;
 
   /**
@@ -102,13 +106,11 @@ export class ConversationStore extends EventTarget {
     const keep = this.currentId;
     this.conversations = [];
     this.currentId = undefined;
-    this.forgotten = new Set();
     this.orphans = [];
     try {
       const parsed = raw ? StoredState.safeParse(JSON.parse(raw)) : undefined;
       if (parsed?.success) {
         this.conversations = parsed.data.conversations;
-        this.forgotten = new Set(parsed.data.forgotten);
         this.currentId = fromOtherTab ? keep : parsed.data.currentId;
         // Another tab's running replies are its own business; a reloaded page's wait to be resumed.
         if (!fromOtherTab) {
@@ -163,55 +165,90 @@ export class ConversationStore extends EventTarget {
   }
 
   /**
-   * Takes in the server's list (most recent first): conversations this browser has never seen
-   * become placeholders, as long as there is room (they never push out a conversation that
-   * exists only here); placeholders the server no longer lists go. `skip` names items that
-   * already belong to a conversation here (a reply of this tab whose `accepted` never came).
+   * Takes in the server's list (most recent first); the server wins:
+   * - a conversation it lists takes its title, and is marked `stale` when this copy no longer
+   *   matches (a different number of messages, or a change made elsewhere since it was taken);
+   * - one it lists that this browser has not seen becomes an `unfetched` placeholder;
+   * - one it does not list is dropped: it was deleted elsewhere. Kept are those `busy` says this
+   *   page is working on (a reply running or being resumed), and those the server never had
+   *   while they are being created (the open one, or one whose first message is on its way).
+   * `skip` names items that already belong to a conversation here under no server id yet (a
+   * reply of this tab whose `accepted` never came). At most MAX_CONVERSATIONS are kept, the
+   * most recent. Resolves with the conversations dropped because the server no longer has them.
    */
-  mergeServerList(items: readonly ConversationSummary[], skip: (item: ConversationSummary) => boolean): void {
-    const listed = new Set(items.map((item) => item.id));
-    this.forgotten = new Set([...this.forgotten].filter((id) => listed.has(id)));
-    this.conversations = this.conversations.filter((conversation) => !conversation.unfetched || listed.has(conversation.serverId ?? ''));
-    if (!this.get(this.currentId ?? '')) this.currentId = undefined;
+  mergeServerList(items: readonly ConversationSummary[], busy: (conversation: Conversation) => boolean, skip: (item: ConversationSummary) => boolean): Conversation[] {
+    const listed = new Map(items.map((item) => [item.id, item]));
+    const deleted: Conversation[] = [];
+    this.conversations = this.conversations.filter((conversation) => {
+      if (busy(conversation)) return true;
+      if (conversation.serverId === undefined) return conversation.id === this.currentId;
+      if (listed.has(conversation.serverId)) return true;
+      deleted.push(conversation);
+      return false;
+    });
     for (const item of items) {
       const known = this.byServerId(item.id);
-      if (known) {
-        if (known.unfetched) {
-          known.title = titleFrom(item.title);
-          known.updatedAt = Math.max(known.updatedAt, item.updatedAt);
-        }
+      if (!known) {
+        if (skip(item)) continue;
+        this.conversations.push({
+          id: newId('c'),
+          serverId: item.id,
+          unfetched: true,
+          title: serverTitle(item.title),
+          titleSource: TitleSource.auto,
+          messages: [],
+          createdAt: item.updatedAt,
+          updatedAt: item.updatedAt,
+        });
         continue;
       }
-      if (this.forgotten.has(item.id) || skip(item) || this.conversations.length >= MAX_CONVERSATIONS) continue;
-      this.conversations.push({
-        id: newId('c'),
-        serverId: item.id,
-        unfetched: true,
-        title: titleFrom(item.title),
-        titleSource: TitleSource.auto,
-        messages: [],
-        createdAt: item.updatedAt,
-        updatedAt: item.updatedAt,
-      });
+      if (!known.titlePending) known.title = serverTitle(item.title);
+      known.updatedAt = item.updatedAt;
+      if (known.unfetched || busy(known)) continue;
+      const matches = known.messages.length === item.turns && item.activeReplyId === undefined && (known.serverUpdatedAt ?? item.updatedAt) === item.updatedAt;
+      if (matches && !known.stale) known.serverUpdatedAt = item.updatedAt;
+      else known.stale = true;
     }
+    const kept = new Set(this.list.slice(0, MAX_CONVERSATIONS));
+    this.conversations = this.conversations.filter((conversation) => kept.has(conversation) || conversation.id === this.currentId || busy(conversation));
+    // A placeholder is not opened on its own (that would fetch it): with the open one gone, none is.
+    if (!this.get(this.currentId ?? '')) this.currentId = undefined;
     this.changed();
+    return deleted;
   }
 
-  /** A placeholder's turns arrived: it becomes an ordinary conversation. */
-  fill(frame: ConversationFrame): Conversation | undefined {
-    const conversation = this.byServerId(frame.conversationId);
-    if (!conversation?.unfetched) return undefined;
-    conversation.messages = frame.turns.map((turn) => ({ id: newId('m'), from: turn.role, text: turn.text, status: MessageStatus.done }));
+  /**
+   * The server's copy of a conversation arrived: it replaces this one's messages (a message
+   * that reads the same here keeps this page's object, with its stats) and title.
+   */
+  applyServerCopy(conversation: Conversation, info: StoredConversationInfo, copy: ServerCopy): void {
+    if (!this.conversations.includes(conversation)) return;
+    const before = conversation.messages;
+    conversation.messages = copy.messages.map((message, index) => {
+      const mine = before[index];
+      return mine && mine.from === message.from && mine.text === message.text && mine.status === message.status ? mine : message;
+    });
+    if (!conversation.titlePending) conversation.title = serverTitle(info.title);
     conversation.unfetched = undefined;
-    conversation.updatedAt = Math.max(conversation.updatedAt, frame.updatedAt);
+    conversation.stale = copy.settled ? undefined : true;
+    conversation.serverUpdatedAt = copy.settled ? info.updatedAt : undefined;
+    conversation.createdAt = info.createdAt;
+    conversation.updatedAt = Math.max(conversation.updatedAt, info.updatedAt);
     this.changed();
-    return conversation;
   }
 
-  /** The server no longer has a placeholder's conversation (it restarted): the placeholder goes. */
-  dropUnfetched(serverId: string): void {
-    const conversation = this.byServerId(serverId);
-    if (conversation?.unfetched) this.remove(conversation.id);
+  /** The server's copy may differ from this one: fetch it again when the conversation is open. */
+  markStale(conversation: Conversation): void {
+    conversation.stale = true;
+    this.changed();
+  }
+
+  /**
+   * How many changes this page has made to a conversation's messages (a message sent, a reply
+   * ended): a copy fetched from the server before the last one is out of date on arrival.
+   */
+  revision(conversation: Conversation): number {
+    return this.revisions.get(conversation.id) ?? 0;
   }
 
   create(): Conversation {
@@ -230,12 +267,14 @@ export class ConversationStore extends EventTarget {
     this.changed();
   }
 
-  rename(id: string, title: string): void {
+  /** Renames a conversation (on the server already, or `pending` until the server has it). */
+  rename(id: string, title: string, pending = false): void {
     const conversation = this.get(id);
     const trimmed = title.trim().slice(0, 200);
     if (!conversation || !trimmed) return;
     conversation.title = trimmed;
     conversation.titleSource = TitleSource.user;
+    conversation.titlePending = pending || undefined;
     this.changed();
   }
 
@@ -247,15 +286,24 @@ export class ConversationStore extends EventTarget {
   }
 
   remove(id: string): void {
-    const serverId = this.get(id)?.serverId;
-    if (serverId !== undefined) this.forgotten.add(serverId);
     this.conversations = this.conversations.filter((conversation) => conversation.id !== id);
+    this.revisions.delete(id);
     if (this.currentId === id) this.currentId = this.list[0]?.id;
     this.changed();
   }
 
+  /** Forgets every conversation (the server deleted them all). */
+  clear(): void {
+    this.conversations = [];
+    this.currentId = undefined;
+    this.revisions.clear();
+    this.changed();
+  }
+
+  /** A change made here to the conversation's messages: it moves up the list. */
   touch(conversation: Conversation): void {
     conversation.updatedAt = Date.now();
+    this.revisions.set(conversation.id, this.revision(conversation) + 1);
   }
 
   /** Forgets everything stored for the signed-in user (on sign-out). */
@@ -272,7 +320,7 @@ export class ConversationStore extends EventTarget {
     this.userId = undefined;
     this.conversations = [];
     this.currentId = undefined;
-    this.forgotten = new Set();
+    this.revisions.clear();
     this.changed(false);
   }
 
@@ -291,7 +339,7 @@ export class ConversationStore extends EventTarget {
     try {
       localStorage.setItem(STORAGE_PREFIX + this.userId, this.serialise());
     } catch {
-      // Quota exceeded: drop the oldest conversation and try once more.
+      // Quota exceeded: drop the oldest conversation and try once more (the server still has it).
       if (this.conversations.length > 1) {
         const oldest = this.list.at(-1);
         if (oldest) this.conversations = this.conversations.filter((conversation) => conversation !== oldest);
@@ -305,7 +353,7 @@ export class ConversationStore extends EventTarget {
   }
 
   private serialise(): string {
-    return JSON.stringify({ currentId: this.currentId, conversations: this.conversations, forgotten: [...this.forgotten] });
+    return JSON.stringify({ currentId: this.currentId, conversations: this.conversations });
   }
 
   private trim(): void {
@@ -321,4 +369,9 @@ export class ConversationStore extends EventTarget {
 function titleFrom(text: string): string {
   const line = text.trim().split('\n')[0]?.trim() ?? '';
   return line.length > TITLE_LENGTH ? `${line.slice(0, TITLE_LENGTH - 1).trimEnd()}…` : line || 'Untitled';
+}
+
+/** The server's title for a conversation (the start of its first message, or what the user named it). */
+function serverTitle(title: string): string {
+  return title.trim() || 'Untitled';
 }
