@@ -29,6 +29,8 @@ export interface ServerSpec {
   readonly slots: number;
   readonly contextSize: number;
   readonly maxTokens: number;
+  /** A data dir prepared beforehand (e.g. a filled history); the server's own temporary one when absent. Never removed. */
+  readonly dataDir?: string;
 }
 
 /** The server refused `--transport uws` (exit 2): no native uWebSockets.js binary for this Node. */
@@ -75,7 +77,7 @@ export class ServerProcess {
   }
 
   static async start(spec: ServerSpec): Promise<ServerProcess> {
-    const dataDir = await mkdtemp(join(tmpdir(), 'parley-bench-'));
+    const dataDir = spec.dataDir ?? (await mkdtemp(join(tmpdir(), 'parley-bench-')));
     const args = [
       '--import', 'tsx', 'server/main.ts',
       '--host', '127.0.0.1', '--port', '0', '--transport', spec.transport, '--model', spec.modelPath,
@@ -184,7 +186,7 @@ export class ServerProcess {
       clearTimeout(timer);
     }
     await this.exited;
-    await rm(this.dataDir, { recursive: true, force: true });
+    if (this.spec.dataDir === undefined) await rm(this.dataDir, { recursive: true, force: true });
   }
 
   /** At once, for an interrupted run. */

@@ -24,6 +24,8 @@ import { EnginePool } from './EnginePool.js';
 import { frameThroughput } from './frameThroughput.js';
 import { idleConnections } from './idleConnections.js';
 import { machineInfo } from './machineInfo.js';
+import { historyMemory } from './historyMemory.js';
+import { planning } from './planning.js';
 import { renderTable } from './renderTable.js';
 import { BenchModelKind, ModelUnavailableError, resolveModel, type BenchModel } from './resolveModel.js';
 import { BenchTransport } from './ServerProcess.js';
@@ -39,6 +41,8 @@ const BENCHMARKS: ReadonlyArray<{ readonly benchmark: Benchmark; readonly models
   { benchmark: cancelLatency, models: 'chosen' },
   { benchmark: idleConnections, models: 'light' },
   { benchmark: frameThroughput, models: 'light' },
+  { benchmark: planning, models: 'light' },
+  { benchmark: historyMemory, models: 'light' },
 ];
 const NAMES = BENCHMARKS.map((entry) => entry.benchmark.name);
 
@@ -63,7 +67,7 @@ const list = <T extends string>(allowed: readonly T[], what: string) => (value: 
   return items as T[];
 };
 const program = new Command('bench')
-  .description("Parley's benchmarks: streaming overhead, concurrency, cancel, idle connections, frame throughput.")
+  .description("Parley's benchmarks: streaming overhead, concurrency, cancel, idle connections, frame throughput, prompt planning, memory against stored history.")
   .option('--quick', 'small counts, tiny model only unless --model says otherwise: under 3 minutes on 2 cores', false)
   .addOption(new Option('--only <names>', `run only these: ${NAMES.join(', ')}`).argParser(list(NAMES, '--only')))
   .addOption(new Option('--model <which>', 'tiny, bench (0.5B shape, F16) or both (default: tiny with --quick, else both)').choices(Object.values(ModelChoice)))

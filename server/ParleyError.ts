@@ -65,8 +65,60 @@ export class EngineError extends ParleyError {
   }
 }
 
+/**
+ * A request the server cannot read: bad JSON, a body of the wrong shape or type, a malformed
+ * handshake, a method the route does not take. The code is always `bad_request`; the status
+ * says which kind (400, 405 with an `allow` header, 415, 431).
+ */
+export class BadRequestError extends ParleyError {
+  override name = 'BadRequestError';
+  constructor(message: string, httpStatus: 400 | 405 | 415 | 431 = 400) {
+    super(ErrorCode.badRequest, message, { httpStatus });
+  }
+}
+
+/** HTTP 403: a Host, Origin or site the server does not serve, or a role without the right. */
+export class ForbiddenError extends ParleyError {
+  override name = 'ForbiddenError';
+  constructor(message: string) {
+    super(ErrorCode.forbidden, message, { httpStatus: 403 });
+  }
+}
+
+/** HTTP 404: no such route, path or user. */
+export class NotFoundError extends ParleyError {
+  override name = 'NotFoundError';
+  constructor(message = 'Not found.') {
+    super(ErrorCode.notFound, message, { httpStatus: 404 });
+  }
+}
+
+/** HTTP 409: the request conflicts with the server's configuration. */
+export class ConflictError extends ParleyError {
+  override name = 'ConflictError';
+  constructor(message: string) {
+    super(ErrorCode.conflict, message, { httpStatus: 409 });
+  }
+}
+
+/** HTTP 413: the body passed `maxHttpBodyBytes` while it was still arriving. */
+export class PayloadTooLargeError extends ParleyError {
+  override name = 'PayloadTooLargeError';
+  constructor() {
+    super(ErrorCode.payloadTooLarge, 'Request body is too large.', { httpStatus: 413 });
+  }
+}
+
+/** Anything unexpected. The message is fixed; what happened stays in `cause`, for the log. */
+export class InternalError extends ParleyError {
+  override name = 'InternalError';
+  constructor(cause?: unknown) {
+    super(ErrorCode.internal, 'Internal error.', { httpStatus: 500, closeCode: CloseCode.internalError, cause });
+  }
+}
+
 /** Wraps anything unexpected so no internal message or stack reaches a client. */
 export function toParleyError(error: unknown): ParleyError {
   if (error instanceof ParleyError) return error;
-  return new ParleyError(ErrorCode.internal, 'Internal error.', { httpStatus: 500, closeCode: CloseCode.internalError, cause: error });
+  return new InternalError(error);
 }

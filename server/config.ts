@@ -34,8 +34,14 @@ export const defaults = {
   maxHttpBodyBytes: 16 * 1024,
   maxQueue: 32,
   maxQueuedPerUser: 4,
-  maxConversationsPerUser: 50,
+  // Stored conversations per user; at the cap the least recently updated one is deleted.
+  maxConversationsPerUser: 1000,
+  // Turns of a conversation kept in memory for its prompt; all of them stay in the store.
   maxTurnsPerConversation: 200,
+  // Conversations are kept in an encrypted SQLite file in the data dir (`off`: in memory only,
+  // gone at restart). historyDays > 0 deletes conversations idle for longer; 0 keeps them.
+  history: 'sqlite',
+  historyDays: 0,
   generationTimeoutMs: 120_000,
   tokenTtlSeconds: 300,
   idleTimeoutSeconds: 120,
@@ -57,10 +63,16 @@ export const defaults = {
   // Per user (JWT sub), shared by all of that user's sockets and not reset by reconnecting.
   generationsPerMinute: 20,
   tokensPerHour: 200_000,
+  // The same budgets per IP, charged by invite users besides their own, so re-joining does not
+  // reset them (limits/budgetKeysOf.ts). Raise them where several people share one address.
+  generationsPerMinutePerIp: 20,
+  tokensPerHourPerIp: 200_000,
   maxConnectionsPerUser: 8,
   // Per IP.
   upgradesPerMinute: 60,
   tokenRequestsPerMinute: 30,
+  // New invite users (each with fresh per-user budgets) one address may create per hour.
+  inviteUsersPerHour: 10,
   loginFailuresBeforeLockout: 10,
   lockoutSeconds: 900,
   maxConnectionsPerIp: 32,
@@ -85,6 +97,10 @@ const ConfigSchema = z.strictObject({
   /** Pinned invite code; absent means generated once and kept in the data dir. */
   invite: z.optional(z.string().check(z.minLength(8, 'invite must be at least 8 characters'), z.maxLength(256))),
   dataDir: z.string().check(z.minLength(1)),
+  history: z.enum(['sqlite', 'off']),
+  historyDays: z.int().check(z.gte(0), z.lte(36_500)),
+  /** The history key file; absent means `history.key` in the data dir, created on first start. */
+  historyKeyFile: z.optional(z.string().check(z.minLength(1))),
   /** A count, or `auto`: chosen at model load from the binary, the math cores and the model's size (chooseThreads). */
   threads: z.union([z.literal('auto'), z.int().check(z.gte(1), z.lte(256))]),
   slots: z.int().check(z.gte(1), z.lte(64)),
@@ -121,9 +137,12 @@ const ConfigSchema = z.strictObject({
   floodWindowSeconds: positiveInt,
   generationsPerMinute: positiveInt,
   tokensPerHour: positiveInt,
+  generationsPerMinutePerIp: positiveInt,
+  tokensPerHourPerIp: positiveInt,
   maxConnectionsPerUser: positiveInt,
   upgradesPerMinute: positiveInt,
   tokenRequestsPerMinute: positiveInt,
+  inviteUsersPerHour: positiveInt,
   loginFailuresBeforeLockout: positiveInt,
   lockoutSeconds: positiveInt,
   maxConnectionsPerIp: positiveInt,
@@ -167,6 +186,7 @@ export function loadConfig(input: ConfigInput = {}): Config {
   }
   if (config.tlsCert !== undefined) config.tlsCert = resolve(config.tlsCert);
   if (config.tlsKey !== undefined) config.tlsKey = resolve(config.tlsKey);
+  if (config.historyKeyFile !== undefined) config.historyKeyFile = resolve(config.historyKeyFile);
   return Object.freeze({ ...config, allowedOrigins: Object.freeze([...config.allowedOrigins]), allowedHosts: Object.freeze([...config.allowedHosts]) });
 }
 

@@ -1,24 +1,28 @@
 import type { Logger } from 'pino';
-import { CloseCode, ErrorCode } from '../shared/errorCodes.js';
+import { CloseCode } from '../shared/errorCodes.js';
 import { createUpgradeAuthenticator } from './auth/authenticateUpgrade.js';
 import type { TokenService } from './auth/createTokenService.js';
 import type { Invite } from './auth/loadOrCreateInvite.js';
 import type { SessionStore } from './auth/SessionStore.js';
 import type { UserStore } from './auth/UserStore.js';
-import { ChatService } from './chat/ChatService.js';
+import { ChatCore } from './chat/ChatCore.js';
 import { ClientSession } from './chat/ClientSession.js';
+import { Conversations } from './chat/Conversations.js';
 import type { Config } from './config.js';
 import type { Engine } from './engine/Engine.js';
+import type { ConversationRepository } from './history/ConversationRepository.js';
 import { createHttpHandler } from './http/createHttpHandler.js';
 import { createOriginPolicy, type OriginPolicy } from './http/createOriginPolicy.js';
 import { localHostNames } from './http/localHostNames.js';
 import { securityHeadersFor } from './http/securityHeaders.js';
+import { toHttpResponse } from './http/toHttpResponse.js';
 import { withOriginPolicy } from './http/withOriginPolicy.js';
 import type { StaticFile } from './http/loadStaticFiles.js';
 import { AbortReason } from './chat/AbortReason.js';
 import { Limiters, type LimiterSet } from './limits/Limiters.js';
 import { limitUpgrades } from './limits/limitUpgrades.js';
 import { Metrics } from './metrics/Metrics.js';
+import { ShuttingDownError } from './ParleyError.js';
 import type { Connection } from './transport/Connection.js';
 import type { TlsFiles, TransportFactory, UpgradeHandler } from './transport/Transport.js';
 
@@ -32,6 +36,8 @@ export interface ServerDeps {
   /** Refresh sessions and revocation epochs (also the token service's epoch source). */
   readonly sessions: SessionStore;
   readonly users: UserStore;
+  /** Where conversations are kept (opened by the caller, closed by the caller). */
+  readonly history: ConversationRepository;
   /** Replaces individual rate limiters (tests inject failing ones). */
   readonly limiterOverrides?: Partial<LimiterSet>;
   /** Prometheus metrics; a fresh registry (without process metrics) when absent. */
@@ -40,7 +46,7 @@ export interface ServerDeps {
 
 export interface ParleyServer {
   readonly transport: string;
-  readonly chat: ChatService;
+  readonly chat: ChatCore;
   readonly limiters: Limiters;
   readonly metrics: Metrics;
   listen(): Promise<{ port: number }>;
@@ -58,6 +64,9 @@ export interface ParleyServer {
 
 export const WS_PATH = '/ws';
 
+/** Idle conversations kept in memory besides those in use; the rest are read from the store when needed. */
+const MAX_CACHED_CONVERSATIONS = 500;
+
 export function createServer(config: Config, deps: ServerDeps): ParleyServer {
   const { logger, engine } = deps;
   const metrics = deps.metrics ?? new Metrics();
@@ -67,14 +76,14 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
     (error, limiter) => logger.error({ err: error, limiter }, 'rate limiter failed; refusing'),
     (limiter) => metrics.limited(limiter),
   );
-  const chat = new ChatService(config, engine, limiters, metrics);
+  const conversations = new Conversations(deps.history, {
+    maxTurns: config.maxTurnsPerConversation,
+    maxPerUser: config.maxConversationsPerUser,
+    maxCached: MAX_CACHED_CONVERSATIONS,
+    model: engine.info.name,
+  });
+  const chat = new ChatCore(config, { engine, limiters, metrics, conversations });
   const sessions = new Map<Connection, ClientSession>();
-  const findHolder = (userId: string, id: string, except: ClientSession) => {
-    for (const session of sessions.values()) {
-      if (session !== except && session.userId === userId && session.holds(id)) return session;
-    }
-    return undefined;
-  };
   metrics.bind({
     connections: () => {
       const counts = new Map<string, number>();
@@ -83,14 +92,14 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
     },
     activeGenerations: () => chat.scheduler.activeCount,
     queuedGenerations: () => chat.scheduler.queuedCount,
-    detachedReplies: () => chat.detached.size,
+    detachedReplies: () => chat.replies.detachedCount,
   });
   const revokeUser = (userId: string) => {
     for (const session of sessions.values()) {
       if (session.userId === userId) session.terminate(AbortReason.revoked, CloseCode.revoked, 'signed out');
     }
     // Their old tokens can no longer resume anything: stop what their dropped sockets left running.
-    chat.detached.dropUser(userId);
+    chat.replies.dropUser(userId);
   };
   let accepting = true;
 
@@ -120,6 +129,7 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
       isReady: () => accepting,
       metrics,
       metricsToken: config.metricsToken,
+      chat,
     }),
     upgrade: refuseWhenClosing(() => accepting, limitUpgrades(limiters, createUpgradeAuthenticator(deps.tokens, WS_PATH))),
     limits: {
@@ -133,7 +143,7 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
       open(connection) {
         const log = logger.child({ conn: connection.id, user: connection.principal.userId });
         limiters.connectionOpened(connection.remoteAddress, connection.principal.userId);
-        const session = new ClientSession(connection, { chat, limiters, tokens: deps.tokens, metrics, log, findHolder }, {
+        const session = new ClientSession(connection, { chat, limiters, tokens: deps.tokens, metrics, log }, {
           highWaterBytes: config.highWaterBytes,
           maxOutboxBytes: config.maxOutboxBytes,
           ready: {
@@ -207,19 +217,13 @@ async function whenFlushed(sessions: readonly ClientSession[], timeoutMs: number
   }
 }
 
-/** During shutdown new sockets are refused with 503 before any other check. */
+/**
+ * During shutdown new sockets are refused with 503 before any other check. Retry-After is a
+ * header only: the body stays the same `shutting_down` error that chat frames carry.
+ */
 function refuseWhenClosing(accepting: () => boolean, inner: UpgradeHandler): UpgradeHandler {
   return async (request) => {
-    if (!accepting()) {
-      return {
-        accept: false,
-        response: {
-          status: 503,
-          headers: { 'content-type': 'application/json', 'cache-control': 'no-store', 'retry-after': '5' },
-          body: JSON.stringify({ code: ErrorCode.shuttingDown, message: 'The server is shutting down.' }),
-        },
-      };
-    }
+    if (!accepting()) return { accept: false, response: toHttpResponse(new ShuttingDownError(), { 'retry-after': '5' }) };
     return inner(request);
   };
 }

@@ -51,6 +51,9 @@ program
   .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').env('PARLEY_LOG_LEVEL').default(defaults.logLevel))
   .addOption(new Option('--log-content', 'log message text and replies (off by default: they are private)').env('PARLEY_LOG_CONTENT'))
   .addOption(new Option('--metrics-token <secret>', 'bearer secret for /metrics from other machines (default: loopback and admin tokens only)').env('PARLEY_METRICS_TOKEN'))
+  .addOption(new Option('--history <where>', 'sqlite: conversations survive restarts, encrypted in the data dir; off: memory only').choices(['sqlite', 'off']).env('PARLEY_HISTORY').default(defaults.history))
+  .addOption(new Option('--history-days <n>', 'delete conversations idle for longer than this many days (0: keep)').env('PARLEY_HISTORY_DAYS').default(String(defaults.historyDays)))
+  .addOption(new Option('--history-key <file>', 'the 32-byte key that encrypts history (default: history.key in the data dir, created on first start)').env('PARLEY_HISTORY_KEY'))
   .addOption(new Option('--no-qr', 'do not print the join QR code'));
 
 /** Numeric limits: one flag and one PARLEY_* variable each, named after the config key. */
@@ -64,10 +67,13 @@ const limitFlags = [
   ['floodWindowSeconds', 'the flood window'],
   ['generationsPerMinute', 'replies per minute per user, across all their sockets'],
   ['tokensPerHour', 'prompt + reply tokens per hour per user'],
+  ['generationsPerMinutePerIp', 'replies per minute per IP address, across all invite users there'],
+  ['tokensPerHourPerIp', 'prompt + reply tokens per hour per IP address, across all invite users there'],
   ['maxConnectionsPerUser', 'open sockets per user'],
   ['maxConnectionsPerIp', 'open sockets per IP address'],
   ['upgradesPerMinute', 'WebSocket upgrades per minute per IP address'],
   ['tokenRequestsPerMinute', 'token and login requests per minute per IP address'],
+  ['inviteUsersPerHour', 'new invite users (joins with the invite) per hour per IP address'],
   ['loginFailuresBeforeLockout', 'wrong invites or passwords before an IP is locked out'],
   ['lockoutSeconds', 'how long a lockout lasts'],
   ['refreshTtlSeconds', 'how long a sign-in (the refresh cookie) lasts'],
@@ -94,6 +100,9 @@ program.action(async (options: Record<string, string | string[] | boolean | unde
         slots: options.slots,
         threads: options.threads,
         dataDir: options.dataDir,
+        history: options.history,
+        historyDays: options.historyDays,
+        historyKeyFile: options.historyKey,
         contextSize: options.contextSize,
         maxTokens: options.maxTokens,
         temperature: options.temperature,

@@ -10,6 +10,7 @@ import type { Config } from './config.js';
 import { createServer, type ParleyServer } from './createServer.js';
 import type { Engine } from './engine/Engine.js';
 import { LlamaEngine } from './engine/LlamaEngine.js';
+import { openHistory } from './history/openHistory.js';
 import { loadStaticFiles } from './http/loadStaticFiles.js';
 import { Metrics } from './metrics/Metrics.js';
 import { checkTlsFiles } from './transport/checkTlsFiles.js';
@@ -76,6 +77,7 @@ export async function startServer(
   }
 
   const key = await loadOrCreateSigningKey(config.dataDir);
+  const history = await openHistory(config, logger);
   const invite = await loadOrCreateInvite(config.dataDir, config.invite);
   const sessions = await SessionStore.load(config.dataDir);
   const users = new UserStore(config.dataDir);
@@ -86,7 +88,7 @@ export async function startServer(
   // Process metrics (CPU, memory, event loop, GC) go into this server's own registry, so
   // several servers in one process (the tests) each collect them without clashing.
   const metrics = new Metrics({ processMetrics: true });
-  const server = createServer(config, { logger, engine, tokens, invite, transport: selected.factory, staticFiles, sessions, users, limiterOverrides: options.limiterOverrides, metrics });
+  const server = createServer(config, { logger, engine, tokens, invite, transport: selected.factory, staticFiles, sessions, users, history: history.repository, limiterOverrides: options.limiterOverrides, metrics });
   const { port } = await server.listen();
   logger.info({ host: config.host, port, transport: server.transport, tls: config.tlsCert !== undefined }, `listening on ${config.host}:${port}`);
   const owned = engine;
@@ -98,6 +100,7 @@ export async function startServer(
     transport: server.transport,
     async stop() {
       await server.close();
+      await history.close();
       if (ownsEngine) await owned.dispose();
     },
   };

@@ -285,3 +285,50 @@ export interface RevokeResponse {
 export interface RotateInviteResponse {
   readonly invite: string;
 }
+
+// ---- HTTP: stored conversations (GET/PATCH/DELETE /api/conversations…, bearer access token) ----
+
+/** How a stored reply ended; `streaming` while it is being written. */
+export const StoredOutcome = z.enum(['streaming', 'done', 'stopped', 'error', 'interrupted']);
+export type StoredOutcome = z.infer<typeof StoredOutcome>;
+
+export const StoredConversationInfo = z.strictObject({
+  id: z.string(),
+  title: z.string(),
+  createdAt: nonNegativeInt,
+  updatedAt: nonNegativeInt,
+  model: z.string(),
+  /** Stored messages, the user's and the replies. */
+  messages: nonNegativeInt,
+  /** The request id of the reply in progress, if any (resume it over the socket). */
+  activeReplyId: z.optional(z.string()),
+});
+export type StoredConversationInfo = z.infer<typeof StoredConversationInfo>;
+
+/** GET /api/conversations: the user's conversations, most recently updated first. */
+export const ConversationListResponse = z.strictObject({ items: z.array(StoredConversationInfo) });
+export type ConversationListResponse = z.infer<typeof ConversationListResponse>;
+
+export const StoredMessageInfo = z.strictObject({
+  id: z.string(),
+  role: z.enum(['user', 'assistant']),
+  text: z.string(),
+  createdAt: nonNegativeInt,
+  /** Replies only: how it ended. */
+  outcome: z.optional(StoredOutcome),
+  /** Replies only: the request that produced it. */
+  requestId: z.optional(z.string()),
+});
+export type StoredMessageInfo = z.infer<typeof StoredMessageInfo>;
+
+/** GET /api/conversations/{id}: one conversation with its messages, oldest first. */
+export const ConversationResponse = z.strictObject({ conversation: StoredConversationInfo, messages: z.array(StoredMessageInfo) });
+export type ConversationResponse = z.infer<typeof ConversationResponse>;
+
+/** PATCH /api/conversations/{id}. */
+export const RenameRequest = z.strictObject({ title: z.string().check(z.minLength(1), z.maxLength(200)) });
+export type RenameRequest = z.infer<typeof RenameRequest>;
+
+/** DELETE /api/conversations (every one of the user's). */
+export const DeleteAllResponse = z.strictObject({ deleted: nonNegativeInt });
+export type DeleteAllResponse = z.infer<typeof DeleteAllResponse>;

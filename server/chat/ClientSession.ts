@@ -1,31 +1,29 @@
 import type { Logger } from 'pino';
 import { CloseCode, ErrorCode } from '../../shared/errorCodes.js';
 import { parseClientFrame } from '../../shared/parseClientFrame.js';
-import type { ErrorFrame, ReadyFrame, ServerFrame } from '../../shared/protocol.js';
+import type { ReadyFrame, ServerFrame } from '../../shared/protocol.js';
 import type { TokenService } from '../auth/createTokenService.js';
+import { budgetKeysOf } from '../limits/budgetKeysOf.js';
 import type { LimitDecision, Limiters } from '../limits/Limiters.js';
+import type { Metrics } from '../metrics/Metrics.js';
+import { ListLimit } from '../history/listLimit.js';
+import { LimitRefusedError } from '../limits/LimitRefusedError.js';
+import { ParleyError } from '../ParleyError.js';
 import type { Connection } from '../transport/Connection.js';
 import { AbortReason } from './AbortReason.js';
-import type { ChatService, ReplyOwner } from './ChatService.js';
+import type { AdmissionListener, ChatCore } from './ChatCore.js';
 import { Outbox } from './Outbox.js';
 import type { Reply } from './Reply.js';
-import type { Metrics } from '../metrics/Metrics.js';
+import { toErrorFrame } from './toErrorFrame.js';
+import { toTerminalFrame } from './toTerminalFrame.js';
 
 export interface ClientSessionDeps {
-  readonly chat: ChatService;
+  readonly chat: ChatCore;
   readonly limiters: Limiters;
   readonly tokens: TokenService;
   readonly metrics: Metrics;
   readonly log: Logger;
-  /**
-   * Another live session of `userId` that holds reply `id` (running, or recently finished):
-   * after a drop the client may reconnect before the server has noticed the old socket died.
-   */
-  readonly findHolder: (userId: string, id: string, except: ClientSession) => ClientSession | undefined;
 }
-
-/** Finished replies each connection remembers, so a terminal frame lost in a dying socket can be replayed. */
-const MAX_RECENT = 8;
 
 export interface ClientSessionOptions {
   readonly highWaterBytes: number;
@@ -34,23 +32,29 @@ export interface ClientSessionOptions {
 }
 
 /** Longest delay setTimeout honours; later expiries are re-armed. */
+
+/** Conversations a listing shows: the store's largest page, which is also the default per-user cap. */
+const MAX_LISTED = ListLimit.max;
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
- * The protocol state of one connection: rate-limits and parses frames, starts and cancels
- * this connection's requests, refreshes its token in-band, and stops all of its requests when
- * the socket closes, the token expires or the user is revoked.
+ * The parley.v1 adapter for one connection: maps frames to chat-core calls and the core's
+ * events to frames, and nothing else. It rate-limits and parses frames, refreshes its token
+ * in-band, and stops its requests when the socket closes, the token expires or the user is
+ * revoked.
  *
  * Invariants: frames are handled strictly in arrival order (one chain per connection); bad
- * input gets an error frame and never throws; the socket is closed only for a flood (4429),
- * an expired token (4401), a revocation (4403) or a reader too slow to serve (1008).
+ * input gets an error frame and never throws; every admitted request's outcome reaches this
+ * socket as exactly one terminal frame while its reply is attached here; the socket is closed
+ * only for a flood (4429), an expired token (4401), a revocation (4403) or a reader too slow
+ * to serve (1008).
  */
 export class ClientSession {
   private readonly outbox: Outbox;
+  /** Replies attached here that have not ended. */
   private readonly active = new Map<string, Reply>();
-  /** Recently finished replies, oldest first, each with the time it finished. */
-  private recent: Array<{ reply: Reply; at: number }> = [];
-  private readonly owner: ReplyOwner;
+  private readonly listener: AdmissionListener;
+  private readonly budgetKeys: readonly string[];
   private chain: Promise<void> = Promise.resolve();
   private expiresAt: number;
   private expiryTimer: NodeJS.Timeout | undefined;
@@ -62,6 +66,7 @@ export class ClientSession {
     private readonly options: ClientSessionOptions,
   ) {
     this.expiresAt = connection.principal.expiresAt;
+    this.budgetKeys = budgetKeysOf(connection.principal, connection.remoteAddress);
     this.outbox = new Outbox(connection, {
       highWaterBytes: options.highWaterBytes,
       maxQueuedBytes: options.maxOutboxBytes,
@@ -69,14 +74,24 @@ export class ClientSession {
         deps.log.warn({ pendingBytes: this.outbox.pendingBytes }, 'closing slow consumer');
         connection.close(CloseCode.policyViolation, 'client too slow');
       },
-      owns: (reply) => reply.attachedTarget === this.owner,
+      owns: (reply) => reply.attached === this.listener,
     });
-    this.owner = {
-      userId: connection.principal.userId,
-      log: deps.log,
-      send: (frame) => this.send(frame),
-      deltaPending: (reply, bytes) => this.outbox.deltaPending(reply, bytes),
-      settled: (reply) => this.settled(reply),
+    this.listener = {
+      accepted: (reply) => {
+        this.active.set(reply.id, reply);
+        this.send({ type: 'accepted', id: reply.id, conversationId: reply.conversationId });
+      },
+      queued: (reply, position) => this.send({ type: 'queued', id: reply.id, position }),
+      textPending: (reply, bytes) => this.outbox.deltaPending(reply, bytes),
+      ended: (reply) => {
+        if (this.active.get(reply.id) === reply) this.active.delete(reply.id);
+        if (reply.outcome) this.send(toTerminalFrame(reply.id, reply.outcome));
+      },
+      released: (reply) => {
+        if (this.active.get(reply.id) !== reply) return;
+        this.active.delete(reply.id);
+        if (!this.closed) this.sendError(new ParleyError(ErrorCode.resumedElsewhere, 'This reply continues on another connection.'), reply.id);
+      },
     };
   }
 
@@ -107,7 +122,7 @@ export class ClientSession {
       .then(() => this.handle(data))
       .catch((error: unknown) => {
         this.deps.log.error({ err: error }, 'frame handling failed');
-        this.sendError({ code: ErrorCode.internal, message: 'Internal error.' });
+        this.sendError(new ParleyError(ErrorCode.internal, 'Internal error.'));
       });
   }
 
@@ -115,38 +130,18 @@ export class ClientSession {
     this.outbox.drain();
   }
 
-  /**
-   * The socket is gone. Its replies, running or recently finished, are kept for a resume within
-   * the grace period (or cancelled at once when they cannot be resumed).
-   */
+  /** The socket is gone. Its replies, running or recently ended, are kept for a resume within the grace period. */
   close(): void {
     this.closed = true;
     clearTimeout(this.expiryTimer);
-    for (const { reply } of this.recent) this.deps.chat.detached.keep(reply);
-    for (const reply of this.active.values()) this.deps.chat.detached.keep(reply);
-    this.recent = [];
     this.active.clear();
-  }
-
-  /** The reply with this id, running here or recently finished here. */
-  holds(id: string): Reply | undefined {
-    return this.active.get(id) ?? this.recent.findLast((entry) => entry.reply.id === id)?.reply;
-  }
-
-  /** Lets go of a reply that is being resumed on another connection; a running one ends here with `resumed_elsewhere`. */
-  release(reply: Reply): void {
-    if (this.active.get(reply.id) === reply) {
-      this.active.delete(reply.id);
-      if (!this.closed) this.sendError({ id: reply.id, code: ErrorCode.resumedElsewhere, message: 'This reply continues on another connection.' });
-    }
-    this.recent = this.recent.filter((entry) => entry.reply !== reply);
-    reply.detach();
+    this.deps.chat.replies.detachAll(this.listener);
   }
 
   /** Ends every request with a terminal frame for `reason`, then closes the socket. */
   terminate(reason: AbortReason, code: number, message: string): void {
     if (this.closed) return;
-    this.abortAll(reason);
+    for (const reply of [...this.active.values()]) reply.controller.abort(reason);
     // Terminal frames of queued requests are already written; running ones settle within
     // milliseconds of the abort, so give them that long before the close frame.
     setTimeout(() => this.connection.close(code, message), 50).unref();
@@ -161,26 +156,39 @@ export class ClientSession {
       return;
     }
     if (data === null) {
-      this.sendError({ code: ErrorCode.binaryFrame, message: 'Binary frames are not supported; send JSON text.' });
+      this.sendError(new ParleyError(ErrorCode.binaryFrame, 'Binary frames are not supported; send JSON text.'));
       return;
     }
     const parsed = parseClientFrame(data);
     if (!parsed.ok) {
-      this.sendError({ code: parsed.code, message: parsed.message });
+      this.sendError(new ParleyError(parsed.code, parsed.message));
       return;
     }
     const frame = parsed.frame;
     switch (frame.type) {
       case 'send': {
         if (this.active.has(frame.id)) {
-          this.sendError({ code: ErrorCode.duplicateId, message: `Request id ${frame.id} is still running; use a new id.` });
+          this.sendError(new ParleyError(ErrorCode.duplicateId, `Request id ${frame.id} is still running; use a new id.`));
           return;
         }
-        const reply = await this.deps.chat.start(this.owner, frame);
-        if (!reply || reply.finished) return;
-        // The socket may have closed while admission awaited the limiters.
-        if (this.closed) this.deps.chat.detached.keep(reply);
-        else this.active.set(frame.id, reply);
+        const submitted = await this.deps.chat.submit(
+          {
+            id: frame.id,
+            userId: this.userId,
+            budgetKeys: this.budgetKeys,
+            text: frame.text,
+            ...(frame.conversationId === undefined ? {} : { conversationId: frame.conversationId }),
+            ...(frame.regenerate === undefined ? {} : { regenerate: frame.regenerate }),
+            log: this.deps.log,
+          },
+          this.listener,
+        );
+        if (!submitted.ok) {
+          this.send(toErrorFrame(submitted.error, frame.id));
+          return;
+        }
+        // The socket may have closed while admission awaited the limiters and the store.
+        if (this.closed) this.deps.chat.replies.detachAll(this.listener);
         return;
       }
       case 'resume': {
@@ -188,39 +196,51 @@ export class ClientSession {
         return;
       }
       case 'list_conversations': {
-        const items = this.deps.chat.conversations.list(this.userId).map((conversation) => ({
-          id: conversation.id,
-          title: titleOf(conversation.turns[0]?.text ?? ''),
-          turns: conversation.turns.length,
-          updatedAt: conversation.updatedAt,
-          ...(conversation.activeReplyId === undefined ? {} : { activeReplyId: conversation.activeReplyId }),
-        }));
+        const chat = this.deps.chat;
+        const summaries = await chat.conversations.repository.listConversations(this.userId, { limit: MAX_LISTED });
+        const items = summaries.map((summary) => {
+          const active = chat.conversations.cached(this.userId, summary.id);
+          const busy = active?.busy === true;
+          return {
+            id: summary.id,
+            title: summary.title,
+            // A reply in progress is not a turn yet: its exchange is stored, but not finished.
+            turns: Math.max(0, summary.messageCount - (busy ? 2 : 0)),
+            updatedAt: summary.updatedAt,
+            ...(busy && active.activeReplyId !== undefined ? { activeReplyId: active.activeReplyId } : {}),
+          };
+        });
         this.send({ type: 'conversations', items });
         return;
       }
       case 'get_conversation': {
-        const conversation = this.deps.chat.conversations.get(this.userId, frame.conversationId);
-        if (!conversation) {
-          this.sendError({ code: ErrorCode.conversationNotFound, message: 'No such conversation.' });
+        const chat = this.deps.chat;
+        const stored = await chat.conversations.repository.getConversation(this.userId, frame.conversationId);
+        if (!stored) {
+          this.sendError(new ParleyError(ErrorCode.conversationNotFound, 'No such conversation.'));
           return;
         }
+        const messages = await chat.conversations.repository.listMessages(this.userId, frame.conversationId);
+        const active = chat.conversations.cached(this.userId, frame.conversationId);
+        const busy = active?.busy === true;
+        const done = busy ? messages.slice(0, -2) : messages;
         this.send({
           type: 'conversation',
-          conversationId: conversation.id,
-          turns: conversation.turns.map((turn) => ({ role: turn.role, text: turn.text })),
-          updatedAt: conversation.updatedAt,
-          ...(conversation.activeReplyId === undefined ? {} : { activeReplyId: conversation.activeReplyId }),
-          ...(conversation.activeMessage === undefined ? {} : { activeMessage: conversation.activeMessage }),
+          conversationId: stored.id,
+          turns: done.map((message) => ({ role: message.role, text: message.text })),
+          updatedAt: stored.updatedAt,
+          ...(busy && active.activeReplyId !== undefined ? { activeReplyId: active.activeReplyId } : {}),
+          ...(busy && active.activeMessage !== undefined ? { activeMessage: active.activeMessage } : {}),
         });
         return;
       }
       case 'cancel': {
-        const request = this.active.get(frame.id);
-        if (!request) {
-          this.sendError({ code: ErrorCode.unknownRequest, message: `No running request with id ${frame.id} on this connection (resume it first).` });
+        const reply = this.active.get(frame.id);
+        if (!reply) {
+          this.sendError(new ParleyError(ErrorCode.unknownRequest, `No running request with id ${frame.id} on this connection (resume it first).`));
           return;
         }
-        request.controller.abort(AbortReason.cancel);
+        reply.controller.abort(AbortReason.cancel);
         return;
       }
       case 'refresh': {
@@ -231,50 +251,41 @@ export class ClientSession {
   }
 
   /**
-   * Attaches the owner's reply `id` to this connection: a reply kept after a drop, or one still
-   * held by another of the owner's connections (which may be dead without the server knowing yet).
+   * Attaches the owner's reply `id` here: one kept after a drop, or one another of the owner's
+   * connections holds (which may be dead without the server knowing yet).
    */
   private resume(id: string, after: number): void {
     if (this.active.has(id)) {
-      this.sendError({ code: ErrorCode.duplicateId, message: `Request id ${id} is already streaming on this connection.` });
+      this.sendError(new ParleyError(ErrorCode.duplicateId, `Request id ${id} is already streaming on this connection.`));
       return;
     }
-    const holder = this.deps.findHolder(this.userId, id, this);
-    const reply = this.deps.chat.detached.peek(this.userId, id) ?? holder?.holds(id);
-    if (!reply || !reply.resumable) {
+    const replies = this.deps.chat.replies;
+    const found = replies.get(this.userId, id);
+    if (!found || !found.resumable) {
       this.deps.metrics.resume('unavailable');
-      this.sendError({ id, code: ErrorCode.resumeUnavailable, message: 'This reply can no longer be resumed: its grace period ended or it is unknown.' });
+      this.sendError(new ParleyError(ErrorCode.resumeUnavailable, 'This reply can no longer be resumed: its grace period ended or it is unknown.'), id);
       return;
     }
-    if (after > reply.lastSeq) {
-      this.sendError({ code: ErrorCode.badFrame, message: `resume.after is ${after}, but the last delta sent for ${id} was ${reply.lastSeq}.` });
+    if (after > found.lastSeq) {
+      this.sendError(new ParleyError(ErrorCode.badFrame, `resume.after is ${after}, but the last delta sent for ${id} was ${found.lastSeq}.`));
       return;
     }
-    if (this.deps.chat.detached.take(this.userId, id) !== reply) holder?.release(reply);
+    const reply = replies.take(this.userId, id, this.listener);
+    if (!reply) return;
     this.deps.metrics.resume('resumed');
     this.deps.log.info({ event: 'reply_resumed', req: id, after, lastSeq: reply.lastSeq, finished: reply.finished }, 'reply resumed');
+    this.send({ type: 'resumed', id, conversationId: reply.conversationId, after });
+    for (const { seq, text } of reply.committedAfter(after)) this.send({ type: 'delta', id, seq, text });
+    if (reply.queuePosition !== undefined && !reply.finished) this.send({ type: 'queued', id, position: reply.queuePosition });
     if (!reply.finished) this.active.set(id, reply);
-    reply.resume(this.owner, after);
-  }
-
-  /** A reply attached here ended: it stays replayable for a while in case the terminal frame is lost. */
-  private settled(reply: Reply): void {
-    if (this.active.get(reply.id) === reply) this.active.delete(reply.id);
-    if (this.closed) return;
-    const now = Date.now();
-    this.recent = this.recent.filter((entry) => entry.reply !== reply && now - entry.at < this.deps.chat.resumeGraceMs);
-    this.recent.push({ reply, at: now });
-    if (this.recent.length > MAX_RECENT) this.recent.shift();
+    reply.attach(this.listener);
   }
 
   /** Answers a rate-limited frame: a `send` gets its terminal error, anything else an error without id. */
   private refuse(data: string | null, decision: Extract<LimitDecision, { ok: false }>): void {
     const parsed = data === null ? undefined : parseClientFrame(data);
     const sendId = parsed?.ok && parsed.frame.type === 'send' && !this.active.has(parsed.frame.id) ? parsed.frame.id : undefined;
-    const base = decision.failed
-      ? { code: ErrorCode.limiterUnavailable, message: 'Rate limiter unavailable; try again shortly.' }
-      : { code: ErrorCode.rateLimited, message: 'Too many frames; slow down.' };
-    this.sendError({ ...(sendId === undefined ? {} : { id: sendId }), ...base, retryAfterMs: decision.retryAfterMs });
+    this.sendError(new LimitRefusedError(decision, 'Too many frames; slow down.'), sendId);
   }
 
   /** A refused frame counts as a strike; too many strikes in the window is a flood. */
@@ -289,7 +300,7 @@ export class ClientSession {
     try {
       const principal = await this.deps.tokens.verifyAccessToken(token);
       if (principal.userId !== this.userId) {
-        this.sendError({ code: ErrorCode.unauthorized, message: 'That token belongs to another user.' });
+        this.sendError(new ParleyError(ErrorCode.unauthorized, 'That token belongs to another user.'));
         return;
       }
       this.expiresAt = Math.max(this.expiresAt, principal.expiresAt);
@@ -297,7 +308,7 @@ export class ClientSession {
       this.deps.log.info({ event: 'socket_token_refreshed' }, 'token refreshed in-band');
       this.send({ type: 'refreshed', expiresAt: this.expiresAt });
     } catch {
-      this.sendError({ code: ErrorCode.unauthorized, message: 'Invalid or expired token; the connection keeps its current expiry.' });
+      this.sendError(new ParleyError(ErrorCode.unauthorized, 'Invalid or expired token; the connection keeps its current expiry.'));
     }
   }
 
@@ -313,21 +324,12 @@ export class ClientSession {
     this.expiryTimer.unref();
   }
 
-  private abortAll(reason: AbortReason): void {
-    for (const reply of [...this.active.values()]) reply.controller.abort(reason);
-  }
-
   private send(frame: ServerFrame): void {
     this.outbox.send(frame);
   }
 
-  private sendError(error: Omit<ErrorFrame, 'type'>): void {
+  private sendError(error: ParleyError, id?: string): void {
     this.deps.metrics.error(error.code);
-    this.send({ type: 'error', ...error });
+    this.send(toErrorFrame(error, id));
   }
-}
-
-function titleOf(text: string): string {
-  const line = text.trim().split('\n')[0] ?? '';
-  return line.length > 80 ? `${line.slice(0, 79)}…` : line;
 }

@@ -1,36 +1,37 @@
-import type { ServerFrame, TerminalFrame } from '../../shared/protocol.js';
+import type { ReplyOutcome } from './ReplyOutcome.js';
 import type { Ticket } from './Scheduler.js';
 
-/** Where an attached reply's frames go: one connection's ordered writer. */
-export interface ReplyTarget {
-  /** Writes a whole frame after everything already queued. */
-  send(frame: ServerFrame): void;
-  /** `reply` holds `bytes` more uncommitted text; the target takes it with `takePending` when it writes. */
-  deltaPending(reply: Reply, bytes: number): void;
-  /** The reply ended; its terminal frame has been handed to `send`. */
-  settled(reply: Reply): void;
+/** Where an attached reply's events go: one surface's writer (a socket's outbox, an HTTP stream). */
+export interface ReplyListener {
+  /** The reply waits for a slot at this 1-based position (reported when it changes). */
+  queued(reply: Reply, position: number): void;
+  /** `reply` holds `bytes` more uncommitted text; the listener takes it with `takePending` when it writes. */
+  textPending(reply: Reply, bytes: number): void;
+  /** The reply ended; `reply.outcome` is set. Called once per attachment. */
+  ended(reply: Reply): void;
+  /** The reply moved to another listener of the same owner (a resume elsewhere). */
+  released(reply: Reply): void;
 }
 
-/** What `takePending` hands to the writer: one delta frame's worth of text. */
-export interface CommittedDelta {
+/** One commit of text: what a writer sends as one piece (a parley.v1 delta, an SSE chunk). */
+export interface CommittedText {
   readonly seq: number;
   readonly text: string;
   readonly bytes: number;
 }
 
 /**
- * One accepted request's output, independent of any connection, so a reply outlives a dropped
- * socket and can be resumed on another.
+ * One admitted request's output, independent of any surface, so a reply outlives a dropped
+ * connection and can be resumed on another.
  *
  * Invariants:
- * - Delta seqs are assigned when text is committed (written to a connection): 0, 1, 2, ... with
- *   no gaps. The text of every committed seq is kept while the reply is resumable, so a resumed
- *   client gets exactly the seqs after the last one it saw.
- * - Text produced while no connection is attached, or not yet written, waits in `pending`:
- *   nothing is ever dropped.
- * - The terminal frame is recorded once; later `finish` calls are ignored.
- * - Past `maxBytes` of text the reply stops being resumable (its committed log is freed); a
- *   reply that is not resumable is cancelled when its connection drops.
+ * - Text is committed in seqs 0, 1, 2, ... with no gaps when a writer takes it. The text of every
+ *   committed seq is kept while the reply is resumable, so a resumed listener gets exactly the
+ *   seqs after the last one it saw.
+ * - Text produced while no listener is attached, or not yet written, waits in `pending`: nothing
+ *   is ever dropped.
+ * - The outcome is recorded once; later `finish` calls are ignored.
+ * - Past `maxBytes` of text the reply stops being resumable (its committed log is freed).
  */
 export class Reply {
   readonly controller = new AbortController();
@@ -43,8 +44,8 @@ export class Reply {
   private pendingBytes = 0;
   private totalBytes = 0;
   private resumableLog = true;
-  private terminalFrame: TerminalFrame | undefined;
-  private target: ReplyTarget | undefined;
+  private result: ReplyOutcome | undefined;
+  private listener: ReplyListener | undefined;
 
   constructor(
     readonly id: string,
@@ -53,61 +54,56 @@ export class Reply {
     private readonly maxBytes: number,
   ) {}
 
-  get terminal(): TerminalFrame | undefined {
-    return this.terminalFrame;
+  get outcome(): ReplyOutcome | undefined {
+    return this.result;
   }
 
   get finished(): boolean {
-    return this.terminalFrame !== undefined;
+    return this.result !== undefined;
   }
 
   get resumable(): boolean {
     return this.resumableLog;
   }
 
-  /** Seq of the last delta written to a connection; -1 before the first. */
+  /** Seq of the last committed text; -1 before the first. */
   get lastSeq(): number {
     return this.committedCount - 1;
   }
 
-  get attachedTarget(): ReplyTarget | undefined {
-    return this.target;
+  get attached(): ReplyListener | undefined {
+    return this.listener;
   }
 
-  attach(target: ReplyTarget): void {
-    this.target = target;
-    if (this.pendingBytes > 0) target.deltaPending(this, this.pendingBytes);
-    if (this.terminalFrame) {
-      target.send(this.terminalFrame);
-      target.settled(this);
-    }
+  /** Attaches a listener: it is told of pending text and, if the reply has ended, of the end. */
+  attach(listener: ReplyListener): void {
+    this.listener = listener;
+    if (this.pendingBytes > 0) listener.textPending(this, this.pendingBytes);
+    if (this.result) listener.ended(this);
   }
 
-  /**
-   * Attaches a new connection after a drop: `resumed`, the committed deltas after `after`, the
-   * queue position, then whatever is pending and the terminal frame if there is one.
-   */
-  resume(target: ReplyTarget, after: number): void {
-    target.send({ type: 'resumed', id: this.id, conversationId: this.conversationId, after });
-    for (let seq = after + 1; seq < this.committedCount; seq++) {
-      target.send({ type: 'delta', id: this.id, seq, text: this.committed[seq] as string });
-    }
-    if (this.queuePosition !== undefined && !this.terminalFrame) target.send({ type: 'queued', id: this.id, position: this.queuePosition });
-    this.attach(target);
-  }
-
-  /** The connection is gone; output waits here until a resume. */
+  /** No listener: output waits here until one attaches. */
   detach(): void {
-    this.target = undefined;
+    this.listener = undefined;
   }
 
-  /** A non-terminal frame (queue position). Not replayed; a resume sends the current position. */
-  emit(frame: ServerFrame): void {
-    this.target?.send(frame);
+  /** The committed texts after seq `after`, for a listener resuming from there. */
+  committedAfter(after: number): CommittedText[] {
+    const texts: CommittedText[] = [];
+    for (let seq = after + 1; seq < this.committedCount; seq++) {
+      const text = this.committed[seq] as string;
+      texts.push({ seq, text, bytes: Buffer.byteLength(text) });
+    }
+    return texts;
+  }
+
+  queued(position: number): void {
+    this.queuePosition = position;
+    this.listener?.queued(this, position);
   }
 
   delta(text: string): void {
-    if (text.length === 0 || this.terminalFrame) return;
+    if (text.length === 0 || this.result) return;
     const bytes = Buffer.byteLength(text);
     this.pending += text;
     this.pendingBytes += bytes;
@@ -116,11 +112,11 @@ export class Reply {
       this.resumableLog = false;
       this.committed.length = 0;
     }
-    this.target?.deltaPending(this, bytes);
+    this.listener?.textPending(this, bytes);
   }
 
   /** Commits all pending text as the next seq. Called by the writer as it writes. */
-  takePending(): CommittedDelta | undefined {
+  takePending(): CommittedText | undefined {
     if (this.pendingBytes === 0) return undefined;
     const taken = { seq: this.committedCount, text: this.pending, bytes: this.pendingBytes };
     if (this.resumableLog) this.committed.push(this.pending);
@@ -130,13 +126,10 @@ export class Reply {
     return taken;
   }
 
-  finish(terminal: TerminalFrame): void {
-    if (this.terminalFrame) return;
-    this.terminalFrame = terminal;
+  finish(outcome: ReplyOutcome): void {
+    if (this.result) return;
+    this.result = outcome;
     this.queuePosition = undefined;
-    if (this.target) {
-      this.target.send(terminal);
-      this.target.settled(this);
-    }
+    this.listener?.ended(this);
   }
 }

@@ -3,6 +3,8 @@ import type { ModelInfo } from '../../shared/protocol.js';
 export interface Turn {
   readonly role: 'user' | 'assistant';
   readonly text: string;
+  /** This turn's tokens as the engine counted them before (PromptPlan.turnTokens); counted again when absent. */
+  readonly tokens?: number;
 }
 
 export const EngineStopReason = {
@@ -22,6 +24,8 @@ export interface PromptPlan {
   readonly maxTokens: number;
   /** True when the budget is limited by the context rather than the configured cap. */
   readonly limitedByContext: boolean;
+  /** Each history turn's token count, for the caller to keep with the turn so it is never counted twice. */
+  readonly turnTokens: readonly number[];
 }
 
 export interface GenerateRequest {
@@ -51,7 +55,10 @@ export interface GenerateResult {
 export interface Engine {
   readonly info: ModelInfo;
   readonly slots: number;
-  /** Throws ContextOverflowError when the message alone cannot fit. */
+  /**
+   * Chooses the newest history turns that fit beside the message and the reply budget, in one
+   * pass over per-turn token counts. Throws ContextOverflowError when the message alone cannot fit.
+   */
   planPrompt(history: readonly Turn[], text: string, maxTokens: number): PromptPlan;
   generate(request: GenerateRequest): Promise<GenerateResult>;
   dispose(): Promise<void>;

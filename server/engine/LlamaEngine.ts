@@ -111,6 +111,8 @@ export class LlamaEngine implements Engine {
   readonly threadsReason: string;
   private readonly sequenceSlots: SequenceSlot[];
   private readonly initialHistory: ChatHistoryItem[];
+  /** The prompt of an empty message with no history: what countTurnTokens subtracts. */
+  private emptyPromptTokens: number | undefined;
 
   private constructor(
     private readonly llama: Llama,
@@ -172,17 +174,26 @@ export class LlamaEngine implements Engine {
         `This message is about ${alone} tokens; the model's context holds ${contextSize} tokens including the reply. Shorten it.`,
       );
     }
-    // Drop the oldest turns (a user turn and its reply at a time) until the prompt leaves room
-    // for the full reply, or at least a quarter of the context.
+    const turnTokens = history.map((turn) => turn.tokens ?? this.countTurnTokens(turn));
+    // Keep the newest turns (dropping the oldest a user turn and its reply at a time) that leave
+    // room for the full reply, or at least a quarter of the context: one pass over the counts.
     const reserve = Math.min(maxTokens, Math.floor(contextSize / 4));
+    const budget = contextSize - reserve - CONTEXT_MARGIN;
     let firstTurn = 0;
-    let promptTokens = this.countPromptTokens(history, text);
-    while (promptTokens + reserve + CONTEXT_MARGIN > contextSize && firstTurn < history.length) {
+    let estimate = alone + turnTokens.reduce((sum, tokens) => sum + tokens, 0);
+    while (estimate > budget && firstTurn < history.length) {
+      estimate -= (turnTokens[firstTurn] ?? 0) + (turnTokens[firstTurn + 1] ?? 0);
+      firstTurn += 2;
+    }
+    // Per-turn counts add up to the rendered prompt only nearly (a template may join turns):
+    // one exact count of the chosen window, and a further cut in the rare case it is over.
+    let promptTokens = this.countPromptTokens(history.slice(firstTurn), text);
+    while (promptTokens > budget && firstTurn < history.length) {
       firstTurn = Math.min(history.length, firstTurn + 2);
       promptTokens = this.countPromptTokens(history.slice(firstTurn), text);
     }
     const room = Math.max(MIN_REPLY_TOKENS, contextSize - promptTokens - CONTEXT_MARGIN);
-    return { firstTurn, promptTokens, maxTokens: Math.min(maxTokens, room), limitedByContext: room < maxTokens };
+    return { firstTurn, promptTokens, maxTokens: Math.min(maxTokens, room), limitedByContext: room < maxTokens, turnTokens };
   }
 
   async generate(request: GenerateRequest): Promise<GenerateResult> {
@@ -260,6 +271,12 @@ export class LlamaEngine implements Engine {
     if (chosen === undefined) throw new RangeError(`all ${this.slots} sequences are busy`);
     chosen.busy = true;
     return chosen;
+  }
+
+  /** What one turn adds to a prompt: the prompt with it, less the prompt without it (an empty message either way). */
+  private countTurnTokens(turn: Turn): number {
+    this.emptyPromptTokens ??= this.countPromptTokens([], '');
+    return Math.max(0, this.countPromptTokens([turn], '') - this.emptyPromptTokens);
   }
 
   private countPromptTokens(history: readonly Turn[], text: string): number {

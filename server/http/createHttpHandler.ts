@@ -1,6 +1,5 @@
 import type { Logger } from 'pino';
 import type * as z from 'zod/mini';
-import { ErrorCode } from '../../shared/errorCodes.js';
 import { TokenRequest, type TokenResponse } from '../../shared/protocol.js';
 import { LoginRequest, RevokeRequest, type RevokeResponse, type RotateInviteResponse } from '../../shared/protocol.js';
 import { createAuthService, type AuthService, type IssuedSession } from '../auth/createAuthService.js';
@@ -10,12 +9,17 @@ import { Role, type Principal } from '../auth/Principal.js';
 import { clearedRefreshCookie, readRefreshCookie, refreshCookie } from '../auth/refreshCookie.js';
 import type { SessionStore } from '../auth/SessionStore.js';
 import type { UserStore } from '../auth/UserStore.js';
+import type { ChatCore } from '../chat/ChatCore.js';
+import { LimitRefusedError } from '../limits/LimitRefusedError.js';
 import type { LimitDecision, Limiters } from '../limits/Limiters.js';
+import { BadRequestError, ConflictError, ForbiddenError, InternalError, NotFoundError, UnauthorizedError } from '../ParleyError.js';
 import type { HttpHandler, HttpRequest, HttpResponse } from '../transport/Transport.js';
 import type { Metrics } from '../metrics/Metrics.js';
 import { authorizeMetrics, isLoopback } from './authorizeMetrics.js';
 import type { StaticFile } from './loadStaticFiles.js';
 import { securityHeaders } from './securityHeaders.js';
+import { CONVERSATIONS_PATH, handleConversationApi } from './conversationApi.js';
+import { toHttpResponse } from './toHttpResponse.js';
 
 export interface HttpDeps {
   readonly tokens: TokenService;
@@ -36,6 +40,8 @@ export interface HttpDeps {
   readonly metrics: Metrics;
   /** Bearer secret for /metrics scrapers; absent means loopback and admin tokens only. */
   readonly metricsToken: string | undefined;
+  /** The chat core, whose stored conversations /api/conversations serves. */
+  readonly chat: ChatCore;
 }
 
 interface Context {
@@ -75,7 +81,7 @@ export function createHttpHandler(deps: HttpDeps): HttpHandler {
       return withSecurityHeaders(await route({ deps, auth, request, ip: request.remoteAddress }));
     } catch (error) {
       deps.logger.error({ err: error, method: request.method, path: request.path }, 'http handler failed');
-      return withSecurityHeaders(json(500, { code: ErrorCode.internal, message: 'Internal error.' }));
+      return withSecurityHeaders(toHttpResponse(new InternalError(error)));
     }
   };
 }
@@ -84,20 +90,18 @@ async function route(context: Context): Promise<HttpResponse> {
   const { deps, request } = context;
   const post = Object.hasOwn(postRoutes, request.path) ? postRoutes[request.path] : undefined;
   if (post) {
-    if (request.method !== 'POST') return json(405, { code: ErrorCode.badRequest, message: 'Use POST.' }, { allow: 'POST' });
+    if (request.method !== 'POST') return toHttpResponse(new BadRequestError('Use POST.', 405), { allow: 'POST' });
     // SameSite=Strict keeps the cookie from other sites, but another port of this host is the
     // same site. Browsers label such requests, so refuse anything not from this very origin.
     const site = request.headers['sec-fetch-site'];
     if (site !== undefined && site !== 'same-origin' && site !== 'none') {
-      return json(403, { code: ErrorCode.forbidden, message: 'Cross-site requests are not accepted.' });
+      return toHttpResponse(new ForbiddenError('Cross-site requests are not accepted.'));
     }
     return post(context);
   }
   const get = Object.hasOwn(getRoutes, request.path) ? getRoutes[request.path] : undefined;
   if (get) {
-    if (request.method !== 'GET' && request.method !== 'HEAD') {
-      return json(405, { code: ErrorCode.badRequest, message: 'Use GET.' }, { allow: 'GET, HEAD' });
-    }
+    if (request.method !== 'GET' && request.method !== 'HEAD') return useGet();
     const response = await get(context);
     return request.method === 'HEAD' ? { ...response, body: '' } : response;
   }
@@ -105,10 +109,11 @@ async function route(context: Context): Promise<HttpResponse> {
     const ready = deps.isReady();
     return json(ready ? 200 : 503, { status: ready ? 'ok' : 'unavailable' });
   }
-  if (request.path.startsWith('/api/')) return json(404, { code: ErrorCode.notFound, message: 'No such endpoint.' });
-  if (request.method !== 'GET' && request.method !== 'HEAD') {
-    return json(405, { code: ErrorCode.badRequest, message: 'Use GET.' }, { allow: 'GET, HEAD' });
+  if (request.path === CONVERSATIONS_PATH || request.path.startsWith(`${CONVERSATIONS_PATH}/`)) {
+    return handleConversationApi(request, { tokens: deps.tokens, chat: deps.chat, limiters: deps.limiters });
   }
+  if (request.path.startsWith('/api/')) return toHttpResponse(new NotFoundError('No such endpoint.'));
+  if (request.method !== 'GET' && request.method !== 'HEAD') return useGet();
   return serveStatic(deps.staticFiles, request);
 }
 
@@ -135,7 +140,7 @@ async function scrapeMetrics(context: Context): Promise<HttpResponse> {
   const { deps, request, ip } = context;
   const guessing = request.headers.authorization !== undefined && !isLoopback(ip);
   if (guessing) {
-    const locked = limitResponse(await deps.limiters.loginAllowed(ip), 'Too many failed attempts from this address; try again later.');
+    const locked = limitRefusal(await deps.limiters.loginAllowed(ip), 'Too many failed attempts from this address; try again later.');
     if (locked) return locked;
   }
   const decision = await authorizeMetrics({ remoteAddress: ip, authorization: request.headers.authorization }, deps);
@@ -143,7 +148,7 @@ async function scrapeMetrics(context: Context): Promise<HttpResponse> {
     const { error } = decision;
     if (guessing && error.httpStatus === 401) await deps.limiters.loginFailed(ip);
     audit(deps, 'metrics_refused', { ip, status: error.httpStatus, code: error.code }, 'metrics request refused');
-    return json(error.httpStatus, error.toWire(), error.httpStatus === 401 ? { 'www-authenticate': 'Bearer' } : {});
+    return toHttpResponse(error, error.httpStatus === 401 ? { 'www-authenticate': 'Bearer' } : {});
   }
   // HEAD gets the status and headers only, so it skips collecting every metric.
   const body = request.method === 'HEAD' ? '' : await deps.metrics.render();
@@ -161,9 +166,14 @@ async function issueInviteToken(context: Context): Promise<HttpResponse> {
   if (!body.ok) return body.response;
   if (!deps.invite.matches(body.value.invite)) {
     await loginFailed(context, [ip], { method: 'invite' });
-    return json(401, { code: ErrorCode.unauthorized, message: 'Wrong invite code.' });
+    return toHttpResponse(new UnauthorizedError('Wrong invite code.'));
   }
   await deps.limiters.loginSucceeded(ip);
+  // Every invite login is a new user with fresh per-user budgets; the budgets that must hold
+  // for the person are charged to the IP as well (budgetKeysOf), and this caps how many
+  // identities one address can collect. Counted only once the invite was right.
+  const identities = limitRefusal(await deps.limiters.inviteUser(ip), 'Too many new users from this address; keep using the one you have, or try again later.');
+  if (identities) return identities;
   const session = await auth.loginWithInvite(body.value.name.trim() || 'guest');
   audit(deps, 'login', { user: session.access.principal.userId, role: session.access.principal.role, method: 'invite', family: session.family, ip }, 'login with invite');
   return sessionResponse(deps, session);
@@ -179,13 +189,13 @@ async function login(context: Context): Promise<HttpResponse> {
   // Failures also count per account name, so a valid login from one address cannot reset the
   // count that protects another account, and guesses spread over addresses still lock.
   const accountKey = `account:${body.value.name.toLowerCase()}`;
-  const locked = limitResponse(await deps.limiters.loginAllowed(accountKey), 'Too many failed attempts; try again later.');
+  const locked = limitRefusal(await deps.limiters.loginAllowed(accountKey), 'Too many failed attempts; try again later.');
   if (locked) return locked;
   const outcome = await auth.loginWithPassword(body.value.name, body.value.password);
   if (!outcome.ok) {
     // The name is logged only when it is an account: a password typed into the name field stays out of the log.
     await loginFailed(context, [ip, accountKey], { method: 'password', account: outcome.knownName ? body.value.name : undefined });
-    return json(401, { code: ErrorCode.unauthorized, message: 'Wrong name or password.' });
+    return toHttpResponse(new UnauthorizedError('Wrong name or password.'));
   }
   await deps.limiters.loginSucceeded(ip);
   await deps.limiters.loginSucceeded(accountKey);
@@ -201,8 +211,8 @@ async function login(context: Context): Promise<HttpResponse> {
 async function admitLogin(context: Context): Promise<HttpResponse | undefined> {
   const { deps, ip } = context;
   return (
-    limitResponse(await deps.limiters.tokenRequest(ip), 'Too many token requests; try again later.') ??
-    limitResponse(await deps.limiters.loginAllowed(ip), 'Too many failed attempts from this address; try again later.')
+    limitRefusal(await deps.limiters.tokenRequest(ip), 'Too many token requests; try again later.') ??
+    limitRefusal(await deps.limiters.loginAllowed(ip), 'Too many failed attempts from this address; try again later.')
   );
 }
 
@@ -223,7 +233,7 @@ async function loginFailed(context: Context, keys: readonly string[], details: R
 /** POST /api/token/refresh: the cookie alone; rotates it and returns a new access token. */
 async function refresh(context: Context): Promise<HttpResponse> {
   const { deps, auth, ip } = context;
-  const limited = limitResponse(await deps.limiters.tokenRequest(ip), 'Too many token requests; try again later.');
+  const limited = limitRefusal(await deps.limiters.tokenRequest(ip), 'Too many token requests; try again later.');
   if (limited) return limited;
   const cookie = readRefreshCookie(context.request.headers.cookie);
   if (!cookie) return unauthorizedClearingCookie(deps, 'No refresh credential.');
@@ -281,7 +291,7 @@ async function adminRevoke(context: Context): Promise<HttpResponse> {
   const body = readJson(context.request, RevokeRequest, 'Expected {"user": account name or user id}.');
   if (!body.ok) return body.response;
   const userId = await auth.resolveUser(body.value.user);
-  if (userId === undefined) return json(404, { code: ErrorCode.notFound, message: 'No such user.' });
+  if (userId === undefined) return toHttpResponse(new NotFoundError('No such user.'));
   await auth.revokeUser(userId);
   audit(deps, 'revoked', { user: userId, by: admin.principal.userId, ip }, 'user revoked by an admin');
   deps.onRevoked(userId);
@@ -299,7 +309,7 @@ async function adminRotateInvite(context: Context): Promise<HttpResponse> {
     invite = await deps.invite.rotate();
   } catch (error) {
     if (!(error instanceof InvitePinnedError)) throw error;
-    return json(409, { code: ErrorCode.conflict, message: error.message });
+    return toHttpResponse(new ConflictError(error.message));
   }
   audit(deps, 'invite_rotated', { by: admin.principal.userId, ip }, 'invite rotated');
   const response: RotateInviteResponse = { invite };
@@ -310,10 +320,10 @@ async function requireAdmin(context: Context): Promise<{ ok: true; principal: Pr
   const bearer = readBearer(context.request);
   const principal = bearer ? await context.auth.authenticate(bearer).catch(() => undefined) : undefined;
   if (!principal) {
-    return { ok: false, response: json(401, { code: ErrorCode.unauthorized, message: 'Missing, invalid or expired token.' }, { 'www-authenticate': 'Bearer' }) };
+    return { ok: false, response: toHttpResponse(new UnauthorizedError(), { 'www-authenticate': 'Bearer' }) };
   }
   if (principal.role !== Role.admin) {
-    return { ok: false, response: json(403, { code: ErrorCode.forbidden, message: 'This needs an admin account.' }) };
+    return { ok: false, response: toHttpResponse(new ForbiddenError('This needs an admin account.')) };
   }
   return { ok: true, principal };
 }
@@ -328,32 +338,31 @@ function sessionResponse(deps: HttpDeps, session: IssuedSession): HttpResponse {
 }
 
 function unauthorizedClearingCookie(deps: HttpDeps, message: string): HttpResponse {
-  return json(401, { code: ErrorCode.unauthorized, message }, { 'set-cookie': clearedRefreshCookie(deps.secureCookies) });
+  return toHttpResponse(new UnauthorizedError(message), { 'set-cookie': clearedRefreshCookie(deps.secureCookies) });
 }
 
 /** 429 for a limit, 503 when the limiter itself failed (fail closed); undefined when allowed. */
-function limitResponse(decision: LimitDecision, message: string): HttpResponse | undefined {
-  if (decision.ok) return undefined;
-  const headers = { 'retry-after': String(Math.max(1, Math.ceil(decision.retryAfterMs / 1000))) };
-  if (decision.failed) {
-    return json(503, { code: ErrorCode.limiterUnavailable, message: 'Rate limiting is unavailable; try again shortly.', retryAfterMs: decision.retryAfterMs }, headers);
-  }
-  return json(429, { code: ErrorCode.rateLimited, message, retryAfterMs: decision.retryAfterMs }, headers);
+function limitRefusal(decision: LimitDecision, message: string): HttpResponse | undefined {
+  return decision.ok ? undefined : toHttpResponse(new LimitRefusedError(decision, message));
+}
+
+function useGet(): HttpResponse {
+  return toHttpResponse(new BadRequestError('Use GET.', 405), { allow: 'GET, HEAD' });
 }
 
 function readJson<T>(request: HttpRequest, schema: z.ZodMiniType<T>, expected: string): { ok: true; value: T } | { ok: false; response: HttpResponse } {
   const type = request.headers['content-type'] ?? '';
   if (!type.toLowerCase().startsWith('application/json')) {
-    return { ok: false, response: json(415, { code: ErrorCode.badRequest, message: 'Send application/json.' }) };
+    return { ok: false, response: toHttpResponse(new BadRequestError('Send application/json.', 415)) };
   }
   let body: unknown;
   try {
     body = JSON.parse(request.body.toString('utf8'));
   } catch {
-    return { ok: false, response: json(400, { code: ErrorCode.badRequest, message: 'Body is not valid JSON.' }) };
+    return { ok: false, response: toHttpResponse(new BadRequestError('Body is not valid JSON.')) };
   }
   const parsed = schema.safeParse(body);
-  if (!parsed.success) return { ok: false, response: json(400, { code: ErrorCode.badRequest, message: expected }) };
+  if (!parsed.success) return { ok: false, response: toHttpResponse(new BadRequestError(expected)) };
   return { ok: true, value: parsed.data };
 }
 

@@ -1,7 +1,8 @@
 import type { Logger } from 'pino';
-import { ErrorCode } from '../../shared/errorCodes.js';
+import { ForbiddenError } from '../ParleyError.js';
 import type { HttpHandler, HttpResponse, UpgradeHandler } from '../transport/Transport.js';
 import { Refusal, type OriginPolicy } from './createOriginPolicy.js';
+import { toHttpResponse } from './toHttpResponse.js';
 
 const messages: Record<Refusal, string> = {
   [Refusal.host]: 'Host not allowed.',
@@ -25,11 +26,7 @@ export function withOriginPolicy(
       { event: 'request_refused', reason: refusal, kind, ip: request.remoteAddress, host: request.headers.host?.slice(0, 100), origin: request.headers.origin?.slice(0, 100) },
       `${kind} refused: ${refusal} not allowed`,
     );
-    return {
-      status: 403,
-      headers: { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' },
-      body: JSON.stringify({ code: ErrorCode.forbidden, message: messages[refusal] }),
-    };
+    return toHttpResponse(new ForbiddenError(messages[refusal]));
   };
 
   return {

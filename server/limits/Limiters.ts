@@ -1,5 +1,6 @@
 import { BurstyRateLimiter, RateLimiterMemory, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { Config } from '../config.js';
+import { isAddressKey } from './budgetKeysOf.js';
 
 export type LimitDecision =
   | { readonly ok: true }
@@ -14,16 +15,21 @@ export type LimiterConfig = Pick<
   | 'floodWindowSeconds'
   | 'generationsPerMinute'
   | 'tokensPerHour'
+  | 'generationsPerMinutePerIp'
+  | 'tokensPerHourPerIp'
   | 'upgradesPerMinute'
   | 'tokenRequestsPerMinute'
   | 'loginFailuresBeforeLockout'
   | 'lockoutSeconds'
   | 'maxConnectionsPerIp'
   | 'maxConnectionsPerUser'
+  | 'inviteUsersPerHour'
 >;
 
 /** Limiters as far as Parley uses them. Tests inject failing ones. */
 export type ConsumeLimiter = { consume(key: string, points?: number): Promise<unknown> };
+/** A limiter charged to several keys at once; `reward` gives back a partial charge when one key refuses. */
+export type MultiKeyLimiter = ConsumeLimiter & Partial<Pick<RateLimiterAbstract, 'reward'>>;
 export type RefundableLimiter = ConsumeLimiter & Pick<RateLimiterAbstract, 'reward'>;
 export type LockoutLimiter = ConsumeLimiter & Pick<RateLimiterAbstract, 'get' | 'delete'>;
 
@@ -32,11 +38,16 @@ export interface LimiterSet {
   readonly frames: ConsumeLimiter;
   /** Refused frames per connection; running out means a flood, and the socket closes. */
   readonly floodStrikes: ConsumeLimiter;
-  readonly generations: ConsumeLimiter;
+  readonly generations: MultiKeyLimiter;
   readonly tokens: RefundableLimiter;
+  /** The same budgets for address keys (invite users' `ip:` keys; see budgetKeysOf). */
+  readonly generationsPerIp: MultiKeyLimiter;
+  readonly tokensPerIp: RefundableLimiter;
   readonly upgrades: ConsumeLimiter;
   readonly tokenRequests: ConsumeLimiter;
   readonly loginFailures: LockoutLimiter;
+  /** New invite users (identities) per IP. */
+  readonly inviteUsers: ConsumeLimiter;
 }
 
 /** Milliseconds a refused caller is told to wait when the limiter itself failed. */
@@ -44,10 +55,15 @@ const FAILED_RETRY_MS = 1000;
 
 /**
  * Every rate limit Parley enforces, in one place (rate-limiter-flexible, in memory).
- * Keys: connection id for frames, JWT `sub` for generations and tokens (shared by all of a
- * user's sockets, and kept across reconnects), client IP for upgrades and logins.
+ * Keys: connection id for frames; the budget keys of `budgetKeysOf` for generations and tokens
+ * (the JWT `sub`, shared by all of a user's sockets and kept across reconnects, plus `ip:<addr>`
+ * for invite users, so re-joining does not reset them; address keys go to the per-IP limiters);
+ * client IP for upgrades, logins and new invite users.
  *
- * Invariant: a limiter error is a refusal, never a pass (fail closed).
+ * Invariants: a limiter error is a refusal, never a pass (fail closed). A call charged to
+ * several keys is admitted only if every key admits it, and a refused call leaves every key as
+ * it was (what the keys before the refusing one took is given back, and so is what the
+ * refusing key counted).
  */
 export class Limiters {
   private readonly set: LimiterSet;
@@ -73,23 +89,20 @@ export class Limiters {
     return this.consume('floodStrikes', connectionId, 1);
   }
 
-  generation(userId: string): Promise<LimitDecision> {
-    return this.consume('generations', userId, 1);
+  /** One reply from the per-minute budget of every key (a single user id is one key). */
+  generation(keys: BudgetKeys): Promise<LimitDecision> {
+    return this.consumeAll(Budget.generations, asKeys(keys), 1);
   }
 
-  /** Reserves the worst case (prompt plus the whole reply budget) from the hourly token budget. */
-  reserveTokens(userId: string, tokens: number): Promise<LimitDecision> {
-    return this.consume('tokens', userId, Math.max(1, tokens));
+  /** Reserves the worst case (prompt plus the whole reply budget) from the hourly token budget of every key. */
+  reserveTokens(keys: BudgetKeys, tokens: number): Promise<LimitDecision> {
+    return this.consumeAll(Budget.tokens, asKeys(keys), Math.max(1, tokens));
   }
 
-  /** Gives back what a finished reply did not use. */
-  async refundTokens(userId: string, tokens: number): Promise<void> {
+  /** Gives back what a finished reply did not use, to the same keys it was reserved from. */
+  async refundTokens(keys: BudgetKeys, tokens: number): Promise<void> {
     if (tokens <= 0) return;
-    try {
-      await this.set.tokens.reward(userId, tokens);
-    } catch (error) {
-      this.onFailure(error, 'tokens');
-    }
+    for (const key of asKeys(keys)) await this.reward(Budget.tokens, key, tokens);
   }
 
   upgrade(ip: string): Promise<LimitDecision> {
@@ -98,6 +111,11 @@ export class Limiters {
 
   tokenRequest(ip: string): Promise<LimitDecision> {
     return this.consume('tokenRequests', ip, 1);
+  }
+
+  /** One more invite user (a new identity with fresh per-user budgets) from this IP. */
+  inviteUser(ip: string): Promise<LimitDecision> {
+    return this.consume('inviteUsers', ip, 1);
   }
 
   /** Refuses while the IP is locked out after too many wrong invites or passwords. */
@@ -147,6 +165,38 @@ export class Limiters {
     bump(this.connectionsByUser, userId, -1);
   }
 
+  /** Charges `points` to each key in turn; on a refusal, gives back everything this call charged. */
+  private async consumeAll(budget: Budget, keys: readonly string[], points: number): Promise<LimitDecision> {
+    if (keys.length === 0) {
+      // No key would mean no budget at all: refuse, as for a broken limiter.
+      this.onFailure(new Error('no budget keys'), budget);
+      return { ok: false, retryAfterMs: FAILED_RETRY_MS, failed: true };
+    }
+    const charged: string[] = [];
+    for (const key of keys) {
+      const decision = await this.consume(limiterFor(budget, key), key, points);
+      // A working limiter counts a refused charge too; a failed one may or may not have.
+      if (!decision.ok && !decision.failed) charged.push(key);
+      if (!decision.ok) {
+        for (const taken of charged) await this.reward(budget, taken, points);
+        return decision;
+      }
+      charged.push(key);
+    }
+    return { ok: true };
+  }
+
+  private async reward(budget: Budget, key: string, points: number): Promise<void> {
+    const name = limiterFor(budget, key);
+    const limiter: MultiKeyLimiter = this.set[name];
+    if (limiter.reward === undefined) return;
+    try {
+      await limiter.reward(key, points);
+    } catch (error) {
+      this.onFailure(error, name);
+    }
+  }
+
   private async consume(name: keyof LimiterSet, key: string, points: number): Promise<LimitDecision> {
     try {
       await this.set[name].consume(key, points);
@@ -171,8 +221,11 @@ function createDefaultLimiters(config: LimiterConfig): LimiterSet {
     floodStrikes: new RateLimiterMemory({ keyPrefix: 'flood', points: config.floodStrikes, duration: config.floodWindowSeconds }),
     generations: new RateLimiterMemory({ keyPrefix: 'gen', points: config.generationsPerMinute, duration: 60 }),
     tokens: new RateLimiterMemory({ keyPrefix: 'tok', points: config.tokensPerHour, duration: 3600 }),
+    generationsPerIp: new RateLimiterMemory({ keyPrefix: 'gen-ip', points: config.generationsPerMinutePerIp, duration: 60 }),
+    tokensPerIp: new RateLimiterMemory({ keyPrefix: 'tok-ip', points: config.tokensPerHourPerIp, duration: 3600 }),
     upgrades: new RateLimiterMemory({ keyPrefix: 'upg', points: config.upgradesPerMinute, duration: 60 }),
     tokenRequests: new RateLimiterMemory({ keyPrefix: 'treq', points: config.tokenRequestsPerMinute, duration: 60 }),
+    inviteUsers: new RateLimiterMemory({ keyPrefix: 'invu', points: config.inviteUsersPerHour, duration: 3600 }),
     loginFailures: new RateLimiterMemory({
       keyPrefix: 'lfail',
       points: config.loginFailuresBeforeLockout,
@@ -180,6 +233,23 @@ function createDefaultLimiters(config: LimiterConfig): LimiterSet {
       blockDuration: config.lockoutSeconds,
     }),
   };
+}
+
+/** Budget keys (see budgetKeysOf); a lone user id is the one-key case. */
+export type BudgetKeys = string | readonly string[];
+
+/** The budgets charged to budget keys. */
+const Budget = { generations: 'generations', tokens: 'tokens' } as const;
+type Budget = (typeof Budget)[keyof typeof Budget];
+
+/** Address keys are charged to their own limiters, sized by the per-IP settings. */
+function limiterFor(budget: Budget, key: string): 'generations' | 'tokens' | 'generationsPerIp' | 'tokensPerIp' {
+  if (!isAddressKey(key)) return budget;
+  return budget === Budget.generations ? 'generationsPerIp' : 'tokensPerIp';
+}
+
+function asKeys(keys: BudgetKeys): readonly string[] {
+  return typeof keys === 'string' ? [keys] : keys;
 }
 
 function bump(map: Map<string, number>, key: string, delta: number): void {

@@ -3,7 +3,8 @@ import { createServer, type IncomingMessage, type RequestListener, type Server, 
 import { createServer as createHttpsServer } from 'node:https';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { ErrorCode } from '../../shared/errorCodes.js';
+import { toHttpResponse } from '../http/toHttpResponse.js';
+import { BadRequestError, NotFoundError } from '../ParleyError.js';
 import type { Principal } from '../auth/Principal.js';
 import { SendStatus, TransportName, type Connection } from './Connection.js';
 import type { HttpResponse, Transport, TransportOptions } from './Transport.js';
@@ -79,7 +80,7 @@ export function wsTransport() {
     // gives it the same JSON body and security headers as every other response.
     wss.on('wsClientError', (error: Error, socket: Duplex) => {
       const status = error.message === 'Invalid HTTP method' ? 405 : 400;
-      rejectUpgrade(socket, withExtra({ status, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ code: ErrorCode.badRequest, message: `${error.message}.` }) }));
+      rejectUpgrade(socket, withExtra(toHttpResponse(new BadRequestError(`${error.message}.`, status))));
     });
 
     const onRequest: RequestListener = (req, res) => {
@@ -115,17 +116,14 @@ export function wsTransport() {
       }
       const tooLarge = error.code === 'HPE_HEADER_OVERFLOW';
       const message = tooLarge ? 'Request headers are too large.' : 'Malformed request.';
-      const body = JSON.stringify({ code: ErrorCode.badRequest, message });
-      const response = { status: tooLarge ? 431 : 400, headers: { 'content-type': 'application/json' }, body };
-      rejectUpgrade(socket, withExtra(response));
+      rejectUpgrade(socket, withExtra(toHttpResponse(new BadRequestError(message, tooLarge ? 431 : 400))));
     });
 
     server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       socket.on('error', () => socket.destroy());
       const url = new URL(req.url ?? '/', 'http://x');
       if (url.pathname !== options.wsPath) {
-        const body = JSON.stringify({ code: ErrorCode.notFound, message: 'Not found.' });
-        rejectUpgrade(socket, withExtra({ status: 404, headers: { 'content-type': 'application/json' }, body }));
+        rejectUpgrade(socket, withExtra(toHttpResponse(new NotFoundError())));
         return;
       }
       const remoteAddress = req.socket.remoteAddress ?? '';

@@ -1,4 +1,5 @@
-import type { Engine, GenerateRequest, GenerateResult, PromptPlan, Turn } from '../../server/engine/Engine.js';
+import type { GenerateRequest, GenerateResult } from '../../server/engine/Engine.js';
+import { DelegatingEngine } from './DelegatingEngine.js';
 
 /** Markers in a message that make FaultyEngine fail that one generation. */
 export const Fault = {
@@ -12,22 +13,8 @@ export const Fault = {
  * The real engine with injected faults: a message containing a Fault marker fails, every other
  * request goes to the real model untouched. Models an engine bug or a native failure.
  */
-export class FaultyEngine implements Engine {
-  constructor(private readonly real: Engine) {}
-
-  get info() {
-    return this.real.info;
-  }
-
-  get slots() {
-    return this.real.slots;
-  }
-
-  planPrompt(history: readonly Turn[], text: string, maxTokens: number): PromptPlan {
-    return this.real.planPrompt(history, text, maxTokens);
-  }
-
-  async generate(request: GenerateRequest): Promise<GenerateResult> {
+export class FaultyEngine extends DelegatingEngine {
+  override async generate(request: GenerateRequest): Promise<GenerateResult> {
     if (request.text.includes(Fault.beforeFirstToken)) throw new Error('injected engine failure');
     if (!request.text.includes(Fault.midStream)) return this.real.generate(request);
     // Stop the real generation after a few pieces, then fail as a crashing engine would.
@@ -49,9 +36,5 @@ export class FaultyEngine implements Engine {
     }
     if (request.signal.aborted) return { text: '', stopReason: 'aborted', promptTokens: 0, completionTokens: pieces };
     throw new Error('injected engine failure mid-stream');
-  }
-
-  dispose(): Promise<void> {
-    return this.real.dispose();
   }
 }

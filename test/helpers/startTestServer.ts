@@ -45,11 +45,17 @@ export interface TestServer {
   readonly dataDir: string;
   /** Under TLS (tlsCert/tlsKey overrides): the certificate, to trust it as a CA. */
   readonly ca: Buffer | undefined;
-  token(name?: string): Promise<string>;
-  client(name?: string): Promise<TestClient>;
+  /** A new invite user; `from.localAddress` joins from another address of this machine (127.0.0.2: a second device). */
+  token(name?: string, from?: From): Promise<string>;
+  client(name?: string, from?: From): Promise<TestClient>;
   /** Opens another socket with an existing token: the same user, e.g. reconnecting after a drop. */
   connect(token: string): Promise<TestClient>;
   stop(): Promise<void>;
+}
+
+/** Where a test device connects from: a local address other than 127.0.0.1, e.g. 127.0.0.2. */
+export interface From {
+  readonly localAddress: string;
 }
 
 /** A real Parley on 127.0.0.1, port 0, with the given transport and a fresh data dir. */
@@ -65,7 +71,11 @@ export async function startTestServer(
 ): Promise<TestServer> {
   const ownsDataDir = options.dataDir === undefined;
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'parley-test-')));
-  const config = loadConfig({ host: '127.0.0.1', port: 0, transport, dataDir, invite: TEST_INVITE, maxTokens: 64, qr: false, shutdownTimeoutMs: 0, ...overrides });
+  // Every test user joins from 127.0.0.1, so the per-address budgets and the cap on new invite
+  // users per address are lifted: the users of one test server stand for different people.
+  // Tests of those limits set them themselves.
+  const perAddress = { generationsPerMinutePerIp: 1_000_000, tokensPerHourPerIp: 1_000_000_000, inviteUsersPerHour: 1_000_000 };
+  const config = loadConfig({ host: '127.0.0.1', port: 0, transport, dataDir, invite: TEST_INVITE, maxTokens: 64, qr: false, shutdownTimeoutMs: 0, ...perAddress, ...overrides });
   const logs = new LogSink();
   const logger = createLogger({ level: 'debug', destination: logs });
   const started = await startServer(config, { logger, engine, limiterOverrides: options.limiterOverrides });
@@ -73,11 +83,11 @@ export async function startTestServer(
   const baseUrl = `${ca ? 'https' : 'http'}://127.0.0.1:${started.port}`;
   const wsUrl = `${ca ? 'wss' : 'ws'}://127.0.0.1:${started.port}/ws`;
   const clients: TestClient[] = [];
-  const token = async (name = 'tester') => {
-    if (ca) {
-      // fetch cannot be given a CA on Node 20; node:https can.
+  const token = async (name = 'tester', from?: From) => {
+    if (ca || from) {
+      // fetch cannot be given a CA or a local address on Node 20; node:http(s) can.
       const body = JSON.stringify({ invite: TEST_INVITE, name });
-      const response = await rawRequest(`${baseUrl}/api/token`, { method: 'POST', headers: { 'content-type': 'application/json' }, body, ca });
+      const response = await rawRequest(`${baseUrl}/api/token`, { method: 'POST', headers: { 'content-type': 'application/json' }, body, ca, localAddress: from?.localAddress });
       if (response.status !== 200) throw new Error(`token request failed: ${response.status}`);
       return (JSON.parse(response.body) as { token: string }).token;
     }
@@ -97,8 +107,8 @@ export async function startTestServer(
     dataDir,
     ca,
     token,
-    async client(name) {
-      const client = await TestClient.connect(wsUrl, await token(name), undefined, ca ? { ca } : {});
+    async client(name, from) {
+      const client = await TestClient.connect(wsUrl, await token(name, from), undefined, { ...(ca ? { ca } : {}), ...(from ? { localAddress: from.localAddress } : {}) });
       clients.push(client);
       await client.waitForType('ready');
       return client;

@@ -7,6 +7,10 @@ import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { ensureModel } from '../../models/ensureModel.js';
+import { HistoryCipher } from '../../server/history/HistoryCipher.js';
+import { loadOrCreateHistoryKey } from '../../server/history/loadOrCreateHistoryKey.js';
+import { SqliteConversationRepository } from '../../server/history/SqliteConversationRepository.js';
+import type { ConversationResponse } from '../../shared/protocol.js';
 import type { GateCommand } from '../helpers/childGate.js';
 import { TRANSPORTS, TEST_INVITE } from '../helpers/startTestServer.js';
 import { TestClient } from '../helpers/TestClient.js';
@@ -115,13 +119,13 @@ const running = new Set<ParleyProcess>();
 
 /** A serving Parley on 127.0.0.1 with the tiny model, its port read from the `listening on` log line. */
 class ServingParley {
-  private constructor(readonly process: ParleyProcess, readonly port: number) {}
+  private constructor(readonly process: ParleyProcess, readonly port: number, readonly dataDir: string) {}
 
   /** Its replies pass a gate (ParleyProcess.gate), open at first. */
-  static async start(transport: string, extra: readonly string[]): Promise<ServingParley> {
+  static async start(transport: string, extra: readonly string[], existingDataDir?: string): Promise<ServingParley> {
     const tiny = await ensureModel('tiny');
-    const dataDir = await mkdtemp(join(tmpdir(), 'parley-process-'));
-    dataDirs.push(dataDir);
+    const dataDir = existingDataDir ?? (await mkdtemp(join(tmpdir(), 'parley-process-')));
+    if (existingDataDir === undefined) dataDirs.push(dataDir);
     const parley = ParleyProcess.spawn([
       '--host', '127.0.0.1', '--port', '0', '--model', tiny.path, '--threads', '1', '--slots', '2',
       '--temperature', '0', '--max-tokens', '200', '--data-dir', dataDir, '--invite', TEST_INVITE,
@@ -129,7 +133,7 @@ class ServingParley {
     ], { gated: true });
     const listening = await parley.waitForLog((record) => typeof record.msg === 'string' && record.msg.startsWith('listening on'), START_MS);
     assert.equal(typeof listening.port, 'number');
-    return new ServingParley(parley, listening.port as number);
+    return new ServingParley(parley, listening.port as number, dataDir);
   }
 
   get origin(): string {
@@ -264,6 +268,48 @@ describe('process: forced stop', () => {
     const terminal = client.terminalsFor(id)[0];
     assert.equal(terminal?.type === 'error' && terminal.code, 'shutting_down');
     assert.equal(await client.waitClose(EXIT_MS), 1001);
+  });
+});
+
+describe('process: a crash mid-reply', () => {
+  test('a reply cut off by a crash is kept with the text stored so far, as interrupted, and the conversation goes on', async () => {
+    const parley = await ServingParley.start('ws', []);
+    const token = await parley.token('crasher');
+    const client = await parley.connect(token);
+    const userId = (await client.waitForType('ready')).user.id;
+    // The reply streams a few pieces, then is held until the crash.
+    await parley.process.gate({ gate: 'hold', pieces: 4 });
+    const id = client.send('Tell me a story.');
+    const { conversationId } = await client.waitForType('accepted', id);
+    await client.waitFor((frame) => frame.type === 'delta' && frame.id === id);
+    // The store is read beside the running server (SQLite allows it) until a checkpoint holds the text.
+    const store = new SqliteConversationRepository({ directory: parley.dataDir, cipher: new HistoryCipher(await loadOrCreateHistoryKey({ dataDir: parley.dataDir })) });
+    await store.open();
+    let stored = '';
+    for (const deadline = Date.now() + 30_000; stored.length === 0; ) {
+      assert.ok(Date.now() < deadline, 'a checkpoint stored the reply while it streamed');
+      stored = (await store.listMessages(userId, conversationId)).at(-1)?.text ?? '';
+      if (stored.length === 0) await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    await store.close();
+    parley.process.child.kill('SIGKILL');
+    await parley.process.exit();
+    assert.ok(client.replyText(id).startsWith(stored), 'what was stored is what had streamed');
+
+    const again = await ServingParley.start('ws', [], parley.dataDir);
+    const back = await again.connect(token);
+    await back.waitForType('ready');
+    back.sendFrame({ type: 'get_conversation', conversationId });
+    const opened = await back.waitForType('conversation');
+    assert.deepEqual(opened.turns.map((turn) => turn.role), ['user', 'assistant']);
+    assert.equal(opened.turns[1]?.text, stored);
+    const response = await fetch(`${again.origin}/api/conversations/${conversationId}`, { headers: { authorization: `Bearer ${token}`, origin: again.origin } });
+    const { messages } = (await response.json()) as ConversationResponse;
+    assert.equal(messages[1]?.outcome, 'interrupted');
+    const next = back.send('Go on.', conversationId);
+    assert.equal((await back.terminal(next)).type, 'done');
+    again.process.signal('SIGTERM');
+    await again.process.exit();
   });
 });
 

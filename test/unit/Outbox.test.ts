@@ -1,7 +1,11 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { Outbox } from '../../server/chat/Outbox.js';
-import { Reply, type ReplyTarget } from '../../server/chat/Reply.js';
+import { Reply, type ReplyListener } from '../../server/chat/Reply.js';
+import type { ReplyOutcome } from '../../server/chat/ReplyOutcome.js';
+import { toTerminalFrame } from '../../server/chat/toTerminalFrame.js';
+import { ParleyError } from '../../server/ParleyError.js';
+import type { ErrorCode } from '../../shared/errorCodes.js';
 import { SendStatus, TransportName, type Connection } from '../../server/transport/Connection.js';
 import { isTerminalFrame, type ServerFrame, type TerminalFrame } from '../../shared/protocol.js';
 import { mulberry32 } from '../../models/mulberry32.js';
@@ -53,6 +57,35 @@ class FakeConnection implements Connection {
 
 type DeltaOut = { type: 'delta'; id: string; seq: number; text: string };
 
+/** The outcome a terminal frame stands for. */
+function outcomeOf(frame: TerminalFrame): ReplyOutcome {
+  const usage = { promptTokens: 1, completionTokens: 1 };
+  if (frame.type === 'done') return { kind: 'finished', stopReason: frame.stopReason, usage: frame.usage, timing: frame.timing };
+  if (frame.type === 'cancelled') return { kind: 'cancelled', usage };
+  return { kind: 'failed', error: new ParleyError(frame.code as ErrorCode, frame.message), usage };
+}
+
+/** A listener that writes through `outbox` as ClientSession's does; `onEnded` runs after the terminal frame is queued. */
+function listenerFor(outbox: () => Outbox, onEnded: (reply: Reply) => void = () => undefined): ReplyListener {
+  return {
+    queued: (reply, position) => outbox().send({ type: 'queued', id: reply.id, position }),
+    textPending: (reply, bytes) => outbox().deltaPending(reply, bytes),
+    ended: (reply) => {
+      if (reply.outcome) outbox().send(toTerminalFrame(reply.id, reply.outcome));
+      onEnded(reply);
+    },
+    released: () => undefined,
+  };
+}
+
+/** Attaches `reply` to `listener` after a drop, as ClientSession's resume does. */
+function resumeOn(reply: Reply, listener: ReplyListener, send: (frame: ServerFrame) => void, after: number): void {
+  reply.detach();
+  send({ type: 'resumed', id: reply.id, conversationId: reply.conversationId, after });
+  for (const { seq, text } of reply.committedAfter(after)) send({ type: 'delta', id: reply.id, seq, text });
+  reply.attach(listener);
+}
+
 /**
  * An Outbox with Replies in front of it, as ClientSession wires them: `delta(id, text)` goes to the
  * id's current Reply, a terminal frame finishes it, and the next delta for that id starts a new one.
@@ -62,20 +95,19 @@ function setup(options: { highWaterBytes?: number; maxQueuedBytes?: number } = {
   const connection = new FakeConnection(highWaterBytes);
   let overflows = 0;
   const replies = new Map<string, Reply>();
-  const target: ReplyTarget = {
-    send: (frame) => real.send(frame),
-    deltaPending: (reply, bytes) => real.deltaPending(reply, bytes),
-    settled: (reply) => {
+  const target: ReplyListener = listenerFor(
+    () => real,
+    (reply) => {
       if (replies.get(reply.id) === reply) replies.delete(reply.id);
     },
-  };
+  );
   const real: Outbox = new Outbox(connection, {
     highWaterBytes,
     maxQueuedBytes: options.maxQueuedBytes ?? 1 << 20,
     onOverflow: () => {
       overflows++;
     },
-    owns: (reply) => reply.attachedTarget === target,
+    owns: (reply) => reply.attached === target,
   });
   const replyFor = (id: string) => {
     let reply = replies.get(id);
@@ -88,7 +120,7 @@ function setup(options: { highWaterBytes?: number; maxQueuedBytes?: number } = {
   };
   const outbox = {
     send(frame: ServerFrame) {
-      if (isTerminalFrame(frame)) replyFor(frame.id).finish(frame);
+      if (isTerminalFrame(frame)) replyFor(frame.id).finish(outcomeOf(frame));
       else real.send(frame);
     },
     delta(id: string, text: string) {
@@ -331,17 +363,11 @@ describe('Outbox', () => {
     assert.equal(reply.lastSeq, 1, 'seq 0 (a) and 1 (b) were written; c, d and e wait');
 
     const second = setup();
-    const target: ReplyTarget = {
-      send: (frame) => second.real.send(frame),
-      deltaPending: (pending, bytes) => second.real.deltaPending(pending, bytes),
-      settled: () => undefined,
-    };
-    const secondOutbox = new Outbox(second.connection, { highWaterBytes: 1024, maxQueuedBytes: 1 << 20, onOverflow: () => undefined, owns: (owned) => owned.attachedTarget === target });
-    target.deltaPending = (pending, bytes) => secondOutbox.deltaPending(pending, bytes);
-    target.send = (frame) => secondOutbox.send(frame);
-    reply.resume(target, 0);
+    const target: ReplyListener = listenerFor(() => secondOutbox);
+    const secondOutbox = new Outbox(second.connection, { highWaterBytes: 1024, maxQueuedBytes: 1 << 20, onOverflow: () => undefined, owns: (owned) => owned.attached === target });
+    resumeOn(reply, target, (frame) => secondOutbox.send(frame), 0);
     reply.delta('f');
-    reply.finish(done('r1') as TerminalFrame);
+    reply.finish(outcomeOf(done('r1') as TerminalFrame));
     assert.deepEqual(second.connection.frames, [
       { type: 'resumed', id: 'r1', conversationId: 'c1', after: 0 },
       { type: 'delta', id: 'r1', seq: 1, text: 'b' },
@@ -359,15 +385,16 @@ describe('Outbox', () => {
     old.outbox.delta('r1', 'b');
     const reply = old.outbox.reply('r1') as Reply;
     const moved: ServerFrame[] = [];
-    const elsewhere: ReplyTarget = {
-      send: (frame) => moved.push(frame),
-      deltaPending: () => {
+    const elsewhere: ReplyListener = {
+      queued: () => undefined,
+      textPending: () => {
         const taken = reply.takePending();
         if (taken) moved.push({ type: 'delta', id: reply.id, seq: taken.seq, text: taken.text });
       },
-      settled: () => undefined,
+      ended: () => undefined,
+      released: () => undefined,
     };
-    reply.resume(elsewhere, 0);
+    resumeOn(reply, elsewhere, (frame) => moved.push(frame), 0);
     old.drain();
     assert.equal(old.connection.sent.length, 1, 'the old connection wrote only seq 0');
     assert.equal(old.real.pendingBytes, 0);

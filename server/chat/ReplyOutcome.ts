@@ -1,0 +1,23 @@
+import type { StopReason } from '../../shared/protocol.js';
+import type { ParleyError } from '../ParleyError.js';
+
+export interface ReplyUsage {
+  readonly promptTokens: number;
+  readonly completionTokens: number;
+}
+
+export interface ReplyTiming {
+  /** Milliseconds from leaving the queue to the first text. */
+  readonly firstTokenMs: number;
+  /** Completion tokens per second after the first token. */
+  readonly tokensPerSecond: number;
+}
+
+/**
+ * How an admitted request ended, in no surface's words: each surface maps it to its own terminal
+ * frame or response. Every admitted request gets exactly one.
+ */
+export type ReplyOutcome =
+  | { readonly kind: 'finished'; readonly stopReason: StopReason; readonly usage: ReplyUsage; readonly timing: ReplyTiming }
+  | { readonly kind: 'cancelled'; readonly usage: ReplyUsage }
+  | { readonly kind: 'failed'; readonly error: ParleyError; readonly usage: ReplyUsage };

@@ -1,0 +1,20 @@
+import { ErrorCode } from '../../shared/errorCodes.js';
+import { ParleyError } from '../ParleyError.js';
+import type { LimitDecision } from './Limiters.js';
+
+/**
+ * Every refusal by a limit, whatever the limit and whatever the surface: `rate_limited` (429)
+ * with the time to wait, or `limiter_unavailable` (503) when the limiter itself failed, which is
+ * a refusal too (fail closed).
+ */
+export class LimitRefusedError extends ParleyError {
+  override name = 'LimitRefusedError';
+
+  constructor(decision: Extract<LimitDecision, { ok: false }>, message: string) {
+    super(
+      decision.failed ? ErrorCode.limiterUnavailable : ErrorCode.rateLimited,
+      decision.failed ? 'Rate limiter unavailable; try again shortly.' : message,
+      { httpStatus: decision.failed ? 503 : 429, retryAfterMs: decision.retryAfterMs },
+    );
+  }
+}
