@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { ErrorCode } from '../../shared/errorCodes.js';
 import { StopReason } from '../../shared/protocol.js';
@@ -23,12 +24,19 @@ export interface ChatRequest {
   /** The budgets the request is charged to (budgetKeysOf). */
   readonly budgetKeys: readonly string[];
   readonly text: string;
-  /** Continue this stored conversation; a new one is created when absent. */
+  /** Continue this stored conversation; a new one is created when absent (and no `history` is given). */
   readonly conversationId?: string;
+  /**
+   * The earlier turns, brought by the caller (a stateless API): then no conversation is opened,
+   * created or stored, and the reply's conversation id is a throwaway one.
+   */
+  readonly history?: readonly Turn[];
   /** Replace the conversation's last exchange instead of adding one. */
   readonly regenerate?: boolean;
   /** At most this many reply tokens (never more than the server's cap). */
   readonly maxTokens?: number;
+  /** Sampling temperature for this request (0 to 2); the server's when absent. */
+  readonly temperature?: number;
   /** Aborting it cancels the request, in whatever phase it is. */
   readonly signal?: AbortSignal;
   readonly log: Logger;
@@ -132,6 +140,12 @@ export class ChatCore {
       return refused(new ParleyError(ErrorCode.messageTooLong, `Message is ${request.text.length} characters; the limit is ${this.config.maxTextChars}.`, { httpStatus: 413 }));
     }
     if (request.signal?.aborted) return refused(new ParleyError(ErrorCode.badRequest, 'The request was cancelled before it started.'));
+    if (request.history !== undefined && request.conversationId !== undefined) {
+      return refused(new ParleyError(ErrorCode.badRequest, 'Give a conversation or a history, not both.'));
+    }
+    if (request.temperature !== undefined && !(request.temperature >= 0 && request.temperature <= 2)) {
+      return refused(new ParleyError(ErrorCode.badRequest, 'temperature is between 0 and 2.'));
+    }
     let conversation: ActiveConversation | undefined;
     if (request.conversationId !== undefined) {
       conversation = await this.conversations.open(request.userId, request.conversationId);
@@ -142,7 +156,7 @@ export class ChatCore {
     if (!generationLimit.ok) return refused(new LimitRefusedError(generationLimit, `You can start ${this.config.generationsPerMinute} replies per minute.`));
 
     // Planning: the newest turns that fit, from cached per-turn counts.
-    const turns = conversation?.turns ?? [];
+    const turns = conversation?.turns ?? request.history ?? [];
     const replacing = request.regenerate === true && turns.length >= 2 && turns.at(-1)?.role === 'assistant';
     const history = replacing ? turns.slice(0, -2) : [...turns];
     const cap = Math.min(this.config.maxTokens, request.maxTokens ?? this.config.maxTokens);
@@ -165,6 +179,9 @@ export class ChatCore {
     if (this.closing || conversation?.busy || request.signal?.aborted) {
       refund(0);
       return refused(this.closing ? new ShuttingDownError() : conversation?.busy ? busyError() : new ParleyError(ErrorCode.badRequest, 'The request was cancelled before it started.'));
+    }
+    if (request.history !== undefined) {
+      return { ok: true, reply: this.run(request, listener, undefined, undefined, plan, history.slice(plan.firstTurn), refund) };
     }
     let exchange: { userMessageId: string; replyMessageId: string };
     let owned: ActiveConversation;
@@ -247,13 +264,15 @@ export class ChatCore {
   private run(
     request: ChatRequest,
     listener: AdmissionListener,
-    conversation: ActiveConversation,
-    exchange: { userMessageId: string; replyMessageId: string },
+    conversation: ActiveConversation | undefined,
+    exchange: { userMessageId: string; replyMessageId: string } | undefined,
     plan: { promptTokens: number; maxTokens: number; limitedByContext: boolean },
     history: readonly Turn[],
     refund: (used: number) => void,
   ): Reply {
-    const reply = new Reply(request.id, request.userId, conversation.id, this.config.maxReplyBytes);
+    // A caller-brought history has no stored conversation: a throwaway id keys its KV cache.
+    const conversationId = conversation?.id ?? `x_${randomBytes(12).toString('base64url')}`;
+    const reply = new Reply(request.id, request.userId, conversationId, this.config.maxReplyBytes);
     const signal = reply.controller.signal;
     this.live.add(reply);
     let produced = '';
@@ -264,7 +283,7 @@ export class ChatCore {
       if (settled) return;
       settled = true;
       clearInterval(checkpoint);
-      release(conversation);
+      if (conversation) release(conversation);
       this.live.delete(reply);
       refund(outcome.usage.promptTokens + outcome.usage.completionTokens);
       if (outcome.kind === 'finished') {
@@ -275,7 +294,7 @@ export class ChatCore {
         if (signal.aborted) this.metrics.cancelled(String(signal.reason));
       }
       // Stored in the background; shutdown waits for it. The outcome goes out at once.
-      const stored = this.conversations
+      const stored = (conversation === undefined || exchange === undefined ? Promise.resolve() : this.conversations
         .endExchange(conversation, {
           ...exchange,
           text: request.text,
@@ -283,7 +302,7 @@ export class ChatCore {
           outcome: storedOutcome(outcome),
           userTokens: undefined,
           replyTokens: undefined,
-        })
+        }))
         .catch((error: unknown) => request.log.error({ err: error, req: request.id }, 'storing the reply failed'));
       this.settling.add(stored);
       void stored.finally(() => this.settling.delete(stored));
@@ -302,7 +321,7 @@ export class ChatCore {
     try {
       reply.ticket = this.scheduler.submit({
         userId: request.userId,
-        preferredSlot: conversation.lastSlot,
+        preferredSlot: conversation?.lastSlot,
         onQueuePosition: (position) => reply.queued(position),
         run: async (slot) => {
           reply.queuePosition = undefined;
@@ -310,21 +329,24 @@ export class ChatCore {
             settle(outcomeOfAbort(signal, none), '');
             return;
           }
-          conversation.lastSlot = slot;
+          if (conversation) conversation.lastSlot = slot;
           const timer = setTimeout(() => reply.controller.abort(AbortReason.timeLimit), this.config.generationTimeoutMs);
-          checkpoint = setInterval(() => {
-            void this.conversations.checkpoint(request.userId, exchange.replyMessageId, produced).catch(() => undefined);
-          }, this.checkpointMs);
-          checkpoint.unref();
+          if (exchange) {
+            checkpoint = setInterval(() => {
+              void this.conversations.checkpoint(request.userId, exchange.replyMessageId, produced).catch(() => undefined);
+            }, this.checkpointMs);
+            checkpoint.unref();
+          }
           const runStart = Date.now();
           let firstTokenAt: number | undefined;
           try {
             const result = await this.engine.generate({
               slot,
-              conversationId: conversation.id,
+              conversationId,
               history,
               text: request.text,
               maxTokens: plan.maxTokens,
+              ...(request.temperature === undefined ? {} : { temperature: request.temperature }),
               signal,
               onText: (text) => {
                 firstTokenAt ??= Date.now();
@@ -339,7 +361,7 @@ export class ChatCore {
               {
                 ...(this.config.logContent ? { content: { prompt: request.text, reply: result.text } } : {}),
                 req: request.id,
-                conv: conversation.id,
+                conv: conversationId,
                 slot,
                 stop: result.stopReason,
                 reason: signal.aborted ? signal.reason : undefined,

@@ -34,6 +34,8 @@ export interface GenerateRequest {
   readonly history: readonly Turn[];
   readonly text: string;
   readonly maxTokens: number;
+  /** Sampling temperature for this request; the engine's own when absent. */
+  readonly temperature?: number;
   readonly signal: AbortSignal;
   /** Called for each piece of decoded text, in order. */
   readonly onText: (text: string) => void;

@@ -217,7 +217,7 @@ export class LlamaEngine implements Engine {
         signal: request.signal,
         stopOnAbortSignal: true,
         maxTokens: request.maxTokens,
-        temperature: this.options.temperature,
+        temperature: request.temperature ?? this.options.temperature,
         trimWhitespaceSuffix: false,
         onToken: (tokens) => {
           completionTokens += tokens.length;
