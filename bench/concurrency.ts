@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { Scheduler } from '../server/chat/Scheduler.js';
 import { EngineStopReason, type Engine } from '../server/engine/Engine.js';
+import { streamChatCompletion } from './streamChatCompletion.js';
 import { BenchClient } from './BenchClient.js';
 import type { Benchmark, BenchContext } from './Benchmark.js';
 import { chatServerSpec } from './chatServerSpec.js';
@@ -45,7 +46,10 @@ export const concurrency: Benchmark = {
   run: (context) => compareColumns<Column>(context, {
     inProcess,
     throughServer,
-    extra: async (context, model) => (context.llamaServer === undefined ? [] : [await throughLlamaServer(context, model, context.llamaServer)]),
+    extra: async (context, model) => [
+      await throughOpenAiApi(context, model),
+      ...(context.llamaServer === undefined ? [] : [await throughLlamaServer(context, model, context.llamaServer)]),
+    ],
     table,
     data: (column) => ({
       path: column.path,
@@ -142,6 +146,48 @@ async function throughServer(context: BenchContext, model: BenchModel, transport
     }
   }
   return { path: transport, running, levels };
+}
+
+/**
+ * The same requests through Parley's OpenAI-compatible API (`/v1/chat/completions`, streamed), on
+ * the first chosen transport, one API key per client: the same client code as the llama-server
+ * column, against the same protocol.
+ */
+async function throughOpenAiApi(context: BenchContext, model: BenchModel): Promise<Column> {
+  const transport = context.transports[0] ?? 'uws';
+  const server = await context.servers.getOrReason(chatServerSpec(model, transport, context.slots));
+  const path = `/v1 (${transport})`;
+  if ('unavailable' in server) return { path, levels: [], unavailable: server.unavailable };
+  const keys = await Promise.all(Array.from({ length: Math.max(...CLIENT_COUNTS) }, async (_, client) => apiKeyOf(server.origin, await server.token(`v1-${client}`))));
+  const modelId = await modelIdOf(server.origin, keys[0] as string);
+  const ask = (client: number, text: string) => streamChatCompletion(server.origin, { text, maxTokens: model.workload.maxTokens, temperature: 0, apiKey: keys[client], model: modelId, signal: AbortSignal.timeout(REPLY_TIME_CAP_MS) });
+  await ask(0, 'warm-up');
+  const levels: Level[] = [];
+  for (const clients of CLIENT_COUNTS) {
+    context.progress(`concurrency: ${model.kind}, ${path}, ${clients} client${clients === 1 ? '' : 's'}`);
+    const loop = async (client: number): Promise<Sample[]> => {
+      const samples: Sample[] = [];
+      for (let request = 0; request < model.workload.requestsPerClient; request++) {
+        const trace = await ask(client, PROMPTS[(client + request) % PROMPTS.length] ?? 'Hello');
+        samples.push({ client, sentAt: trace.sentAt, firstAt: trace.firstAt ?? trace.endedAt, endedAt: trace.endedAt, tokens: trace.tokens, queued: false, cut: false });
+      }
+      return samples;
+    };
+    levels.push({ clients, samples: (await Promise.all(Array.from({ length: clients }, (_, client) => loop(client)))).flat() });
+  }
+  return { path, running: transport, levels };
+}
+
+/** A new API key of the user behind `accessToken` (POST /api/keys, as the page does). */
+async function apiKeyOf(origin: string, accessToken: string): Promise<string> {
+  const response = await fetch(`${origin}/api/keys`, { method: 'POST', headers: { authorization: `Bearer ${accessToken}`, 'content-type': 'application/json', origin }, body: JSON.stringify({ name: 'bench' }) });
+  if (response.status !== 201) throw new Error(`POST /api/keys answered ${response.status}`);
+  return ((await response.json()) as { key: string }).key;
+}
+
+async function modelIdOf(origin: string, apiKey: string): Promise<string> {
+  const response = await fetch(`${origin}/v1/models`, { headers: { authorization: `Bearer ${apiKey}` } });
+  return ((await response.json()) as { data: Array<{ id: string }> }).data[0]?.id ?? '';
 }
 
 /**

@@ -32,6 +32,8 @@ export const defaults = {
   maxTextChars: 8000,
   maxFrameBytes: 64 * 1024,
   maxHttpBodyBytes: 16 * 1024,
+  // Request bodies under /v1/ (the OpenAI-compatible API sends whole conversations); others keep maxHttpBodyBytes.
+  maxApiBodyBytes: 1024 * 1024,
   maxQueue: 32,
   maxQueuedPerUser: 4,
   // Stored conversations per user; at the cap the least recently updated one is deleted.
@@ -111,6 +113,7 @@ const ConfigSchema = z.strictObject({
   maxTextChars: z.int().check(z.gte(1), z.lte(ProtocolLimits.maxTextCharsCeiling)),
   maxFrameBytes: z.int().check(z.gte(1024), z.lte(16 * 1024 * 1024)),
   maxHttpBodyBytes: z.int().check(z.gte(1024), z.lte(1024 * 1024)),
+  maxApiBodyBytes: z.int().check(z.gte(1024), z.lte(64 * 1024 * 1024)),
   maxQueue: z.int().check(z.gte(0)),
   maxQueuedPerUser: z.int().check(z.gte(0)),
   maxConversationsPerUser: positiveInt,

@@ -1,5 +1,7 @@
 import type { Logger } from 'pino';
 import { CloseCode } from '../shared/errorCodes.js';
+import type { ApiKeyStore } from './auth/ApiKeyStore.js';
+import { createApiKeyAuthenticator, type ApiKeyAuthenticator } from './auth/authenticateApiKey.js';
 import { createUpgradeAuthenticator } from './auth/authenticateUpgrade.js';
 import type { TokenService } from './auth/createTokenService.js';
 import type { Invite } from './auth/loadOrCreateInvite.js';
@@ -12,6 +14,7 @@ import type { Config } from './config.js';
 import type { Engine } from './engine/Engine.js';
 import type { ConversationRepository } from './history/ConversationRepository.js';
 import { createHttpHandler } from './http/createHttpHandler.js';
+import { modelIdOf } from './http/modelIdOf.js';
 import { createOriginPolicy, type OriginPolicy } from './http/createOriginPolicy.js';
 import { localHostNames } from './http/localHostNames.js';
 import { securityHeadersFor } from './http/securityHeaders.js';
@@ -36,6 +39,8 @@ export interface ServerDeps {
   /** Refresh sessions and revocation epochs (also the token service's epoch source). */
   readonly sessions: SessionStore;
   readonly users: UserStore;
+  /** API keys for the /v1 API (`api-keys.json`). */
+  readonly apiKeys: ApiKeyStore;
   /** Where conversations are kept (opened by the caller, closed by the caller). */
   readonly history: ConversationRepository;
   /** Replaces individual rate limiters (tests inject failing ones). */
@@ -49,6 +54,8 @@ export interface ParleyServer {
   readonly chat: ChatCore;
   readonly limiters: Limiters;
   readonly metrics: Metrics;
+  /** Checks an API key (the /v1 API's credential); the HTTP handler has the same one. */
+  readonly authenticateApiKey: ApiKeyAuthenticator;
   listen(): Promise<{ port: number }>;
   /** Ends every request of this user (terminal `revoked`) and closes their sockets with 4403. */
   revokeUser(userId: string): void;
@@ -100,7 +107,10 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
     }
     // Their old tokens can no longer resume anything: stop what their dropped sockets left running.
     chat.replies.dropUser(userId);
+    // Their API keys end too, for good: the epoch that the authenticator also checks is forgotten after a day.
+    deps.apiKeys.revokeUser(userId, { belowEpoch: deps.sessions.epochOf(userId) }).catch((error: unknown) => logger.error({ err: error, user: userId }, 'could not revoke API keys'));
   };
+  const authenticateApiKey = createApiKeyAuthenticator({ keys: deps.apiKeys, users: deps.users, sessions: deps.sessions, limiters, logger });
   let accepting = true;
 
   const tls: TlsFiles | undefined = config.tlsCert && config.tlsKey ? { certFile: config.tlsCert, keyFile: config.tlsKey } : undefined;
@@ -130,11 +140,15 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
       metrics,
       metricsToken: config.metricsToken,
       chat,
+      apiKeys: deps.apiKeys,
+      authenticateApiKey,
+      modelId: modelIdOf(engine.info.name),
     }),
     upgrade: refuseWhenClosing(() => accepting, limitUpgrades(limiters, createUpgradeAuthenticator(deps.tokens, WS_PATH))),
     limits: {
       maxFrameBytes: config.maxFrameBytes,
       maxHttpBodyBytes: config.maxHttpBodyBytes,
+      maxApiBodyBytes: config.maxApiBodyBytes,
       idleTimeoutSeconds: config.idleTimeoutSeconds,
       highWaterBytes: config.highWaterBytes,
     },
@@ -185,6 +199,7 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
     chat,
     limiters,
     metrics,
+    authenticateApiKey,
     revokeUser,
     async listen() {
       const { port } = await transport.listen(config.host, config.port);
@@ -198,6 +213,7 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
       await chat.shutdown(config.shutdownTimeoutMs);
       await whenFlushed([...sessions.values()], FLUSH_TIMEOUT_MS);
       await transport.close(CloseCode.goingAway, 'server shutting down');
+      await deps.apiKeys.settled();
     },
     abortAll() {
       accepting = false;

@@ -8,8 +8,10 @@ import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import qrcode from 'qrcode-terminal';
 import { pullModel } from '../models/pullModel.js';
+import { ApiKeyStore, ApiKeyStoreError, ApiKeyStoreFailure, API_KEY_PREFIX, isKeyPrefix, KeyOwnerKind, type ApiKey, type KeyOwner } from './auth/ApiKeyStore.js';
 import { Role } from './auth/Principal.js';
 import { PasswordInputError, readNewPassword } from './auth/readPassword.js';
+import { SessionStore } from './auth/SessionStore.js';
 import { UserStore, UserStoreError } from './auth/UserStore.js';
 import { ConfigError, defaults, loadConfig } from './config.js';
 import { buildNativeLlama } from './engine/buildNativeLlama.js';
@@ -59,6 +61,7 @@ program
 /** Numeric limits: one flag and one PARLEY_* variable each, named after the config key. */
 const limitFlags = [
   ['maxFrameBytes', 'largest WebSocket frame in bytes; larger closes with 1009'],
+  ['maxApiBodyBytes', 'largest request body in bytes under /v1/ (the OpenAI-compatible API); larger gets 413'],
   ['maxQueuedPerUser', 'requests one user may have waiting'],
   ['idleTimeoutSeconds', 'close sockets silent this long (pings keep live ones open)'],
   ['framesPerSecond', 'frames per second per connection'],
@@ -304,7 +307,9 @@ userCommand
     runUserCommand(async () => {
       const removed = await new UserStore(resolve(options.dataDir)).remove(name);
       if (!removed) throw new UserStoreError(`No user "${name}".`);
-      process.stdout.write(`Removed "${removed.name}" (id ${removed.id}).\n`);
+      // The server refuses a removed account's keys anyway; this also shows it in `key list`.
+      const keys = await new ApiKeyStore(resolve(options.dataDir)).revokeUser(removed.id);
+      process.stdout.write(`Removed "${removed.name}" (id ${removed.id})${keys > 0 ? `; revoked ${keys} API key${keys === 1 ? '' : 's'}` : ''}.\n`);
     }),
   );
 
@@ -317,6 +322,102 @@ userCommand
       for (const account of await new UserStore(resolve(options.dataDir)).list()) {
         process.stdout.write(`${account.name}\t${account.role}\t${account.id}\n`);
       }
+    }),
+  );
+
+const keyCommand = program
+  .command('key')
+  .description('manage API keys for the OpenAI-compatible /v1 API; the running server sees changes at once');
+const keyDataDir = () => new Option('--data-dir <path>', 'where api-keys.json lives').env('PARLEY_DATA_DIR').default(defaults.dataDir);
+const runKeyCommand = async (work: () => Promise<void>) => {
+  try {
+    await work();
+  } catch (error) {
+    if (error instanceof ApiKeyStoreError || error instanceof UserStoreError) {
+      process.stderr.write(`parley key: ${error.message}\n`);
+      process.exit(1);
+    }
+    throw error;
+  }
+};
+
+/**
+ * The owner of new keys: an account, by name or id, or an invite user by the id the server
+ * knows them by (`u_…`, as in its log). The epoch is read from sessions.json without writing it.
+ */
+async function keyOwner(dataDir: string, reference: string): Promise<KeyOwner> {
+  const users = new UserStore(dataDir);
+  const sessions = await SessionStore.read(dataDir);
+  const account = (await users.find(reference)) ?? (await users.findById(reference));
+  if (account) return { userId: account.id, kind: KeyOwnerKind.account, userName: account.name, epoch: sessions.epochOf(account.id) };
+  if (/^u_[A-Za-z0-9_-]+$/.test(reference) && sessions.knows(reference)) {
+    return { userId: reference, kind: KeyOwnerKind.invite, userName: reference, epoch: sessions.epochOf(reference) };
+  }
+  throw new ApiKeyStoreError(`No user "${reference}": give an account name, an account id (a_…) or the id of an invite user the server knows (u_…).`, ApiKeyStoreFailure.notFound);
+}
+
+function describeTime(ms: number | undefined): string {
+  return ms === undefined ? 'never' : new Date(ms).toISOString();
+}
+
+function describeKey(key: ApiKey): string {
+  return `"${key.name}" (${API_KEY_PREFIX}${key.prefix}…)`;
+}
+
+keyCommand
+  .command('create')
+  .description('make a key for a user; it is printed once (on stdout, alone) and never again')
+  .argument('<user>', 'account name, account id (a_…) or invite user id (u_…)')
+  .option('--name <name>', 'what the key is for, e.g. the tool or machine (1-64 characters)', 'API key')
+  .addOption(keyDataDir())
+  .action((reference: string, options: { name: string; dataDir: string }) =>
+    runKeyCommand(async () => {
+      const dataDir = resolve(options.dataDir);
+      const owner = await keyOwner(dataDir, reference);
+      const { key, apiKey } = await new ApiKeyStore(dataDir).create(owner, options.name);
+      process.stderr.write(`Created API key ${describeKey(apiKey)} for ${owner.userName} (id ${owner.userId}):\n\n`);
+      process.stdout.write(`${key}\n`);
+      process.stderr.write(`\nCopy it now: it will not be shown again (Parley keeps only its hash).\nRevoke it with: npm run parley -- key revoke ${apiKey.prefix}\n`);
+    }),
+  );
+
+keyCommand
+  .command('list')
+  .description("list a user's keys: name, prefix, created, last used, revoked (never the keys)")
+  .argument('<user>', 'account name or user id')
+  .addOption(keyDataDir())
+  .action((reference: string, options: { dataDir: string }) =>
+    runKeyCommand(async () => {
+      const dataDir = resolve(options.dataDir);
+      // Listing needs no live session: an invite user's id is enough.
+      const account = (await new UserStore(dataDir).find(reference)) ?? (await new UserStore(dataDir).findById(reference));
+      const userId = account?.id ?? reference;
+      const keys = await new ApiKeyStore(dataDir).list(userId);
+      if (keys.length === 0) {
+        process.stderr.write(`No API keys for "${reference}".\n`);
+        return;
+      }
+      process.stdout.write('name\tprefix\tcreated\tlast used\trevoked\n');
+      for (const key of keys) {
+        process.stdout.write(`${key.name}\t${key.prefix}\t${describeTime(key.createdAt)}\t${describeTime(key.lastUsedAt)}\t${key.revokedAt === undefined ? 'no' : describeTime(key.revokedAt)}\n`);
+      }
+    }),
+  );
+
+keyCommand
+  .command('revoke')
+  .description('revoke a key by its prefix (from `key list`); tools using it are refused from their next request')
+  .argument('<prefix>', `the 8 characters after ${API_KEY_PREFIX}`)
+  .addOption(keyDataDir())
+  .action((given: string, options: { dataDir: string }) =>
+    runKeyCommand(async () => {
+      const prefix = given.startsWith(API_KEY_PREFIX) ? given.slice(API_KEY_PREFIX.length) : given;
+      if (!isKeyPrefix(prefix)) throw new ApiKeyStoreError(`A prefix is the 8 characters after ${API_KEY_PREFIX}, as \`key list\` shows them.`, ApiKeyStoreFailure.badName);
+      const store = new ApiKeyStore(resolve(options.dataDir));
+      const before = await store.get(prefix);
+      const revoked = await store.revoke(prefix);
+      if (!revoked) throw new ApiKeyStoreError(`No API key with prefix ${prefix}.`, ApiKeyStoreFailure.notFound);
+      process.stdout.write(`${before?.revokedAt === undefined ? 'Revoked' : 'Already revoked:'} ${describeKey(revoked)} of ${revoked.userName} (id ${revoked.userId}).\n`);
     }),
   );
 

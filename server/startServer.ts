@@ -1,6 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { ensureModel } from '../models/ensureModel.js';
+import { ApiKeyStore } from './auth/ApiKeyStore.js';
 import { createTokenService } from './auth/createTokenService.js';
 import { loadOrCreateInvite, type Invite } from './auth/loadOrCreateInvite.js';
 import { loadOrCreateSigningKey } from './auth/loadOrCreateSigningKey.js';
@@ -81,6 +82,7 @@ export async function startServer(
   const invite = await loadOrCreateInvite(config.dataDir, config.invite);
   const sessions = await SessionStore.load(config.dataDir);
   const users = new UserStore(config.dataDir);
+  const apiKeys = new ApiKeyStore(config.dataDir);
   const tokens = createTokenService({ key, ttlSeconds: config.tokenTtlSeconds, epochs: sessions });
   const staticFiles = await loadStaticFiles(options.clientDist ?? CLIENT_DIST);
   if (staticFiles.size === 0) logger.warn('web client not built: run `npm run build:client`');
@@ -88,7 +90,7 @@ export async function startServer(
   // Process metrics (CPU, memory, event loop, GC) go into this server's own registry, so
   // several servers in one process (the tests) each collect them without clashing.
   const metrics = new Metrics({ processMetrics: true });
-  const server = createServer(config, { logger, engine, tokens, invite, transport: selected.factory, staticFiles, sessions, users, history: history.repository, limiterOverrides: options.limiterOverrides, metrics });
+  const server = createServer(config, { logger, engine, tokens, invite, transport: selected.factory, staticFiles, sessions, users, apiKeys, history: history.repository, limiterOverrides: options.limiterOverrides, metrics });
   const { port } = await server.listen();
   logger.info({ host: config.host, port, transport: server.transport, tls: config.tlsCert !== undefined }, `listening on ${config.host}:${port}`);
   const owned = engine;

@@ -332,3 +332,37 @@ export type RenameRequest = z.infer<typeof RenameRequest>;
 /** DELETE /api/conversations (every one of the user's). */
 export const DeleteAllResponse = z.strictObject({ deleted: nonNegativeInt });
 export type DeleteAllResponse = z.infer<typeof DeleteAllResponse>;
+
+// ---- HTTP: API keys (GET/POST/DELETE /api/keys…, bearer access token) --------
+
+/** Longest name of an API key, in characters (after trimming). */
+export const API_KEY_NAME_MAX_LENGTH = 64;
+
+/** One of the user's live keys. The key itself is never listed: it is shown once, at creation. */
+export const ApiKeyInfo = z.strictObject({
+  name: z.string(),
+  /** The 8 characters after `pk-parley-`: names the key in lists and in DELETE /api/keys/{prefix}. Not secret. */
+  prefix: z.string(),
+  createdAt: nonNegativeInt,
+  /** The last use of the key, to the minute; absent when it was never used. */
+  lastUsedAt: z.optional(nonNegativeInt),
+});
+export type ApiKeyInfo = z.infer<typeof ApiKeyInfo>;
+
+/** GET /api/keys: the user's live keys, newest first. */
+export const ApiKeyListResponse = z.strictObject({ items: z.array(ApiKeyInfo) });
+export type ApiKeyListResponse = z.infer<typeof ApiKeyListResponse>;
+
+/** POST /api/keys. */
+export const CreateApiKeyRequest = z.strictObject({ name: z.string().check(z.minLength(1), z.maxLength(API_KEY_NAME_MAX_LENGTH)) });
+export type CreateApiKeyRequest = z.infer<typeof CreateApiKeyRequest>;
+
+/** POST /api/keys: the only answer that ever holds the key. */
+export const CreateApiKeyResponse = z.strictObject({
+  /** `pk-parley-` + 43 characters of base64url (256 random bits). */
+  key: z.string(),
+  prefix: z.string(),
+  name: z.string(),
+  createdAt: nonNegativeInt,
+});
+export type CreateApiKeyResponse = z.infer<typeof CreateApiKeyResponse>;

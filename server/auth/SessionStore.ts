@@ -73,27 +73,19 @@ export class SessionStore implements EpochSource {
   static async load(dataDir: string, options: { now?: () => number; epochRetentionMs?: number } = {}): Promise<SessionStore> {
     await mkdir(dataDir, { recursive: true, mode: 0o700 });
     const file = join(dataDir, SESSIONS_FILE);
-    let text: string | undefined;
-    try {
-      text = await readFile(file, 'utf8');
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-    }
-    const families = new Map<string, FamilyRecord>();
-    const epochs = new Map<string, { epoch: number; changedAt: number }>();
-    if (text !== undefined) {
-      let parsed;
-      try {
-        parsed = SessionsFile.parse(JSON.parse(text));
-      } catch {
-        throw new Error(`${file} is not a valid Parley sessions file; deleting it signs everyone out`);
-      }
-      for (const [id, record] of Object.entries(parsed.families)) families.set(id, record);
-      for (const [userId, record] of Object.entries(parsed.epochs)) epochs.set(userId, record);
-    }
+    const { families, epochs } = await readState(file);
     const store = new SessionStore(file, families, epochs, options.now ?? Date.now, options.epochRetentionMs ?? DEFAULT_EPOCH_RETENTION_MS);
     if (store.prune()) await store.persist();
     return store;
+  }
+
+  /**
+   * The file as it is, neither pruned nor ever written: for another process (the `parley key`
+   * commands) while the server owns the file. Its answers are a snapshot of the last write.
+   */
+  static async read(dataDir: string): Promise<Pick<SessionStore, 'epochOf' | 'knows'>> {
+    const { families, epochs } = await readState(join(dataDir, SESSIONS_FILE));
+    return new SessionStore(join(dataDir, SESSIONS_FILE), families, epochs, Date.now, DEFAULT_EPOCH_RETENTION_MS);
   }
 
   epochOf(userId: string): number {
@@ -210,6 +202,28 @@ export class SessionStore implements EpochSource {
   private snapshot(): z.infer<typeof SessionsFile> {
     return { version: 1, families: Object.fromEntries(this.families), epochs: Object.fromEntries(this.epochs) };
   }
+}
+
+async function readState(file: string): Promise<{ families: Map<string, FamilyRecord>; epochs: Map<string, { epoch: number; changedAt: number }> }> {
+  let text: string | undefined;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+  const families = new Map<string, FamilyRecord>();
+  const epochs = new Map<string, { epoch: number; changedAt: number }>();
+  if (text !== undefined) {
+    let parsed;
+    try {
+      parsed = SessionsFile.parse(JSON.parse(text));
+    } catch {
+      throw new Error(`${file} is not a valid Parley sessions file; deleting it signs everyone out`);
+    }
+    for (const [id, record] of Object.entries(parsed.families)) families.set(id, record);
+    for (const [userId, record] of Object.entries(parsed.epochs)) epochs.set(userId, record);
+  }
+  return { families, epochs };
 }
 
 function randomId(): string {

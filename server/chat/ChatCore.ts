@@ -3,12 +3,12 @@ import type { Logger } from 'pino';
 import { ErrorCode } from '../../shared/errorCodes.js';
 import { StopReason } from '../../shared/protocol.js';
 import type { Config } from '../config.js';
-import { EngineStopReason, type Engine, type Turn } from '../engine/Engine.js';
+import { EngineStopReason, type Engine, type GenerationOptions, type Turn } from '../engine/Engine.js';
 import { MessageOutcome } from '../history/ConversationRepository.js';
 import { LimitRefusedError } from '../limits/LimitRefusedError.js';
 import type { Limiters } from '../limits/Limiters.js';
 import type { Metrics } from '../metrics/Metrics.js';
-import { EngineError, ParleyError, ShuttingDownError, toParleyError } from '../ParleyError.js';
+import { ContextOverflowError, EngineError, ParleyError, ShuttingDownError, toParleyError } from '../ParleyError.js';
 import { AbortReason } from './AbortReason.js';
 import type { ActiveConversation, Conversations } from './Conversations.js';
 import { Reply, type ReplyListener } from './Reply.js';
@@ -31,12 +31,18 @@ export interface ChatRequest {
    * created or stored, and the reply's conversation id is a throwaway one.
    */
   readonly history?: readonly Turn[];
+  /**
+   * When the history does not fit beside the reply budget: `trim` leaves the oldest turns out
+   * (the default, as a chat does), `refuse` refuses the request (a caller that manages its own
+   * context must not get an answer to less than it sent).
+   */
+  readonly fitHistory?: 'trim' | 'refuse';
   /** Replace the conversation's last exchange instead of adding one. */
   readonly regenerate?: boolean;
   /** At most this many reply tokens (never more than the server's cap). */
   readonly maxTokens?: number;
-  /** Sampling temperature for this request (0 to 2); the server's when absent. */
-  readonly temperature?: number;
+  /** Sampling and shape of the reply (temperature 0 to 2, top_p, seed, stop, a system prompt, a response format). */
+  readonly options?: GenerationOptions;
   /** Aborting it cancels the request, in whatever phase it is. */
   readonly signal?: AbortSignal;
   readonly log: Logger;
@@ -143,7 +149,8 @@ export class ChatCore {
     if (request.history !== undefined && request.conversationId !== undefined) {
       return refused(new ParleyError(ErrorCode.badRequest, 'Give a conversation or a history, not both.'));
     }
-    if (request.temperature !== undefined && !(request.temperature >= 0 && request.temperature <= 2)) {
+    const temperature = request.options?.temperature;
+    if (temperature !== undefined && !(temperature >= 0 && temperature <= 2)) {
       return refused(new ParleyError(ErrorCode.badRequest, 'temperature is between 0 and 2.'));
     }
     let conversation: ActiveConversation | undefined;
@@ -162,11 +169,15 @@ export class ChatCore {
     const cap = Math.min(this.config.maxTokens, request.maxTokens ?? this.config.maxTokens);
     let plan;
     try {
-      plan = this.engine.planPrompt(history, request.text, cap);
+      plan = this.engine.planPrompt(history, request.text, cap, request.options?.system);
+      if (request.options?.format !== undefined) await this.engine.prepareFormat(request.options.format);
     } catch (error) {
       return refused(toParleyError(error));
     }
     if (conversation) this.conversations.remember(conversation, plan.turnTokens);
+    if (request.fitHistory === 'refuse' && plan.firstTurn > 0) {
+      return refused(new ContextOverflowError(`These messages need more than the model's context of ${this.engine.info.contextSize} tokens with room for the reply; shorten them or ask for fewer tokens.`));
+    }
 
     // Reserve the worst case now; what the reply does not use is refunded when it ends.
     const reserved = plan.promptTokens + plan.maxTokens;
@@ -346,7 +357,7 @@ export class ChatCore {
               history,
               text: request.text,
               maxTokens: plan.maxTokens,
-              ...(request.temperature === undefined ? {} : { temperature: request.temperature }),
+              ...(request.options === undefined ? {} : { options: request.options }),
               signal,
               onText: (text) => {
                 firstTokenAt ??= Date.now();

@@ -7,6 +7,22 @@ export interface Turn {
   readonly tokens?: number;
 }
 
+/** Output the engine must produce, enforced while decoding (a grammar): any JSON value, or JSON fitting a schema. */
+export type ResponseFormat = { readonly type: 'json' } | { readonly type: 'json_schema'; readonly schema: unknown };
+
+/** Sampling and shape of one reply, beyond the engine's defaults. */
+export interface GenerationOptions {
+  /** Replaces the server's system prompt for this request. */
+  readonly system?: string;
+  /** Sampling temperature; the engine's own when absent. */
+  readonly temperature?: number;
+  readonly topP?: number;
+  readonly seed?: number;
+  /** The reply ends before the first of these (which is not part of it). */
+  readonly stop?: readonly string[];
+  readonly format?: ResponseFormat;
+}
+
 export const EngineStopReason = {
   endOfText: 'eos',
   maxTokens: 'max_tokens',
@@ -34,8 +50,7 @@ export interface GenerateRequest {
   readonly history: readonly Turn[];
   readonly text: string;
   readonly maxTokens: number;
-  /** Sampling temperature for this request; the engine's own when absent. */
-  readonly temperature?: number;
+  readonly options?: GenerationOptions;
   readonly signal: AbortSignal;
   /** Called for each piece of decoded text, in order. */
   readonly onText: (text: string) => void;
@@ -61,7 +76,9 @@ export interface Engine {
    * Chooses the newest history turns that fit beside the message and the reply budget, in one
    * pass over per-turn token counts. Throws ContextOverflowError when the message alone cannot fit.
    */
-  planPrompt(history: readonly Turn[], text: string, maxTokens: number): PromptPlan;
+  planPrompt(history: readonly Turn[], text: string, maxTokens: number, system?: string): PromptPlan;
+  /** Resolves when the engine can enforce `format`; rejects with a ParleyError (bad_request) when it cannot (an unsupported schema). */
+  prepareFormat(format: ResponseFormat): Promise<void>;
   generate(request: GenerateRequest): Promise<GenerateResult>;
   dispose(): Promise<void>;
 }

@@ -5,13 +5,14 @@ import {
   type Llama,
   type LlamaContext,
   type LlamaContextSequence,
+  type LlamaGrammar,
   type LlamaModel,
   type Token,
 } from 'node-llama-cpp';
 import type { ModelInfo } from '../../shared/protocol.js';
-import { ContextOverflowError, EngineError } from '../ParleyError.js';
+import { BadRequestError, ContextOverflowError, EngineError } from '../ParleyError.js';
 import { DecodeBarrier } from './DecodeBarrier.js';
-import { EngineStopReason, type Engine, type GenerateRequest, type GenerateResult, type PromptPlan, type Turn } from './Engine.js';
+import { EngineStopReason, type Engine, type GenerateRequest, type GenerateResult, type PromptPlan, type ResponseFormat, type Turn } from './Engine.js';
 import type { LlamaBuild, LlamaBuildChoice } from './LlamaBuild.js';
 import { loadLlamaModel } from './loadLlamaModel.js';
 
@@ -50,6 +51,8 @@ const MIN_REPLY_TOKENS = 8;
  * makes node-llama-cpp 3.22.1 spin, so the reply budget never reaches the last tokens.
  */
 const CONTEXT_MARGIN = 16;
+/** Distinct response formats whose grammars are kept compiled. */
+const MAX_GRAMMARS = 16;
 /** See DecodeBarrierOptions.maxWaitMs: a bound for stalls, far above a lockstep step's arrival spread. */
 const LOCKSTEP_MAX_WAIT_MS = 20;
 /**
@@ -111,6 +114,8 @@ export class LlamaEngine implements Engine {
   readonly threadsReason: string;
   private readonly sequenceSlots: SequenceSlot[];
   private readonly initialHistory: ChatHistoryItem[];
+  /** Compiled grammars by format, oldest first. */
+  private readonly grammars = new Map<string, Promise<LlamaGrammar>>();
   /** The prompt of an empty message with no history: what countTurnTokens subtracts. */
   private emptyPromptTokens: number | undefined;
 
@@ -166,9 +171,9 @@ export class LlamaEngine implements Engine {
     return this.chatWrapper.wrapperName;
   }
 
-  planPrompt(history: readonly Turn[], text: string, maxTokens: number): PromptPlan {
+  planPrompt(history: readonly Turn[], text: string, maxTokens: number, system?: string): PromptPlan {
     const contextSize = this.context.contextSize;
-    const alone = this.countPromptTokens([], text);
+    const alone = this.countPromptTokens([], text, system);
     if (alone + MIN_REPLY_TOKENS + CONTEXT_MARGIN > contextSize) {
       throw new ContextOverflowError(
         `This message is about ${alone} tokens; the model's context holds ${contextSize} tokens including the reply. Shorten it.`,
@@ -187,10 +192,10 @@ export class LlamaEngine implements Engine {
     }
     // Per-turn counts add up to the rendered prompt only nearly (a template may join turns):
     // one exact count of the chosen window, and a further cut in the rare case it is over.
-    let promptTokens = this.countPromptTokens(history.slice(firstTurn), text);
+    let promptTokens = this.countPromptTokens(history.slice(firstTurn), text, system);
     while (promptTokens > budget && firstTurn < history.length) {
       firstTurn = Math.min(history.length, firstTurn + 2);
-      promptTokens = this.countPromptTokens(history.slice(firstTurn), text);
+      promptTokens = this.countPromptTokens(history.slice(firstTurn), text, system);
     }
     const room = Math.max(MIN_REPLY_TOKENS, contextSize - promptTokens - CONTEXT_MARGIN);
     return { firstTurn, promptTokens, maxTokens: Math.min(maxTokens, room), limitedByContext: room < maxTokens, turnTokens };
@@ -209,7 +214,9 @@ export class LlamaEngine implements Engine {
       }
       slot.conversationId = request.conversationId;
       session = new LlamaChatSession({ contextSequence: slot.sequence, chatWrapper: this.chatWrapper, autoDisposeSequence: false });
-      session.setChatHistory(this.toChatHistory(request.history));
+      const options = request.options ?? {};
+      session.setChatHistory(this.toChatHistory(request.history, options.system));
+      const grammar = options.format === undefined ? undefined : await this.grammarFor(options.format);
       let completionTokens = 0;
       this.barrier?.begin(slot.id);
       request.signal.addEventListener('abort', leaveLockstep, { once: true });
@@ -217,7 +224,11 @@ export class LlamaEngine implements Engine {
         signal: request.signal,
         stopOnAbortSignal: true,
         maxTokens: request.maxTokens,
-        temperature: request.temperature ?? this.options.temperature,
+        temperature: options.temperature ?? this.options.temperature,
+        ...(options.topP === undefined ? {} : { topP: options.topP }),
+        ...(options.seed === undefined ? {} : { seed: options.seed }),
+        ...(options.stop === undefined || options.stop.length === 0 ? {} : { customStopTriggers: [...options.stop] }),
+        ...(grammar === undefined ? {} : { grammar }),
         trimWhitespaceSuffix: false,
         onToken: (tokens) => {
           completionTokens += tokens.length;
@@ -273,21 +284,43 @@ export class LlamaEngine implements Engine {
     return chosen;
   }
 
+  async prepareFormat(format: ResponseFormat): Promise<void> {
+    await this.grammarFor(format);
+  }
+
+  /** The grammar that enforces `format`, compiled once per distinct format (a few are kept). */
+  private grammarFor(format: ResponseFormat): Promise<LlamaGrammar> {
+    const key = JSON.stringify(format);
+    let grammar = this.grammars.get(key);
+    if (grammar === undefined) {
+      grammar = (format.type === 'json'
+        ? this.llama.getGrammarFor('json')
+        : this.llama.createGrammarForJsonSchema(format.schema as Parameters<Llama['createGrammarForJsonSchema']>[0])
+      ).catch((error: unknown) => {
+        this.grammars.delete(key);
+        throw new BadRequestError(`This response_format cannot be enforced: ${error instanceof Error ? error.message : String(error)}`.slice(0, 500));
+      });
+      this.grammars.set(key, grammar);
+      if (this.grammars.size > MAX_GRAMMARS) this.grammars.delete(this.grammars.keys().next().value as string);
+    }
+    return grammar;
+  }
+
   /** What one turn adds to a prompt: the prompt with it, less the prompt without it (an empty message either way). */
   private countTurnTokens(turn: Turn): number {
     this.emptyPromptTokens ??= this.countPromptTokens([], '');
     return Math.max(0, this.countPromptTokens([turn], '') - this.emptyPromptTokens);
   }
 
-  private countPromptTokens(history: readonly Turn[], text: string): number {
-    const chatHistory: ChatHistoryItem[] = [...this.toChatHistory(history), { type: 'user', text }, { type: 'model', response: [] }];
+  private countPromptTokens(history: readonly Turn[], text: string, system?: string): number {
+    const chatHistory: ChatHistoryItem[] = [...this.toChatHistory(history, system), { type: 'user', text }, { type: 'model', response: [] }];
     const { contextText } = this.chatWrapper.generateContextState({ chatHistory });
     return contextText.tokenize(this.model.tokenizer).length;
   }
 
-  private toChatHistory(history: readonly Turn[]): ChatHistoryItem[] {
+  private toChatHistory(history: readonly Turn[], system?: string): ChatHistoryItem[] {
     return [
-      ...this.initialHistory,
+      ...(system === undefined ? this.initialHistory : this.chatWrapper.generateInitialChatHistory({ systemPrompt: system })),
       ...history.map((turn): ChatHistoryItem => (turn.role === 'user' ? { type: 'user', text: turn.text } : { type: 'model', response: [turn.text] })),
     ];
   }

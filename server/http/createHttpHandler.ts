@@ -7,18 +7,22 @@ import type { TokenService } from '../auth/createTokenService.js';
 import { InvitePinnedError, type Invite } from '../auth/loadOrCreateInvite.js';
 import { Role, type Principal } from '../auth/Principal.js';
 import { clearedRefreshCookie, readRefreshCookie, refreshCookie } from '../auth/refreshCookie.js';
+import type { ApiKeyStore } from '../auth/ApiKeyStore.js';
+import type { ApiKeyAuthenticator } from '../auth/authenticateApiKey.js';
 import type { SessionStore } from '../auth/SessionStore.js';
 import type { UserStore } from '../auth/UserStore.js';
 import type { ChatCore } from '../chat/ChatCore.js';
 import { LimitRefusedError } from '../limits/LimitRefusedError.js';
 import type { LimitDecision, Limiters } from '../limits/Limiters.js';
 import { BadRequestError, ConflictError, ForbiddenError, InternalError, NotFoundError, UnauthorizedError } from '../ParleyError.js';
-import type { HttpHandler, HttpRequest, HttpResponse } from '../transport/Transport.js';
+import type { HttpHandler, HttpRequest, HttpResponse, HttpStreamResponse } from '../transport/Transport.js';
 import type { Metrics } from '../metrics/Metrics.js';
 import { authorizeMetrics, isLoopback } from './authorizeMetrics.js';
 import type { StaticFile } from './loadStaticFiles.js';
 import { securityHeaders } from './securityHeaders.js';
 import { CONVERSATIONS_PATH, handleConversationApi } from './conversationApi.js';
+import { handleOpenAiApi, OPENAI_PATH } from './openAiApi.js';
+import { API_KEYS_PATH, handleApiKeyRoutes } from './apiKeyRoutes.js';
 import { toHttpResponse } from './toHttpResponse.js';
 
 export interface HttpDeps {
@@ -42,6 +46,12 @@ export interface HttpDeps {
   readonly metricsToken: string | undefined;
   /** The chat core, whose stored conversations /api/conversations serves. */
   readonly chat: ChatCore;
+  /** API keys, managed by their owner at /api/keys. */
+  readonly apiKeys: ApiKeyStore;
+  /** Checks `Authorization: Bearer pk-parley-…` for the OpenAI-compatible /v1 API. */
+  readonly authenticateApiKey: ApiKeyAuthenticator;
+  /** The model id the OpenAI-compatible API lists and answers to. */
+  readonly modelId: string;
 }
 
 interface Context {
@@ -86,7 +96,7 @@ export function createHttpHandler(deps: HttpDeps): HttpHandler {
   };
 }
 
-async function route(context: Context): Promise<HttpResponse> {
+async function route(context: Context): Promise<HttpResponse | HttpStreamResponse> {
   const { deps, request } = context;
   const post = Object.hasOwn(postRoutes, request.path) ? postRoutes[request.path] : undefined;
   if (post) {
@@ -109,8 +119,14 @@ async function route(context: Context): Promise<HttpResponse> {
     const ready = deps.isReady();
     return json(ready ? 200 : 503, { status: ready ? 'ok' : 'unavailable' });
   }
+  if (request.path === OPENAI_PATH || request.path.startsWith(`${OPENAI_PATH}/`)) {
+    return handleOpenAiApi(request, { chat: deps.chat, modelId: deps.modelId, authenticate: deps.authenticateApiKey, logger: deps.logger });
+  }
   if (request.path === CONVERSATIONS_PATH || request.path.startsWith(`${CONVERSATIONS_PATH}/`)) {
     return handleConversationApi(request, { tokens: deps.tokens, chat: deps.chat, limiters: deps.limiters });
+  }
+  if (request.path === API_KEYS_PATH || request.path.startsWith(`${API_KEYS_PATH}/`)) {
+    return handleApiKeyRoutes(request, { tokens: deps.tokens, keys: deps.apiKeys, users: deps.users, sessions: deps.sessions, limiters: deps.limiters, logger: deps.logger });
   }
   if (request.path.startsWith('/api/')) return toHttpResponse(new NotFoundError('No such endpoint.'));
   if (request.method !== 'GET' && request.method !== 'HEAD') return useGet();
@@ -407,6 +423,6 @@ function text(status: number, body: string): HttpResponse {
   return { status, headers: { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' }, body };
 }
 
-function withSecurityHeaders(response: HttpResponse): HttpResponse {
+function withSecurityHeaders<T extends HttpResponse | HttpStreamResponse>(response: T): T {
   return { ...response, headers: { ...securityHeaders, ...response.headers } };
 }

@@ -9,6 +9,8 @@ export interface HttpRequest {
   readonly headers: Readonly<Record<string, string>>;
   readonly remoteAddress: string;
   readonly body: Buffer;
+  /** Aborts when the peer leaves before the response is written (so work for it can stop). */
+  readonly signal?: AbortSignal;
 }
 
 export interface HttpResponse {
@@ -17,7 +19,44 @@ export interface HttpResponse {
   readonly body: string | Buffer;
 }
 
-export type HttpHandler = (request: HttpRequest) => Promise<HttpResponse>;
+/**
+ * A response body written in pieces (Server-Sent Events), after the status and headers.
+ *
+ * Invariants: `write` returns false while the transport buffers (backpressure): the writer stops
+ * and waits for `onDrain`, so a slow reader never makes the server buffer without bound; after
+ * the peer left or `end`, writes are dropped and return false; `onClose` runs exactly once,
+ * whether the peer left or the response ended.
+ */
+export interface HttpStream {
+  write(chunk: string): boolean;
+  /** Ends the response. Safe to call twice. */
+  end(): void;
+  /** Called once each time the transport drains after a `write` returned false. */
+  onDrain(listener: () => void): void;
+  /** Called once: the peer closed the connection, or the response ended. */
+  onClose(listener: (peerLeft: boolean) => void): void;
+  /** True once the peer left or the response ended. */
+  readonly closed: boolean;
+}
+
+/**
+ * A streamed response: the transport writes the head, then hands the body to `start`. The
+ * transport adds `responseHeaders` and frames the body itself (chunked; a Content-Length is
+ * dropped). uWS sends the end of the head only with the first `write`, so a client sees the
+ * response once the first chunk is out: write one at once. If the peer left while the handler
+ * ran, `start` still gets the stream, already closed, and `onClose(true)` runs.
+ */
+export interface HttpStreamResponse {
+  readonly status: number;
+  readonly headers: Readonly<Record<string, string>>;
+  start(stream: HttpStream): void;
+}
+
+export function isStreamResponse(response: HttpResponse | HttpStreamResponse): response is HttpStreamResponse {
+  return 'start' in response;
+}
+
+export type HttpHandler = (request: HttpRequest) => Promise<HttpResponse | HttpStreamResponse>;
 
 export interface UpgradeRequest {
   readonly path: string;
@@ -46,6 +85,8 @@ export interface TransportLimits {
   readonly maxFrameBytes: number;
   /** Largest HTTP request body accepted; larger gets 413. */
   readonly maxHttpBodyBytes: number;
+  /** Largest body for paths under /v1/ (the OpenAI-compatible API carries whole conversations). */
+  readonly maxApiBodyBytes: number;
   /** A socket that shows no traffic and answers no ping for this long is closed. */
   readonly idleTimeoutSeconds: number;
   /** Buffered bytes above which `send` reports backpressure. */

@@ -2,11 +2,14 @@ import type { HttpResponse as UwsHttpResponse, WebSocket as UwsWebSocket, us_lis
 import { CloseCode } from '../../shared/errorCodes.js';
 import type { Principal } from '../auth/Principal.js';
 import { SendStatus, TransportName, type Connection } from './Connection.js';
-import type { HttpResponse, Transport, TransportOptions } from './Transport.js';
+import { isStreamResponse, type HttpResponse, type HttpStreamResponse, type Transport, type TransportOptions } from './Transport.js';
 import { httpStatusLine } from './httpStatusLine.js';
 import { internalError } from './internalError.js';
+import { maxBodyBytes } from './maxBodyBytes.js';
 import { payloadTooLarge } from './payloadTooLarge.js';
+import { streamHeaders } from './streamHeaders.js';
 import type { UwsModule } from './loadUws.js';
+import { UwsHttpStream } from './UwsHttpStream.js';
 
 interface SocketData {
   connection?: UwsConnection;
@@ -54,11 +57,28 @@ export function uwsTransport(uws: UwsModule) {
   return (options: TransportOptions): Transport => {
     const { limits } = options;
     const open = new Set<UwsConnection>();
+    const streams = new Set<UwsHttpStream>();
     let listenSocket: us_listen_socket | undefined;
     let nextId = 0;
     const extraHeaders = options.responseHeaders ?? {};
     const writeResponse = (res: UwsHttpResponse, response: HttpResponse, closeConnection = false) =>
       writeUwsResponse(res, { ...response, headers: { ...extraHeaders, ...response.headers } }, closeConnection);
+    /** Hands the body to the handler. A peer that left before the head gets a stream that is already closed, so `onClose(true)` still reaches the handler. */
+    const startStream = (stream: UwsHttpStream, response: HttpStreamResponse, peerGone: boolean): void => {
+      if (peerGone) {
+        stream.peerLeft();
+      } else {
+        stream.open(response.status, streamHeaders(extraHeaders, response.headers));
+        streams.add(stream);
+        stream.onClose(() => streams.delete(stream));
+      }
+      try {
+        response.start(stream);
+      } catch (error) {
+        options.onError(error, 'http stream');
+        stream.abort();
+      }
+    };
 
     silenceVersionHeader(uws);
     // SSLApp throws "App construction failed" for unreadable or mismatched PEM files;
@@ -151,9 +171,15 @@ export function uwsTransport(uws: UwsModule) {
       const query = req.getQuery() ?? '';
       const headers = readHeaders(req);
       const remoteAddress = decoder.decode(res.getRemoteAddressAsText());
+      const limit = maxBodyBytes(path, limits);
       let aborted = false;
+      let stream: UwsHttpStream | undefined;
+      // uWS runs onAborted only while the response is unfinished: the peer left before it was written.
+      const peer = new AbortController();
       res.onAborted(() => {
         aborted = true;
+        peer.abort();
+        stream?.peerLeft();
       });
 
       const chunks: Buffer[] = [];
@@ -161,13 +187,21 @@ export function uwsTransport(uws: UwsModule) {
       let tooLarge = false;
       const finish = (body: Buffer) => {
         options
-          .http({ method, path, query, headers, remoteAddress, body })
+          .http({ method, path, query, headers, remoteAddress, body, signal: peer.signal })
           .then((response) => {
-            if (!aborted) res.cork(() => writeResponse(res, response));
+            if (isStreamResponse(response)) {
+              // Assigned before `start` runs, so onAborted reaches the stream from the first write on.
+              stream = new UwsHttpStream(res, options.onError);
+              startStream(stream, response, aborted);
+            } else if (!aborted) {
+              res.cork(() => writeResponse(res, response));
+            }
           })
           .catch((error: unknown) => {
             options.onError(error, 'http');
-            if (!aborted) res.cork(() => writeResponse(res, internalError()));
+            // Once a stream's head may be out, a 500 cannot follow it: cut the connection instead.
+            if (stream) stream.abort();
+            else if (!aborted) res.cork(() => writeResponse(res, internalError()));
           });
       };
 
@@ -178,7 +212,7 @@ export function uwsTransport(uws: UwsModule) {
       res.onData((chunk, isLast) => {
         if (tooLarge) return;
         size += chunk.byteLength;
-        if (size > limits.maxHttpBodyBytes) {
+        if (size > limit) {
           tooLarge = true;
           if (!aborted) {
             aborted = true;
@@ -212,8 +246,10 @@ export function uwsTransport(uws: UwsModule) {
           listenSocket = undefined;
         }
         for (const connection of [...open]) connection.close(code, reason);
-        // uWS.App has no close() in v20.30; closing the listen socket and every WebSocket
-        // lets the loop exit. Keep-alive HTTP sockets time out on their own (10 s).
+        // An open stream would keep its socket (and the loop) alive: cut it; its onClose(true) runs.
+        for (const stream of [...streams]) stream.abort();
+        // uWS.App has no close() in v20.30; closing the listen socket, every WebSocket and every
+        // stream lets the loop exit. Keep-alive HTTP sockets time out on their own (10 s).
         await new Promise((resolve) => setImmediate(resolve));
       },
     };

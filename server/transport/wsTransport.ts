@@ -7,10 +7,13 @@ import { toHttpResponse } from '../http/toHttpResponse.js';
 import { BadRequestError, NotFoundError } from '../ParleyError.js';
 import type { Principal } from '../auth/Principal.js';
 import { SendStatus, TransportName, type Connection } from './Connection.js';
-import type { HttpResponse, Transport, TransportOptions } from './Transport.js';
+import { isStreamResponse, type HttpResponse, type Transport, type TransportOptions } from './Transport.js';
 import { httpStatusLine } from './httpStatusLine.js';
 import { internalError } from './internalError.js';
+import { maxBodyBytes } from './maxBodyBytes.js';
+import { NodeHttpStream } from './NodeHttpStream.js';
 import { payloadTooLarge } from './payloadTooLarge.js';
+import { streamHeaders } from './streamHeaders.js';
 
 class WsConnection implements Connection {
   readonly transport = TransportName.ws;
@@ -63,6 +66,7 @@ export function wsTransport() {
     const { limits } = options;
     let nextId = 0;
     const open = new Set<WsConnection>();
+    const streams = new Set<NodeHttpStream>();
     const alive = new WeakMap<WebSocket, boolean>();
     const extraHeaders = options.responseHeaders ?? {};
     const withExtra = (response: HttpResponse): HttpResponse => ({ ...response, headers: { ...extraHeaders, ...response.headers } });
@@ -84,24 +88,50 @@ export function wsTransport() {
     });
 
     const onRequest: RequestListener = (req, res) => {
-      readBody(req, limits.maxHttpBodyBytes)
-        .then(async (body) => {
-          if (body === undefined) return writeResponse(res, withExtra(payloadTooLarge()), true);
-          const url = new URL(req.url ?? '/', 'http://x');
-          const response = await options.http({
-            method: (req.method ?? 'GET').toUpperCase(),
-            path: url.pathname,
-            query: url.search.slice(1),
-            headers: flattenHeaders(req),
-            remoteAddress: req.socket.remoteAddress ?? '',
-            body,
-          });
-          writeResponse(res, withExtra(response));
-        })
-        .catch((error: unknown) => {
-          options.onError(error, 'http');
-          if (!res.headersSent) writeResponse(res, withExtra(internalError()));
+      let stream: NodeHttpStream | undefined;
+      // `close` also follows a response that finished; only an unfinished one means the peer left.
+      const peer = new AbortController();
+      res.on('close', () => {
+        if (!res.writableFinished) peer.abort();
+      });
+      const serve = async () => {
+        // Inside the promise: an odd request target can make URL throw, and that must become a 500.
+        const url = new URL(req.url ?? '/', 'http://x');
+        const body = await readBody(req, maxBodyBytes(url.pathname, limits));
+        if (body === undefined) return writeResponse(res, withExtra(payloadTooLarge()), true);
+        const response = await options.http({
+          method: (req.method ?? 'GET').toUpperCase(),
+          path: url.pathname,
+          query: url.search.slice(1),
+          headers: flattenHeaders(req),
+          remoteAddress: req.socket.remoteAddress ?? '',
+          body,
+          signal: peer.signal,
         });
+        if (!isStreamResponse(response)) return writeResponse(res, withExtra(response));
+        const opened = new NodeHttpStream(res, options.onError);
+        stream = opened;
+        // A peer that left before the head gets a stream that is already closed, so `onClose(true)` still reaches the handler.
+        if (res.destroyed) {
+          opened.peerLeft();
+        } else {
+          opened.open(response.status, streamHeaders(extraHeaders, response.headers));
+          streams.add(opened);
+          opened.onClose(() => streams.delete(opened));
+        }
+        try {
+          response.start(opened);
+        } catch (error) {
+          options.onError(error, 'http stream');
+          opened.abort();
+        }
+      };
+      serve().catch((error: unknown) => {
+        options.onError(error, 'http');
+        // Once a stream's head may be out, a 500 cannot follow it: cut the connection instead.
+        if (stream) stream.abort();
+        else if (!res.headersSent) writeResponse(res, withExtra(internalError()));
+      });
     };
     // Node's defaults: at most 2,000 headers are kept (the rest are dropped, the case of
     // CVE-2024-37890, fixed in ws 8.17.1) and a header section over maxHeaderSize is refused.
@@ -201,6 +231,8 @@ export function wsTransport() {
       async close(code, reason) {
         clearInterval(heartbeat);
         for (const connection of [...open]) connection.close(code, reason);
+        // server.close waits for every connection; an open stream would hold it forever. Its onClose(true) runs.
+        for (const stream of [...streams]) stream.abort();
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
           server.closeIdleConnections();

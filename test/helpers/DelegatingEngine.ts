@@ -1,4 +1,4 @@
-import type { Engine, GenerateRequest, GenerateResult, PromptPlan, Turn } from '../../server/engine/Engine.js';
+import type { Engine, GenerateRequest, GenerateResult, PromptPlan, ResponseFormat, Turn } from '../../server/engine/Engine.js';
 
 /** An engine that hands everything to a real one; test wrappers override what they change. */
 export class DelegatingEngine implements Engine {
@@ -12,8 +12,12 @@ export class DelegatingEngine implements Engine {
     return this.real.slots;
   }
 
-  planPrompt(history: readonly Turn[], text: string, maxTokens: number): PromptPlan {
-    return this.real.planPrompt(history, text, maxTokens);
+  planPrompt(history: readonly Turn[], text: string, maxTokens: number, system?: string): PromptPlan {
+    return this.real.planPrompt(history, text, maxTokens, system);
+  }
+
+  prepareFormat(format: ResponseFormat): Promise<void> {
+    return this.real.prepareFormat(format);
   }
 
   generate(request: GenerateRequest): Promise<GenerateResult> {

@@ -42,6 +42,8 @@ export class ScriptedEngine implements Engine {
     return { firstTurn, promptTokens: total, maxTokens: Math.min(maxTokens, room), limitedByContext: room < maxTokens, turnTokens };
   }
 
+  async prepareFormat(): Promise<void> {}
+
   releasePrompts(): void {
     this.holdPrompts = false;
     for (const resolve of this.promptWaiters.splice(0)) resolve();

@@ -1,16 +1,30 @@
 import assert from 'node:assert/strict';
+import { request as httpRequest } from 'node:http';
+import { connect as netConnect, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { WebSocket } from 'ws';
 import type { Principal } from '../../server/auth/Principal.js';
 import { loadUws } from '../../server/transport/loadUws.js';
 import { selectTransport } from '../../server/transport/selectTransport.js';
 import { SendStatus, type Connection } from '../../server/transport/Connection.js';
-import type { Transport } from '../../server/transport/Transport.js';
+import type { HttpResponse, HttpStream, HttpStreamResponse, Transport } from '../../server/transport/Transport.js';
 import { TRANSPORTS } from '../helpers/startTestServer.js';
 
 const principal: Principal = { userId: 'u_test', name: 'test', role: 'user', expiresAt: Date.now() + 60_000 };
 const HIGH_WATER = 64 * 1024;
 const MAX_FRAME = 16 * 1024;
+const MAX_HTTP_BODY = 1024;
+const MAX_API_BODY = 128 * 1024;
+/** The transport's own headers; a response's header of the same name (cache-control here) wins. */
+const RESPONSE_HEADERS = { 'x-content-type-options': 'nosniff', 'referrer-policy': 'no-referrer', 'cache-control': 'private' } as const;
+
+/** A stream handed to the handler, with what the transport reported on it. */
+interface StreamProbe {
+  readonly stream: HttpStream;
+  drains: number;
+  /** `peerLeft` of every onClose call, in order: exactly one is expected. */
+  readonly closes: boolean[];
+}
 
 interface Harness {
   transport: Transport;
@@ -19,13 +33,43 @@ interface Harness {
   messages: Array<string | null>;
   drains: number;
   closes: number[];
+  streams: StreamProbe[];
+  /** Requests to /hold*: the handler answers only once the peer left (request.signal aborted). */
+  held: number;
+  heldAborted: number;
+  /** The signal of the last plain (non-held, non-stream) request. */
+  lastSignal?: AbortSignal;
 }
 
 async function startHarness(name: 'uws' | 'ws'): Promise<Harness> {
-  const harness = { connections: [], messages: [], drains: 0, closes: [] } as unknown as Harness;
+  const harness = { connections: [], messages: [], drains: 0, closes: [], streams: [], held: 0, heldAborted: 0 } as unknown as Harness;
+  const streamed = (): HttpStreamResponse => ({
+    status: 200,
+    headers: { 'content-type': 'text/event-stream', 'cache-control': 'no-store' },
+    start: (stream) => {
+      const probe: StreamProbe = { stream, drains: 0, closes: [] };
+      stream.onDrain(() => probe.drains++);
+      stream.onClose((peerLeft) => probe.closes.push(peerLeft));
+      harness.streams.push(probe);
+    },
+  });
   const transport = selectTransport(name).factory({
     wsPath: '/ws',
-    http: async (request) => ({ status: 200, headers: { 'content-type': 'text/plain' }, body: `${request.method} ${request.path} ${request.body.length}` }),
+    responseHeaders: RESPONSE_HEADERS,
+    http: async (request): Promise<HttpResponse | HttpStreamResponse> => {
+      if (request.path.startsWith('/hold')) {
+        harness.held++;
+        const signal = request.signal as AbortSignal;
+        await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
+        harness.heldAborted++;
+        // Answered after the peer left: the transport must drop it without touching the dead response.
+        if (request.path !== '/hold-stream') return { status: 200, headers: {}, body: 'too late' };
+      } else if (request.path !== '/stream') {
+        harness.lastSignal = request.signal;
+        return { status: 200, headers: { 'content-type': 'text/plain' }, body: `${request.method} ${request.path} ${request.body.length}` };
+      }
+      return streamed();
+    },
     upgrade: async (request) =>
       request.headers['sec-websocket-protocol']?.includes('let-me-in')
         ? { accept: true, principal, protocol: 'parley.v1' }
@@ -39,7 +83,7 @@ async function startHarness(name: 'uws' | 'ws'): Promise<Harness> {
       drain: () => harness.drains++,
       close: (_connection, code) => harness.closes.push(code),
     },
-    limits: { maxFrameBytes: MAX_FRAME, maxHttpBodyBytes: 1024, idleTimeoutSeconds: 60, highWaterBytes: HIGH_WATER },
+    limits: { maxFrameBytes: MAX_FRAME, maxHttpBodyBytes: MAX_HTTP_BODY, maxApiBodyBytes: MAX_API_BODY, idleTimeoutSeconds: 60, highWaterBytes: HIGH_WATER },
     onError: (error) => {
       throw error;
     },
@@ -63,6 +107,74 @@ const until = async (condition: () => boolean, what: string) => {
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
 };
+
+/** The next stream the handler is given (streams are handed over in request order). */
+async function nextStream(harness: Harness, count: number): Promise<StreamProbe> {
+  await until(() => harness.streams.length > count, 'the handler to get the stream');
+  return harness.streams[count] as StreamProbe;
+}
+
+/** A raw HTTP/1.1 client: what arrives is kept byte for byte, so the head and the chunk framing can be checked. */
+class RawClient {
+  readonly socket: Socket;
+  private data = Buffer.alloc(0);
+  closed = false;
+
+  constructor(port: number, path: string) {
+    this.socket = netConnect(port, '127.0.0.1');
+    this.socket.on('data', (chunk: Buffer) => {
+      this.data = Buffer.concat([this.data, chunk]);
+    });
+    this.socket.on('error', () => undefined);
+    this.socket.on('close', () => {
+      this.closed = true;
+    });
+    this.socket.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+  }
+
+  get text(): string {
+    return this.data.toString('latin1');
+  }
+
+  /** The head and the body so far, with the chunk framing removed; `ended` once the last (0) chunk arrived. */
+  parse(): { status: number; headers: Record<string, string>; body: string; ended: boolean } {
+    const text = this.text;
+    const headEnd = text.indexOf('\r\n\r\n');
+    if (headEnd < 0) return { status: 0, headers: {}, body: '', ended: false };
+    const [statusLine = '', ...lines] = text.slice(0, headEnd).split('\r\n');
+    const headers: Record<string, string> = {};
+    for (const line of lines) {
+      const colon = line.indexOf(':');
+      headers[line.slice(0, colon).toLowerCase()] = line.slice(colon + 1).trim();
+    }
+    let body = '';
+    let at = headEnd + 4;
+    for (;;) {
+      const lineEnd = text.indexOf('\r\n', at);
+      if (lineEnd < 0) return { status: Number(statusLine.split(' ')[1]), headers, body, ended: false };
+      const size = parseInt(text.slice(at, lineEnd), 16);
+      if (size === 0) return { status: Number(statusLine.split(' ')[1]), headers, body, ended: true };
+      if (text.length < lineEnd + 2 + size) return { status: Number(statusLine.split(' ')[1]), headers, body, ended: false };
+      body += text.slice(lineEnd + 2, lineEnd + 2 + size);
+      // uWS sends a chunk's closing CRLF in front of the next chunk: a chunk is whole before it.
+      if (text.length < lineEnd + 4 + size) return { status: Number(statusLine.split(' ')[1]), headers, body, ended: false };
+      assert.equal(text.slice(lineEnd + 2 + size, lineEnd + 4 + size), '\r\n', 'each chunk ends with CRLF');
+      at = lineEnd + 4 + size;
+    }
+  }
+}
+
+/** POSTs `bytes` bytes and answers the status (node:http: it reads an early 413 like a browser would). */
+function postStatus(port: number, path: string, bytes: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: '127.0.0.1', port, path, method: 'POST', agent: false }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('error', reject);
+    req.end(Buffer.alloc(bytes, 'a'));
+  });
+}
 
 test('native uWebSockets.js loads on this machine and auto selects it', () => {
   const uws = loadUws();
@@ -144,6 +256,151 @@ for (const name of TRANSPORTS) {
       socket.close();
     });
 
+    test('a streamed response arrives chunk by chunk, in order, and ends', async () => {
+      const count = harness.streams.length;
+      // A POST with a body, like `POST /v1/chat/completions` with `stream: true`.
+      const responsePromise = fetch(`http://127.0.0.1:${harness.port}/stream`, { method: 'POST', body: '{"stream":true}' });
+      const probe = await nextStream(harness, count);
+      // uWS completes the head with the first write: fetch resolves once a chunk is out.
+      assert.equal(probe.stream.write('data: 0\n\n'), true);
+      const response = await responsePromise;
+      assert.equal(response.status, 200);
+      assert.equal(response.headers.get('content-type'), 'text/event-stream');
+      const reader = (response.body as ReadableStream<Uint8Array>).getReader();
+      const decoder = new TextDecoder();
+      let received = '';
+      for (let index = 0; index < 5; index++) {
+        const expected = `data: ${index}\n\n`;
+        // Each chunk is read before the next is written: nothing waits for the end of the response.
+        while (received.length < expected.length) {
+          const { value, done } = await reader.read();
+          assert.equal(done, false, `chunk ${index} arrives before the end`);
+          received += decoder.decode(value, { stream: true });
+        }
+        assert.equal(received, expected);
+        received = '';
+        if (index < 4) assert.equal(probe.stream.write(`data: ${index + 1}\n\n`), true);
+      }
+      assert.equal(probe.stream.closed, false);
+      probe.stream.end();
+      assert.equal(probe.stream.closed, true);
+      assert.equal((await reader.read()).done, true);
+      assert.deepEqual(probe.closes, [false]);
+      probe.stream.end();
+      assert.equal(probe.stream.write('late'), false);
+      assert.deepEqual(probe.closes, [false], 'onClose runs once');
+    });
+
+    test('a streamed response’s head carries the transport’s headers and is chunked, with no length', async () => {
+      const count = harness.streams.length;
+      const client = new RawClient(harness.port, '/stream');
+      const probe = await nextStream(harness, count);
+      probe.stream.write('data: a\n\n');
+      probe.stream.write('data: b\n\n');
+      probe.stream.end();
+      await until(() => client.parse().ended, 'the last chunk');
+      const { status, headers, body } = client.parse();
+      assert.equal(status, 200);
+      assert.equal(headers['x-content-type-options'], 'nosniff');
+      assert.equal(headers['referrer-policy'], 'no-referrer');
+      assert.equal(headers['cache-control'], 'no-store', 'the response’s own header wins');
+      assert.equal(headers['content-type'], 'text/event-stream');
+      assert.equal(headers['transfer-encoding'], 'chunked');
+      assert.equal(headers['content-length'], undefined);
+      assert.equal(headers.uwebsockets, undefined, 'no version mark');
+      assert.equal(body, 'data: a\n\ndata: b\n\n');
+      assert.deepEqual(probe.closes, [false]);
+      client.socket.destroy();
+    });
+
+    test('a stream to a reader that stops reading reports backpressure, then drain, and every byte arrives in order', async () => {
+      const count = harness.streams.length;
+      const client = new RawClient(harness.port, '/stream');
+      client.socket.pause();
+      const probe = await nextStream(harness, count);
+      // Under node's 16 KiB high-water mark, so `false` means the bytes stopped moving, not a big chunk.
+      const line = (seq: number) => `${String(seq).padStart(8, '0')}${'y'.repeat(8 * 1024)}\n`;
+      let seq = 0;
+      let written = true;
+      // Fill the kernel buffers until the transport itself reports backpressure (bounded loop).
+      while (written && seq < 20_000) {
+        written = probe.stream.write(line(seq++));
+        if (written) await new Promise((resolve) => setImmediate(resolve));
+      }
+      assert.equal(written, false, 'write reports backpressure');
+      // The writer's side of the contract: stop, and go on at onDrain until `total`, then end.
+      const total = seq + 16;
+      const pump = () => {
+        while (seq < total) if (!probe.stream.write(line(seq++))) return;
+        probe.stream.end();
+      };
+      probe.stream.onDrain(pump);
+      client.socket.resume();
+      await until(() => client.parse().ended, 'the whole body');
+      assert.ok(probe.drains >= 1, 'onDrain fired');
+      const lines = client.parse().body.split('\n').slice(0, -1);
+      assert.equal(lines.length, total);
+      lines.forEach((text, index) => assert.equal(text, line(index).slice(0, -1), `line ${index} intact and in order`));
+      assert.deepEqual(probe.closes, [false]);
+      client.socket.destroy();
+    });
+
+    test('a client that leaves mid-stream fires onClose(true) once, and later writes return false', async () => {
+      const count = harness.streams.length;
+      const client = new RawClient(harness.port, '/stream');
+      const probe = await nextStream(harness, count);
+      probe.stream.write('data: first\n\n');
+      await until(() => client.parse().body === 'data: first\n\n', 'the first chunk');
+      client.socket.destroy();
+      await until(() => probe.closes.length > 0, 'onClose');
+      assert.deepEqual(probe.closes, [true]);
+      assert.equal(probe.stream.closed, true);
+      assert.equal(probe.stream.write('data: late\n\n'), false);
+      probe.stream.end();
+      let late: boolean | undefined;
+      probe.stream.onClose((peerLeft) => {
+        late = peerLeft;
+      });
+      await until(() => late !== undefined, 'a listener added after the close');
+      assert.equal(late, true);
+      assert.deepEqual(probe.closes, [true], 'onClose ran once');
+    });
+
+    test('a peer that leaves before the response aborts request.signal; a stream answered then starts closed', async () => {
+      for (const path of ['/hold', '/hold-stream']) {
+        const held = harness.held;
+        const aborted = harness.heldAborted;
+        const streams = harness.streams.length;
+        const client = new RawClient(harness.port, path);
+        await until(() => harness.held > held, 'the handler to hold the request');
+        client.socket.destroy();
+        await until(() => harness.heldAborted > aborted, 'request.signal to abort');
+        if (path === '/hold-stream') {
+          const probe = await nextStream(harness, streams);
+          assert.equal(probe.stream.closed, true);
+          await until(() => probe.closes.length > 0, 'onClose');
+          assert.deepEqual(probe.closes, [true]);
+          assert.equal(probe.stream.write('data: x\n\n'), false);
+        }
+      }
+      // A request answered in full does not abort its signal.
+      const client = new RawClient(harness.port, '/plain');
+      await until(() => client.text.endsWith('GET /plain 0'), 'the response');
+      assert.equal(harness.lastSignal?.aborted, false);
+      client.socket.destroy();
+    });
+
+    test('bodies under /v1/ may be up to maxApiBodyBytes; other paths keep maxHttpBodyBytes', async () => {
+      const body = 100 * 1024;
+      const accepted = await fetch(`http://127.0.0.1:${harness.port}/v1/x`, { method: 'POST', body: Buffer.alloc(body, 'a') });
+      assert.equal(await accepted.text(), `POST /v1/x ${body}`);
+      assert.equal(await postStatus(harness.port, '/v1x', body), 413);
+      assert.equal(await postStatus(harness.port, '/api/x', body), 413);
+      assert.equal(await postStatus(harness.port, '/api/x', MAX_HTTP_BODY), 200);
+      assert.equal(await postStatus(harness.port, '/v1/x', MAX_API_BODY), 200);
+      assert.equal(await postStatus(harness.port, '/v1/x', MAX_API_BODY + 1), 413);
+    });
+
     test('close(code) reaches the client and the close handler runs once', async () => {
       const socket = await connect(harness.port);
       await until(() => harness.connections.at(-1)?.isOpen === true, 'open');
@@ -155,6 +412,22 @@ for (const name of TRANSPORTS) {
       await until(() => harness.closes.length === closesBefore + 1, 'close handler');
       assert.equal(connection.send('late'), SendStatus.closed);
       connection.close(4000, 'twice');
+    });
+  });
+
+  test(`close() over ${name} ends an open stream: its onClose(true) runs and shutdown does not wait for it`, async () => {
+    const own = await startHarness(name);
+    const responsePromise = fetch(`http://127.0.0.1:${own.port}/stream`);
+    const probe = await nextStream(own, 0);
+    probe.stream.write('data: 0\n\n');
+    const reader = ((await responsePromise).body as ReadableStream<Uint8Array>).getReader();
+    assert.equal((await reader.read()).done, false);
+    await own.transport.close(1001, 'bye');
+    assert.deepEqual(probe.closes, [true]);
+    assert.equal(probe.stream.write('data: late\n\n'), false);
+    // The connection is cut, not ended: a client cannot take a cut answer for a whole one.
+    await assert.rejects(async () => {
+      for (;;) if ((await reader.read()).done) return;
     });
   });
 }

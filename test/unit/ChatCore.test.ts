@@ -282,12 +282,12 @@ describe('a caller that brings its own history (a stateless API)', () => {
     const { core, scripted, repository } = setup();
     const seen = recorder();
     const history = [{ role: 'user', text: 'earlier' }, { role: 'assistant', text: 'answer' }] as const;
-    assert.ok((await core.submit(request({ history, temperature: 0.3 }), seen.listener)).ok);
+    assert.ok((await core.submit(request({ history, options: { temperature: 0.3 } }), seen.listener)).ok);
     const reply = await seen.end;
     assert.equal(reply.outcome?.kind, 'finished');
     assert.match(reply.conversationId, /^x_/);
     assert.deepEqual(scripted.generations.at(-1)?.history.map((turn) => turn.text), ['earlier', 'answer']);
-    assert.equal(scripted.generations.at(-1)?.temperature, 0.3);
+    assert.equal(scripted.generations.at(-1)?.options?.temperature, 0.3);
     assert.deepEqual(await repository.listConversations('u_a'), []);
     await core.shutdown(0);
   });
@@ -296,7 +296,7 @@ describe('a caller that brings its own history (a stateless API)', () => {
     const { core } = setup();
     const both = await core.submit(request({ history: [], conversationId: 'c_x' }), recorder().listener);
     assert.equal(!both.ok && both.error.code, 'bad_request');
-    const hot = await core.submit(request({ temperature: 3 }), recorder().listener);
+    const hot = await core.submit(request({ options: { temperature: 3 } }), recorder().listener);
     assert.equal(!hot.ok && hot.error.code, 'bad_request');
     await core.shutdown(0);
   });

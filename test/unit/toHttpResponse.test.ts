@@ -27,7 +27,7 @@ import {
 } from '../../server/ParleyError.js';
 import { internalError } from '../../server/transport/internalError.js';
 import { payloadTooLarge } from '../../server/transport/payloadTooLarge.js';
-import type { HttpResponse, UpgradeDecision, UpgradeHandler, UpgradeRequest } from '../../server/transport/Transport.js';
+import { isStreamResponse, type HttpResponse, type HttpStreamResponse, type UpgradeDecision, type UpgradeHandler, type UpgradeRequest } from '../../server/transport/Transport.js';
 import { ErrorCode } from '../../shared/errorCodes.js';
 import { LogSink } from '../helpers/LogSink.js';
 
@@ -40,6 +40,11 @@ const upgradeRequest = (overrides: Partial<UpgradeRequest> = {}): UpgradeRequest
 });
 const accepting: UpgradeHandler = async () => ({ accept: true, protocol: 'parley.v1', principal: { userId: 'u_someone', name: 'someone', role: Role.user, expiresAt: Date.now() + 60_000 } });
 const limiters = (config: ConfigInput, overrides: Partial<LimiterSet> = {}) => new Limiters(loadConfig(config), overrides);
+
+function wholeResponse(response: HttpResponse | HttpStreamResponse): HttpResponse {
+  assert.ok(!isStreamResponse(response), 'a refusal is a whole response, not a stream');
+  return response;
+}
 
 function refusedResponse(decision: UpgradeDecision): HttpResponse {
   assert.equal(decision.accept, false, 'the upgrade is refused');
@@ -106,7 +111,7 @@ describe('toHttpResponse', () => {
         refusedResponse(await limitUpgrades(limiters({}, { upgrades: failing }), accepting)(upgradeRequest())),
         new LimitRefusedError({ ok: false, failed: true, retryAfterMs: 1000 }, 'unused: a failed limiter has its own message'),
       ],
-      ['origin policy: http', await refusedOrigin.http({ method: 'GET', path: '/', query: '', headers: {}, remoteAddress: IP, body: Buffer.alloc(0) }), new ForbiddenError('Host not allowed.')],
+      ['origin policy: http', wholeResponse(await refusedOrigin.http({ method: 'GET', path: '/', query: '', headers: {}, remoteAddress: IP, body: Buffer.alloc(0) })), new ForbiddenError('Host not allowed.')],
       ['origin policy: upgrade', refusedResponse(await refusedOrigin.upgrade(upgradeRequest())), new ForbiddenError('Host not allowed.')],
       ['transport: a handler threw', internalError(), new InternalError()],
       ['transport: body too large', payloadTooLarge(), new PayloadTooLargeError()],

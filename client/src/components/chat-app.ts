@@ -1,6 +1,7 @@
 import { css, html, LitElement, nothing } from 'lit';
 import { customElement, query, state } from 'lit/decorators.js';
 import type { ServerFrame } from '../../../shared/protocol.js';
+import { ApiKeysApi } from '../api/ApiKeysApi.js';
 import { ConversationApi, type ExportFormat } from '../api/ConversationApi.js';
 import { AuthError } from '../auth/authApi.js';
 import { RefreshResult, TokenBroker } from '../auth/TokenBroker.js';
@@ -13,6 +14,7 @@ import { visuallyHidden } from './sharedStyles.js';
 import './chat-composer.js';
 import './chat-header.js';
 import './chat-join.js';
+import './chat-keys.js';
 import './chat-sidebar.js';
 import './chat-thread.js';
 
@@ -35,6 +37,7 @@ export class ChatApp extends LitElement {
   @state() private joinMessage: string | undefined;
   @state() private joining = false;
   @state() private sidebarOpen = false;
+  @state() private keysOpen = false;
   @query('chat-composer') private composer: ChatComposer | null | undefined;
   @query('.announcer') private announcer!: HTMLElement;
 
@@ -46,6 +49,7 @@ export class ChatApp extends LitElement {
     signedOut: (reason) => this.showJoin(reason),
   });
   private readonly chat: ChatController = new ChatController(this, this.store, this.connection, (text) => this.announce(text));
+  private readonly keysApi = new ApiKeysApi(this.broker);
   private readonly sync = new ConversationSync(this, this.store, this.connection, this.chat, new ConversationApi(this.broker), (text) => this.announce(text));
   /** Kept in memory only, to fill the form again if the session ends. */
   private invite = '';
@@ -241,6 +245,7 @@ export class ChatApp extends LitElement {
         .userName=${ready?.user.name}
         .sidebarOpen=${this.sidebarOpen}
         @toggle-sidebar=${this.toggleSidebar}
+        @open-keys=${() => (this.keysOpen = true)}
         @sign-out=${this.signOut}
       ></chat-header>
       ${connection.notice && this.phase === Phase.chat ? html`<div class="notice ${connection.notice.tone}" role="status">${connection.notice.text}</div>` : nothing}
@@ -255,6 +260,7 @@ export class ChatApp extends LitElement {
         ? html`<chat-join .name=${readName()} .invite=${this.invite} .message=${this.joinMessage} ?busy=${this.joining} @join=${this.onJoin}></chat-join>`
         : nothing}
       ${this.phase === Phase.chat ? this.renderChat() : nothing}
+      ${this.phase === Phase.chat ? html`<chat-keys .api=${this.keysApi} ?open=${this.keysOpen} @close-keys=${() => (this.keysOpen = false)}></chat-keys>` : nothing}
       <div class="announcer visually-hidden" aria-live="polite" aria-atomic="true"></div>
     `;
   }
@@ -344,6 +350,7 @@ export class ChatApp extends LitElement {
 
   private showJoin(reason: string | undefined): void {
     this.phase = Phase.join;
+    this.keysOpen = false;
     this.joinMessage = reason;
     this.sidebarOpen = false;
   }

@@ -12,9 +12,9 @@ const stateLabels: Record<ConnectionState, string> = {
 
 /**
  * The top bar: the conversation-list toggle (narrow screens), the model and whether it is the
- * demo model, the connection state, the user, and sign-out.
+ * demo model, the connection state, the user, the API keys panel, and sign-out.
  *
- * Events (bubble, composed): `toggle-sidebar`, `sign-out`.
+ * Events (bubble, composed): `toggle-sidebar`, `open-keys`, `sign-out`.
  */
 @customElement('chat-header')
 export class ChatHeader extends LitElement {
@@ -148,7 +148,10 @@ export class ChatHeader extends LitElement {
         ${this.state === ConnectionState.reconnecting && this.retry ? html`<span class="label-long">${this.retry}</span>` : nothing}
       </span>
       ${this.userName ? html`<span class="user">${this.userName}</span>` : nothing}
-      ${this.state !== ConnectionState.signedOut ? html`<button type="button" class="sign-out" @click=${() => this.emit('sign-out')}>Sign out</button>` : nothing}
+      ${this.state !== ConnectionState.signedOut
+        ? html`<button type="button" class="keys" aria-haspopup="dialog" @click=${() => this.emit('open-keys')}>API keys</button>
+            <button type="button" class="sign-out" @click=${() => this.emit('sign-out')}>Sign out</button>`
+        : nothing}
     </header>`;
   }
 

@@ -2,8 +2,10 @@
  * Copies text to the clipboard. `navigator.clipboard` exists only in secure contexts (https or
  * loopback); on a plain-http LAN address the text goes through a hidden textarea and
  * `execCommand('copy')`, which still works inside a click handler. Focus goes back where it was.
+ * `container` holds that textarea: inside an open modal dialog pass the dialog, because the rest
+ * of the page is inert then and nothing in it can be selected.
  */
-export async function copyText(text: string): Promise<boolean> {
+export async function copyText(text: string, container: ParentNode = document.body): Promise<boolean> {
   if (window.isSecureContext && navigator.clipboard) {
     try {
       await navigator.clipboard.writeText(text);
@@ -20,7 +22,7 @@ export async function copyText(text: string): Promise<boolean> {
   area.tabIndex = -1;
   // Positioned off screen by the document stylesheet: no inline style (the CSP forbids it).
   area.className = 'parley-copy-buffer';
-  document.body.append(area);
+  container.append(area);
   area.select();
   area.setSelectionRange(0, text.length);
   let copied = false;
