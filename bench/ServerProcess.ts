@@ -87,6 +87,7 @@ export class ServerProcess {
       '--max-connections-per-ip', '1000000', '--max-connections-per-user', '1000000',
       '--upgrades-per-minute', '100000000', '--token-requests-per-minute', '100000000',
       '--generations-per-minute', '100000000', '--tokens-per-hour', '1000000000000',
+      '--generations-per-minute-per-ip', '100000000', '--tokens-per-hour-per-ip', '1000000000000', '--invite-users-per-hour', '100000000',
       '--frames-per-second', '100000000', '--frame-burst', '100000000',
       '--max-queue', '1024', '--max-queued-per-user', '64',
       '--token-ttl', '3600',

@@ -40,6 +40,7 @@ export const cancelLatency: Benchmark = {
   run: (context) => compareColumns<Column>(context, {
     inProcess,
     throughServer,
+    extra: async (context, model) => [await throughOpenAiApi(context, model)],
     table: (_context, model, columns) => table(model, columns),
     data: (column) => ({ ...column, summary: figures(column) }),
   }),
@@ -187,12 +188,84 @@ async function throughServer(context: BenchContext, model: BenchModel, transport
   }
 }
 
+/**
+ * A client of the OpenAI-compatible API that disconnects: A streams through `/v1/chat/completions`
+ * and drops the connection after `cancelAfterMs`; B's request over a socket waits behind it. A
+ * client that leaves gets no answer, so only "disconnect → the next request streaming" is
+ * measured (minus B's own time to first token, it is when the slot became free).
+ */
+async function throughOpenAiApi(context: BenchContext, model: BenchModel): Promise<Column> {
+  const transport = context.transports[0] ?? 'uws';
+  const path = `/v1 (${transport})`;
+  const spec: ServerSpec = { transport, modelPath: model.path, threads: model.threads, llamaBuild: model.llamaBuild, slots: 1, contextSize: model.contextSize, maxTokens: cancelMaxTokens(model) };
+  const server = await context.servers.getOrReason(spec);
+  const empty = { cancelMs: [], nextFirstMs: [], referenceTtftMs: [], finishedFirst: 0 };
+  if ('unavailable' in server) return { path, ...empty, unavailable: server.unavailable };
+  context.progress(`cancel: ${model.kind}, ${path} (pid ${server.pid})`);
+  const keyResponse = await fetch(`${server.origin}/api/keys`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${await server.token('cancel-v1-a')}`, 'content-type': 'application/json', origin: server.origin },
+    body: JSON.stringify({ name: 'bench' }),
+  });
+  const { key } = (await keyResponse.json()) as { key: string };
+  const modelId = ((await (await fetch(`${server.origin}/v1/models`, { headers: { authorization: `Bearer ${key}` } })).json()) as { data: Array<{ id: string }> }).data[0]?.id;
+  const b = await BenchClient.connect(server.wsUrl, server.origin, await server.token('cancel-v1-b'));
+  try {
+    const referenceTtftMs: number[] = [];
+    for (let run = 0; run < REFERENCE_RUNS; run++) {
+      const trace = b.send(TEXT);
+      const first = await trace.firstDelta;
+      if (first !== undefined) referenceTtftMs.push(first - trace.sentAt);
+      b.cancel(trace.id);
+      await trace.ended;
+    }
+    const nextFirstMs: number[] = [];
+    let finishedFirst = 0;
+    for (let index = 0; index < model.workload.cancels; index++) {
+      const controller = new AbortController();
+      const response = await fetch(`${server.origin}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: modelId, messages: [{ role: 'user', content: TEXT }], stream: true, max_tokens: cancelMaxTokens(model) }),
+        signal: controller.signal,
+      });
+      const reader = (response.body as ReadableStream<Uint8Array>).getReader();
+      const decoder = new TextDecoder();
+      let seen = '';
+      // Until the first chunk with text (the role chunk's content is empty).
+      while (!/"content":"[^"]/.test(seen)) {
+        const read = await reader.read();
+        if (read.done) break;
+        seen += decoder.decode(read.value, { stream: true });
+      }
+      const next = b.send(TEXT);
+      if (!(await next.placed)) throw new Error('the next request was not queued behind the running one: is the server using one slot?');
+      await sleep(model.workload.cancelAfterMs);
+      if (seen.includes('[DONE]')) {
+        finishedFirst++;
+      } else {
+        const abortedAt = performance.now();
+        controller.abort();
+        const first = await next.firstDelta;
+        if (first !== undefined) nextFirstMs.push(first - abortedAt);
+      }
+      await reader.cancel().catch(() => undefined);
+      await next.firstDelta;
+      b.cancel(next.id);
+      await next.ended;
+    }
+    return { path, running: transport, cancelMs: [], nextFirstMs, referenceTtftMs, finishedFirst };
+  } finally {
+    b.close();
+  }
+}
+
 function figures(column: Column) {
   const cancel = summarize(column.cancelMs);
   const next = summarize(column.nextFirstMs);
   const reference = summarize(column.referenceTtftMs);
   return {
-    cancels: cancel.n,
+    cancels: Math.max(cancel.n, next.n),
     finishedFirst: column.finishedFirst,
     cancelP50Ms: cancel.p50,
     cancelP99Ms: cancel.p99,

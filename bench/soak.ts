@@ -320,6 +320,10 @@ class ServerProcess {
       '--token-requests-per-minute', String(connections * 4),
       '--generations-per-minute', '100000',
       '--tokens-per-hour', '1000000000',
+      // Every client comes from 127.0.0.1: the per-address budgets and the new-user cap would refuse them.
+      '--generations-per-minute-per-ip', '100000',
+      '--tokens-per-hour-per-ip', '1000000000',
+      '--invite-users-per-hour', String(connections * 4),
       // Idle sockets outlive the default 5-minute token; a soak is bounded well below a day.
       '--token-ttl', '86400',
       // Dropped replies are kept briefly, so the settle period sees them gone.
