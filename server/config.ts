@@ -2,6 +2,7 @@ import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import * as z from 'zod/mini';
 import { ProtocolLimits } from '../shared/limits.js';
+import { GpuChoice } from './engine/GpuChoice.js';
 import { LlamaBuildChoice } from './engine/LlamaBuild.js';
 
 z.config(z.locales.en());
@@ -23,6 +24,10 @@ export const defaults = {
   transport: TransportChoice.auto,
   // The native llama.cpp build when `npm run build:llama` made one, else the prebuilt binary.
   llamaBuild: LlamaBuildChoice.auto,
+  // The best GPU backend this machine has drivers for and node-llama-cpp a binary for, else the CPU;
+  // layers: node-llama-cpp's fit to the free VRAM (engine/selectLlamaDevice.ts).
+  gpu: GpuChoice.auto,
+  gpuLayers: 'auto',
   dataDir: 'data',
   threads: 'auto',
   slots: Math.min(8, Math.max(2, cores * 2)),
@@ -94,6 +99,11 @@ const ConfigSchema = z.strictObject({
   port: z.int().check(z.gte(0), z.lte(65535)),
   transport: z.enum(['auto', 'uws', 'ws']),
   llamaBuild: z.enum(['auto', 'prebuilt', 'native']),
+  gpu: z.enum(['auto', 'metal', 'cuda', 'vulkan', 'off']),
+  /** `auto` (fit to the free VRAM), `max` (every layer, or the load fails) or a count; ignored on the CPU. */
+  gpuLayers: z.union([z.literal('auto'), z.literal('max'), z.int().check(z.gte(0), z.lte(100_000))], {
+    error: 'must be auto, max or a whole number of layers (0 or more)',
+  }),
   /** A GGUF path; absent means Parley's generated demo model. */
   model: z.optional(z.string().check(z.minLength(1))),
   /** Pinned invite code; absent means generated once and kept in the data dir. */
@@ -187,18 +197,25 @@ export function loadConfig(input: ConfigInput = {}): Config {
   if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) {
     throw new ConfigError('Invalid configuration:\n  tlsCert and tlsKey go together: give both or neither');
   }
+  if (config.llamaBuild === LlamaBuildChoice.native && config.gpu !== GpuChoice.auto && config.gpu !== GpuChoice.off) {
+    throw new ConfigError(`Invalid configuration:\n  llamaBuild native is a CPU build: it cannot run with gpu ${config.gpu} (use llamaBuild auto or prebuilt)`);
+  }
+  if (config.gpu === GpuChoice.off && (config.gpuLayers === 'max' || (typeof config.gpuLayers === 'number' && config.gpuLayers > 0))) {
+    throw new ConfigError(`Invalid configuration:\n  gpuLayers ${config.gpuLayers} needs a GPU, and gpu is off`);
+  }
   if (config.tlsCert !== undefined) config.tlsCert = resolve(config.tlsCert);
   if (config.tlsKey !== undefined) config.tlsKey = resolve(config.tlsKey);
   if (config.historyKeyFile !== undefined) config.historyKeyFile = resolve(config.historyKeyFile);
   return Object.freeze({ ...config, allowedOrigins: Object.freeze([...config.allowedOrigins]), allowedHosts: Object.freeze([...config.allowedHosts]) });
 }
 
-/** Keys whose numeric strings become numbers: every numeric default, and threads (a count or `auto`). */
+/** Keys whose numeric strings become numbers: every numeric default, threads and gpuLayers (a count or a word). */
 const numericKeys = new Set([
   ...Object.entries(defaults)
     .filter(([, value]) => typeof value === 'number')
     .map(([key]) => key),
   'threads',
+  'gpuLayers',
 ]);
 
 const listKeys = new Set(['allowedOrigins', 'allowedHosts']);

@@ -15,6 +15,7 @@ import { SessionStore } from './auth/SessionStore.js';
 import { UserStore, UserStoreError } from './auth/UserStore.js';
 import { ConfigError, defaults, loadConfig } from './config.js';
 import { buildNativeLlama } from './engine/buildNativeLlama.js';
+import { GpuUnavailableError } from './engine/GpuUnavailableError.js';
 import { LlamaBuildUnavailableError } from './engine/LlamaBuildUnavailableError.js';
 import { ModelLoadError } from './engine/loadLlamaModel.js';
 import { joinLink } from './joinLink.js';
@@ -35,6 +36,9 @@ program
   .addOption(new Option('--invite <code>', 'pin the invite code (default: generated once, kept in the data dir)').env('PARLEY_INVITE'))
   .addOption(new Option('--transport <name>', 'auto: native uWebSockets.js when it loads, else ws').choices(['auto', 'uws', 'ws']).env('PARLEY_TRANSPORT').default(defaults.transport))
   .addOption(new Option('--llama-build <build>', 'auto: the native llama.cpp build when `npm run build:llama` made one, else the prebuilt binary').choices(['auto', 'prebuilt', 'native']).env('PARLEY_LLAMA_BUILD').default(defaults.llamaBuild))
+  // Validated by loadConfig (no commander choices), so a bad value exits 2 like every invalid setting.
+  .addOption(new Option('--gpu <backend>', 'auto, metal, cuda, vulkan or off. auto: the best GPU this machine has drivers for, else the CPU; a named backend must load or Parley exits').env('PARLEY_GPU').default(defaults.gpu))
+  .addOption(new Option('--gpu-layers <n>', "auto (fit to free VRAM), max (every layer, or fail) or a count; ignored on the CPU").env('PARLEY_GPU_LAYERS').default(defaults.gpuLayers))
   .addOption(new Option('--slots <n>', 'parallel generations (sequences in one batch)').env('PARLEY_SLOTS').default(String(defaults.slots)))
   .addOption(new Option('--threads <n>', 'CPU threads for the model, or auto: every math core, but 1 for a small model on the prebuilt binary').env('PARLEY_THREADS').default(String(defaults.threads)))
   .addOption(new Option('--data-dir <path>', 'where the signing key and invite live').env('PARLEY_DATA_DIR').default(defaults.dataDir))
@@ -100,6 +104,8 @@ program.action(async (options: Record<string, string | string[] | boolean | unde
         invite: options.invite,
         transport: options.transport,
         llamaBuild: options.llamaBuild,
+        gpu: options.gpu,
+        gpuLayers: options.gpuLayers,
         slots: options.slots,
         threads: options.threads,
         dataDir: options.dataDir,
@@ -205,7 +211,7 @@ const ExitCode = {
   ok: 0,
   /** Anything else: an unexpected startup error (such as a port in use), or a failed or overrunning shutdown. */
   failure: 1,
-  /** The configuration cannot be served: an invalid flag or variable, unusable TLS files, `--transport uws` without its binary, or `--llama-build native` without a native build. */
+  /** The configuration cannot be served: an invalid flag or variable, unusable TLS files, `--transport uws` without its binary, `--llama-build native` without a native build, or `--gpu metal|cuda|vulkan` without that backend. */
   badConfig: 2,
   /** The model file could not be loaded: missing, not a GGUF, truncated or malformed, or refused by llama.cpp. */
   modelLoadFailed: 3,
@@ -226,7 +232,7 @@ const REPEATED_SIGNAL_MS = 500;
 
 function startupExitCode(error: unknown): ExitCode {
   if (error instanceof ModelLoadError) return ExitCode.modelLoadFailed;
-  if (error instanceof ConfigError || error instanceof TlsFilesError || error instanceof TransportUnavailableError || error instanceof LlamaBuildUnavailableError) return ExitCode.badConfig;
+  if (error instanceof ConfigError || error instanceof TlsFilesError || error instanceof TransportUnavailableError || error instanceof LlamaBuildUnavailableError || error instanceof GpuUnavailableError) return ExitCode.badConfig;
   return ExitCode.failure;
 }
 

@@ -10,6 +10,7 @@ import { UserStore } from './auth/UserStore.js';
 import type { Config } from './config.js';
 import { createServer, type ParleyServer } from './createServer.js';
 import type { Engine } from './engine/Engine.js';
+import { describeDevice } from './engine/describeDevice.js';
 import { LlamaEngine } from './engine/LlamaEngine.js';
 import { openHistory } from './history/openHistory.js';
 import { loadStaticFiles } from './http/loadStaticFiles.js';
@@ -67,11 +68,25 @@ export async function startServer(
       temperature: config.temperature,
       systemPrompt: config.systemPrompt,
       build: config.llamaBuild,
+      gpu: config.gpu,
+      gpuLayers: config.gpuLayers,
       log: (level, message) => logger.debug({ llama: level }, message),
     });
-    logger.info({ llamaBuild: loaded.build, reason: loaded.buildReason, threads: loaded.threads, threadsReason: loaded.threadsReason }, `llama.cpp: ${loaded.build}, ${loaded.threads} thread${loaded.threads === 1 ? '' : 's'}`);
     logger.info(
-      { model: loaded.info.name, demo, path: modelPath, llamaBuild: loaded.build, threads: loaded.threads, slots: config.slots, contextSize: loaded.info.contextSize, chatWrapper: loaded.chatWrapperName, ms: Date.now() - started },
+      {
+        llamaBuild: loaded.build,
+        reason: loaded.buildReason,
+        gpu: loaded.device,
+        gpuReason: loaded.deviceReason,
+        gpuLayers: loaded.gpuLayers,
+        totalLayers: loaded.totalLayers,
+        threads: loaded.threads,
+        threadsReason: loaded.threadsReason,
+      },
+      `llama.cpp: ${loaded.build}, ${describeDevice(loaded)}, ${loaded.threads} thread${loaded.threads === 1 ? '' : 's'}`,
+    );
+    logger.info(
+      { model: loaded.info.name, demo, path: modelPath, llamaBuild: loaded.build, gpu: loaded.device, gpuLayers: loaded.gpuLayers, threads: loaded.threads, slots: config.slots, contextSize: loaded.info.contextSize, chatWrapper: loaded.chatWrapperName, ms: Date.now() - started },
       demo ? "model loaded: Parley's demo model (a bigram toy that strings words together; it is not an assistant)" : 'model loaded',
     );
     engine = loaded;

@@ -13,6 +13,7 @@ import type { ModelInfo } from '../../shared/protocol.js';
 import { BadRequestError, ContextOverflowError, EngineError } from '../ParleyError.js';
 import { DecodeBarrier } from './DecodeBarrier.js';
 import { EngineStopReason, type Engine, type GenerateRequest, type GenerateResult, type PromptPlan, type ResponseFormat, type Turn } from './Engine.js';
+import type { GpuChoice, GpuLayersChoice, LlamaDevice } from './GpuChoice.js';
 import type { LlamaBuild, LlamaBuildChoice } from './LlamaBuild.js';
 import { loadLlamaModel } from './loadLlamaModel.js';
 
@@ -31,6 +32,22 @@ export interface LlamaEngineOptions {
   readonly log?: (level: string, message: string) => void;
   /** The llama.cpp binary (see LlamaBuildChoice); prebuilt by default. */
   readonly build?: LlamaBuildChoice;
+  /** The backend (see GpuChoice); auto by default. */
+  readonly gpu?: GpuChoice;
+  /** Layers to offload when a GPU runs (see GpuLayersChoice); auto by default. */
+  readonly gpuLayers?: GpuLayersChoice;
+}
+
+/** Where the model runs, as loadLlamaModel found it. */
+interface EngineRuntime {
+  readonly build: LlamaBuild;
+  readonly buildReason: string;
+  readonly device: LlamaDevice;
+  readonly deviceReason: string;
+  readonly gpuLayers: number;
+  readonly totalLayers: number;
+  readonly threads: number;
+  readonly threadsReason: string;
 }
 
 interface SequenceSlot {
@@ -108,6 +125,14 @@ export class LlamaEngine implements Engine {
   readonly build: LlamaBuild;
   /** Why that binary runs, for the startup log. */
   readonly buildReason: string;
+  /** The backend llama.cpp computes with: `cuda`, `metal`, `vulkan`, or `false` for the CPU. */
+  readonly device: LlamaDevice;
+  /** Why that backend (`no GPU found`, `--gpu off`, ...), for the startup log. */
+  readonly deviceReason: string;
+  /** Model layers offloaded to the GPU; 0 when the model runs on the CPU. */
+  readonly gpuLayers: number;
+  /** The model's layers, as node-llama-cpp counts them for offloading. */
+  readonly totalLayers: number;
   /** The threads llama.cpp computes with. */
   readonly threads: number;
   /** Why that many, for the startup log. */
@@ -126,10 +151,14 @@ export class LlamaEngine implements Engine {
     private readonly chatWrapper: ChatWrapper,
     private readonly barrier: DecodeBarrier | undefined,
     private readonly options: LlamaEngineOptions,
-    runtime: { build: LlamaBuild; buildReason: string; threads: number; threadsReason: string },
+    runtime: EngineRuntime,
   ) {
     this.build = runtime.build;
     this.buildReason = runtime.buildReason;
+    this.device = runtime.device;
+    this.deviceReason = runtime.deviceReason;
+    this.gpuLayers = runtime.gpuLayers;
+    this.totalLayers = runtime.totalLayers;
     this.threads = runtime.threads;
     this.threadsReason = runtime.threadsReason;
     this.slots = options.slots;
@@ -146,7 +175,15 @@ export class LlamaEngine implements Engine {
   }
 
   static async load(options: LlamaEngineOptions): Promise<LlamaEngine> {
-    const { llama, model, build, buildReason, threads, threadsReason } = await loadLlamaModel({ modelPath: options.modelPath, threads: options.threads, logger: options.log, build: options.build });
+    const { llama, model, ...runtime } = await loadLlamaModel({
+      modelPath: options.modelPath,
+      threads: options.threads,
+      logger: options.log,
+      build: options.build,
+      gpu: options.gpu,
+      gpuLayers: options.gpuLayers,
+    });
+    const { threads } = runtime;
     try {
       const context = await model.createContext({
         sequences: options.slots,
@@ -160,7 +197,7 @@ export class LlamaEngine implements Engine {
       await warmUp(context, model, options.log);
       const barrier = DecodeBarrier.install(context, { maxWaitMs: LOCKSTEP_MAX_WAIT_MS, promptsPerDecode: PROMPTS_PER_DECODE, promptChunkTokens: PROMPT_CHUNK_TOKENS });
       if (barrier === undefined) options.log?.('warn', 'node-llama-cpp has no LlamaContext._decodeTokens; concurrent generations will not batch fully');
-      return new LlamaEngine(llama, model, context, chatWrapper, barrier, options, { build, buildReason, threads, threadsReason });
+      return new LlamaEngine(llama, model, context, chatWrapper, barrier, options, runtime);
     } catch (error) {
       await model.dispose();
       throw error;

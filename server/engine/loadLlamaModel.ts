@@ -1,5 +1,5 @@
 import { stat } from 'node:fs/promises';
-import { getLlama, Llama, LlamaLogLevel } from 'node-llama-cpp';
+import { getLlama, getLlamaGpuTypes, Llama, LlamaLogLevel } from 'node-llama-cpp';
 import type { LlamaModel } from 'node-llama-cpp';
 import { GENERATOR_KIND_KEY } from '../../models/GeneratedModel.js';
 import { GgufValidationError } from '../../models/gguf/GgufValidationError.js';
@@ -7,7 +7,9 @@ import { readGguf } from '../../models/gguf/readGguf.js';
 import { validateLlamaGguf } from '../../models/gguf/validateLlamaGguf.js';
 import { LlamaBuild, LlamaBuildChoice, NATIVE_CMAKE_OPTIONS } from './LlamaBuild.js';
 import { chooseThreads } from './chooseThreads.js';
+import { GpuChoice, type GpuLayersChoice, type LlamaDevice } from './GpuChoice.js';
 import { selectLlamaBuild } from './selectLlamaBuild.js';
+import { selectLlamaDevice } from './selectLlamaDevice.js';
 
 export type LlamaLogger = (level: LlamaLogLevel, message: string) => void;
 
@@ -25,6 +27,13 @@ export interface LoadLlamaModelOptions {
    * whole process: the first load decides, and a later load asking for the other one fails.
    */
   build?: LlamaBuildChoice;
+  /**
+   * The backend (see GpuChoice); `auto` by default. Like the binary, one backend serves the whole
+   * process: a later load asking for another one fails.
+   */
+  gpu?: GpuChoice;
+  /** Layers to offload when a GPU runs (see GpuLayersChoice); `auto` by default. */
+  gpuLayers?: GpuLayersChoice;
 }
 
 export interface LoadedLlamaModel {
@@ -34,6 +43,14 @@ export interface LoadedLlamaModel {
   readonly build: LlamaBuild;
   /** Why that binary runs, for the startup log. */
   readonly buildReason: string;
+  /** The backend llama.cpp computes with (node-llama-cpp's `llama.gpu`); `false` is the CPU. */
+  readonly device: LlamaDevice;
+  /** Why that backend, for the startup log. */
+  readonly deviceReason: string;
+  /** Layers offloaded to the GPU (node-llama-cpp's `model.gpuLayers`); 0 on the CPU. */
+  readonly gpuLayers: number;
+  /** The model's layers, as node-llama-cpp counts them for offloading (`fileInsights.totalLayers`). */
+  readonly totalLayers: number;
   /** The thread count to run the model with (the one asked for, or chooseThreads' pick). */
   readonly threads: number;
   /** Why that count, for the startup log. */
@@ -59,7 +76,7 @@ export class ModelLoadError extends Error {
 }
 
 /**
- * Validates a GGUF file and loads it on the CPU.
+ * Validates a GGUF file and loads it on the backend `gpu` selects (selectLlamaDevice).
  *
  * The file is checked before llama.cpp sees it, because llama.cpp aborts the whole process on
  * some malformed files (a missing head count, a repeated token). Any GGUF gets the structural
@@ -71,25 +88,25 @@ export class ModelLoadError extends Error {
  * starts a fresh one.
  */
 export async function loadLlamaModel(options: LoadLlamaModelOptions): Promise<LoadedLlamaModel> {
-  const { modelPath, logger, build: choice = LlamaBuildChoice.prebuilt } = options;
+  const { modelPath, logger, build: choice = LlamaBuildChoice.prebuilt, gpu = GpuChoice.auto, gpuLayers = 'auto' } = options;
   const requested = options.threads;
   if (requested !== 'auto' && (!Number.isInteger(requested) || requested < 1)) throw new RangeError(`threads must be a positive integer or auto, got ${requested}`);
   await validateModelFile(modelPath);
   const modelBytes = (await stat(modelPath)).size;
 
-  const { llama, build, reason: buildReason } = await sharedLlama(requested === 'auto' ? 1 : requested, choice);
-  const { threads, reason: threadsReason } = requested === 'auto'
-    ? chooseThreads({ build, mathCores: llama.cpuMathCores, modelBytes })
-    : { threads: requested, reason: 'requested' };
-  if (llama.maxThreads < threads) llama.maxThreads = threads;
+  const { llama, build, reason: buildReason, device, deviceReason } = await sharedLlama(requested === 'auto' ? 1 : requested, choice, gpu);
   const lines: Array<{ level: LlamaLogLevel; message: string }> = [];
   const collect: LlamaLogger = (level, message) => { lines.push({ level, message }); };
   collectors.add(collect);
   if (logger !== undefined) addLogger(logger);
   try {
-    const model = await llama.loadModel({ modelPath });
+    const model = await llama.loadModel({ modelPath, gpuLayers });
     if (logger !== undefined) model.onDispose.createListener(() => removeLogger(logger));
-    return { llama, model, build, buildReason, threads, threadsReason };
+    const { threads, reason: threadsReason } = requested === 'auto'
+      ? chooseThreads({ build, mathCores: llama.cpuMathCores, modelBytes, gpuLayers: model.gpuLayers })
+      : { threads: requested, reason: 'requested' };
+    if (llama.maxThreads < threads) llama.maxThreads = threads;
+    return { llama, model, build, buildReason, device, deviceReason, gpuLayers: model.gpuLayers, totalLayers: model.fileInsights.totalLayers, threads, threadsReason };
   } catch (error) {
     if (logger !== undefined) removeLogger(logger);
     await logsSettled(lines);
@@ -147,26 +164,47 @@ function dispatchLog(level: LlamaLogLevel, message: string): void {
   }
 }
 
-let current: { llama: Llama; build: LlamaBuild; reason: string } | undefined;
-let creating: Promise<{ llama: Llama; build: LlamaBuild; reason: string }> | undefined;
+interface SharedLlama {
+  readonly llama: Llama;
+  readonly build: LlamaBuild;
+  readonly reason: string;
+  readonly device: LlamaDevice;
+  readonly deviceReason: string;
+}
+
+let current: SharedLlama | undefined;
+let creating: Promise<SharedLlama> | undefined;
 /** What the instance being created was asked for. */
 let creatingChoice: LlamaBuildChoice | undefined;
+let creatingGpu: GpuChoice | undefined;
+
+/** Whether a live instance on `device` serves a load that asks for `gpu`. */
+function deviceServes(device: LlamaDevice, gpu: GpuChoice): boolean {
+  return gpu === GpuChoice.auto || device === (gpu === GpuChoice.off ? false : gpu);
+}
 
 /**
  * One Llama per process. Each `getLlama` call builds a new instance (about a second here, as it
  * test-runs the binary) and re-registers the process-wide native log callback; with
  * node-llama-cpp 3.22.1 the callback it replaces is finalized afterwards and switches native
  * logging off, so every second instance would lose llama.cpp's messages. Sharing one instance
- * avoids both costs. `auto` accepts whichever binary runs; an explicit choice must match it.
+ * avoids both costs. `auto` accepts whichever binary and backend run; an explicit choice must
+ * match them.
  */
-async function sharedLlama(threads: number, choice: LlamaBuildChoice): Promise<{ llama: Llama; build: LlamaBuild; reason: string }> {
+async function sharedLlama(threads: number, choice: LlamaBuildChoice, gpu: GpuChoice): Promise<SharedLlama> {
   if (creating !== undefined && choice !== LlamaBuildChoice.auto && creatingChoice !== choice) {
     throw new RangeError(`this process is already loading the ${creatingChoice} llama.cpp build; it cannot also load the ${choice} one`);
+  }
+  if (creating !== undefined && gpu !== GpuChoice.auto && creatingGpu !== gpu) {
+    throw new RangeError(`this process is already loading llama.cpp with --gpu ${creatingGpu}; it cannot also load it with --gpu ${gpu}`);
   }
   const live = current !== undefined && !current.llama.disposed ? current : undefined;
   if (live !== undefined && creating === undefined) {
     if (choice !== LlamaBuildChoice.auto && live.build !== choice) {
       throw new RangeError(`this process already runs the ${live.build} llama.cpp build; it cannot also load the ${choice} one`);
+    }
+    if (!deviceServes(live.device, gpu)) {
+      throw new RangeError(`this process already runs llama.cpp on ${live.device === false ? 'the CPU' : live.device}; it cannot also load it with --gpu ${gpu}`);
     }
     if (live.llama.maxThreads < threads) live.llama.maxThreads = threads;
     return live;
@@ -174,25 +212,42 @@ async function sharedLlama(threads: number, choice: LlamaBuildChoice): Promise<{
   if (creating === undefined) {
     const previous = current?.llama;
     creatingChoice = choice;
+    creatingGpu = gpu;
     creating = (async () => {
       // Release the disposed instance's native log callback first; see releaseNativeLogger.
       if (previous !== undefined) releaseNativeLogger(previous);
-      const common = { gpu: false, build: 'never', maxThreads: threads, logLevel: LlamaLogLevel.warn, logger: dispatchLog } as const;
-      const selected = await selectLlamaBuild(choice, {
-        native: async () => {
-          const llama = await getLlama({ ...common, cmakeOptions: { ...NATIVE_CMAKE_OPTIONS }, existingPrebuiltBinaryMustMatchBuildOptions: true, progressLogs: false });
-          if (llama.buildType !== 'localBuild') {
+      // `build: 'never'`: node-llama-cpp only loads binaries already on disk (a local build, else
+      // the prebuilt package for the backend), and never downloads or compiles one.
+      const common = { build: 'never', maxThreads: threads, logLevel: LlamaLogLevel.warn, logger: dispatchLog } as const;
+      const cpu = { ...common, gpu: false } as const;
+      const selected = await selectLlamaDevice(gpu, {
+        supported: () => getLlamaGpuTypes('supported'),
+        valid: () => getLlamaGpuTypes('allValid'),
+        gpu: async (backend) => {
+          const llama = await getLlama({ ...common, gpu: backend, progressLogs: false });
+          if (llama.gpu !== backend) {
             await llama.dispose();
             releaseNativeLogger(llama);
-            throw new Error('node-llama-cpp offered its prebuilt binary');
+            throw new Error(`node-llama-cpp loaded its ${llama.gpu === false ? 'CPU' : llama.gpu} binary instead`);
           }
-          return llama;
+          return { build: LlamaBuild.prebuilt, llama, reason: `node-llama-cpp's ${backend} binary (${llama.buildType === 'localBuild' ? 'a local build' : 'prebuilt'}); the native build is CPU only` };
         },
-        prebuilt: () => getLlama(common),
-      });
-      current = selected;
-      return selected;
-    })().finally(() => { creating = undefined; creatingChoice = undefined; });
+        cpu: () => selectLlamaBuild(choice, {
+          native: async () => {
+            const llama = await getLlama({ ...cpu, cmakeOptions: { ...NATIVE_CMAKE_OPTIONS }, existingPrebuiltBinaryMustMatchBuildOptions: true, progressLogs: false });
+            if (llama.buildType !== 'localBuild') {
+              await llama.dispose();
+              releaseNativeLogger(llama);
+              throw new Error('node-llama-cpp offered its prebuilt binary');
+            }
+            return llama;
+          },
+          prebuilt: () => getLlama(cpu),
+        }),
+      }, choice === LlamaBuildChoice.native ? '--llama-build native is a CPU build' : undefined);
+      current = { ...selected.llama, device: selected.device, deviceReason: selected.reason };
+      return current;
+    })().finally(() => { creating = undefined; creatingChoice = undefined; creatingGpu = undefined; });
   }
   const selected = await creating;
   if (selected.llama.maxThreads < threads) selected.llama.maxThreads = threads;

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { getLlamaGpuTypes } from 'node-llama-cpp';
 import { ensureModel } from '../../models/ensureModel.js';
 import { HistoryCipher } from '../../server/history/HistoryCipher.js';
 import { loadOrCreateHistoryKey } from '../../server/history/loadOrCreateHistoryKey.js';
@@ -162,6 +163,9 @@ class ServingParley {
 }
 
 const dataDirs: string[] = [];
+
+/** The GPU backends node-llama-cpp finds drivers for here (file checks only); the GPU tests skip where they would be wrong. */
+const gpusHere = await getLlamaGpuTypes('supported');
 
 after(async () => {
   for (const parley of running) parley.child.kill('SIGKILL');
@@ -356,6 +360,30 @@ describe('process: startup failures', () => {
 
   test('an invalid flag exits 2', async () => {
     await expectStartupFailure(['--max-tokens', 'lots'], 2, /maxTokens|max-tokens/i);
+  });
+
+  test('--gpu cuda on a machine without CUDA exits 2 with one line naming what is missing', { skip: gpusHere.includes('cuda') && 'this machine has CUDA' }, async () => {
+    await expectStartupFailure(['--gpu', 'cuda'], 2, /^parley: --gpu cuda was requested but this machine has no NVIDIA driver .*; use --gpu auto or --gpu off$/m);
+  });
+
+  test('an unknown --gpu value exits 2 naming the choices', async () => {
+    await expectStartupFailure(['--gpu', 'nvidia'], 2, /gpu: .*"auto"\|"metal"\|"cuda"\|"vulkan"\|"off"/);
+  });
+});
+
+describe('process: the GPU', () => {
+  test('--gpu auto on a machine without a GPU starts, and logs that the model runs on the CPU because no GPU was found', { skip: gpusHere.some((type) => type !== false) && `this machine has a GPU backend (${gpusHere.join(', ')})` }, async () => {
+    const tiny = await ensureModel('tiny');
+    const dataDir = await mkdtemp(join(tmpdir(), 'parley-gpu-'));
+    dataDirs.push(dataDir);
+    const parley = ParleyProcess.spawn(['--host', '127.0.0.1', '--port', '0', '--model', tiny.path, '--threads', '1', '--data-dir', dataDir, '--no-qr', '--gpu', 'auto']);
+    const llama = await parley.waitForLog((record) => typeof record.msg === 'string' && record.msg.startsWith('llama.cpp:'), START_MS);
+    assert.match(String(llama.msg), /gpu: false, the model runs on the CPU \(no GPU found\)/);
+    assert.equal(llama.gpu, false);
+    assert.equal(llama.gpuLayers, 0);
+    await parley.waitForLog((record) => typeof record.msg === 'string' && record.msg.startsWith('listening on'), START_MS);
+    parley.signal('SIGTERM');
+    assert.deepEqual(await parley.exit(), { code: 0, signal: null });
   });
 });
 

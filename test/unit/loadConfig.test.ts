@@ -127,6 +127,33 @@ describe('loadConfig', () => {
     assertConfigError({ threads: 'many' }, /threads/);
   });
 
+  test('gpu defaults to auto, takes metal, cuda, vulkan or off, and rejects anything else naming the choices', () => {
+    assert.equal(loadConfig().gpu, 'auto');
+    for (const gpu of ['auto', 'metal', 'cuda', 'vulkan', 'off']) assert.equal(loadConfig({ gpu }).gpu, gpu);
+    assertConfigError({ gpu: 'nvidia' }, /gpu: .*"auto"\|"metal"\|"cuda"\|"vulkan"\|"off"/);
+    assertConfigError({ gpu: 'false' }, /gpu/);
+    assertConfigError({ gpu: '' }, /gpu/);
+  });
+
+  test('gpuLayers defaults to auto, takes max or a count (numeric strings coerced), and rejects words, fractions and negatives', () => {
+    assert.equal(loadConfig().gpuLayers, 'auto');
+    assert.equal(loadConfig({ gpuLayers: 'max' }).gpuLayers, 'max');
+    assert.equal(loadConfig({ gpuLayers: ' 12 ' }).gpuLayers, 12);
+    assert.equal(loadConfig({ gpuLayers: '0' }).gpuLayers, 0);
+    assertConfigError({ gpuLayers: 'all' }, /gpuLayers: must be auto, max or a whole number of layers/);
+    assertConfigError({ gpuLayers: '2.5' }, /gpuLayers: must be auto, max or a whole number of layers/);
+    assertConfigError({ gpuLayers: '-1' }, /gpuLayers/);
+  });
+
+  test('contradictory GPU settings are refused: the native build with a named GPU backend, layers to offload with gpu off', () => {
+    assertConfigError({ llamaBuild: 'native', gpu: 'cuda' }, /llamaBuild native is a CPU build.*gpu cuda/);
+    assert.equal(loadConfig({ llamaBuild: 'native', gpu: 'auto' }).gpu, 'auto');
+    assert.equal(loadConfig({ llamaBuild: 'native', gpu: 'off' }).gpu, 'off');
+    assertConfigError({ gpu: 'off', gpuLayers: '8' }, /gpuLayers 8 needs a GPU, and gpu is off/);
+    assert.equal(loadConfig({ gpu: 'off', gpuLayers: '0' }).gpuLayers, 0);
+    assertConfigError({ gpu: 'off', gpuLayers: 'max' }, /gpuLayers max needs a GPU, and gpu is off/);
+  });
+
   test(
     'the defaults are valid on a machine with more than 256 logical CPUs',
     async () => {
