@@ -22,6 +22,8 @@ interface Entry {
  */
 export class ReplyRegistry {
   private readonly entries = new Map<string, Entry>();
+  /** Per user, the keys of their ended replies, oldest end first: the cap never scans other users. */
+  private readonly endedByUser = new Map<string, Set<string>>();
 
   constructor(
     private readonly graceMs: number,
@@ -65,7 +67,14 @@ export class ReplyRegistry {
     const entry = this.entries.get(key);
     if (entry?.reply !== reply) return;
     this.arm(key, entry);
-    this.capEnded(reply.userId);
+    if (!this.entries.has(key)) return;
+    const ended = this.endedByUser.get(reply.userId) ?? new Set<string>();
+    this.endedByUser.set(reply.userId, ended);
+    ended.add(key);
+    for (const oldest of ended) {
+      if (ended.size <= this.maxEndedPerUser) break;
+      this.forget(oldest, this.entries.get(oldest));
+    }
   }
 
   /** The listener went away: each of its replies is kept for the grace period, or cancelled now if it cannot be resumed. */
@@ -121,15 +130,12 @@ export class ReplyRegistry {
     entry.timer.unref();
   }
 
-  private capEnded(userId: string): void {
-    const ended = [...this.entries].filter(([, entry]) => entry.reply.userId === userId && entry.reply.finished);
-    for (const [key, entry] of ended.slice(0, Math.max(0, ended.length - this.maxEndedPerUser))) this.forget(key, entry);
-  }
-
   private forget(key: string, entry: Entry | undefined): void {
     if (!entry || this.entries.get(key) !== entry) return;
     clearTimeout(entry.timer);
     this.entries.delete(key);
+    const ended = this.endedByUser.get(entry.reply.userId);
+    if (ended?.delete(key) && ended.size === 0) this.endedByUser.delete(entry.reply.userId);
     if (!entry.reply.finished) entry.reply.controller.abort(AbortReason.disconnect);
   }
 }

@@ -15,7 +15,7 @@ import { DecodeBarrier } from './DecodeBarrier.js';
 import { EngineStopReason, type Engine, type GenerateRequest, type GenerateResult, type PromptPlan, type ResponseFormat, type Turn } from './Engine.js';
 import type { GpuChoice, GpuLayersChoice, LlamaDevice } from './GpuChoice.js';
 import type { LlamaBuild, LlamaBuildChoice } from './LlamaBuild.js';
-import { loadLlamaModel } from './loadLlamaModel.js';
+import { loadLlamaModel, type LoadedLlamaModel } from './loadLlamaModel.js';
 
 export interface LlamaEngineOptions {
   readonly modelPath: string;
@@ -39,16 +39,7 @@ export interface LlamaEngineOptions {
 }
 
 /** Where the model runs, as loadLlamaModel found it. */
-interface EngineRuntime {
-  readonly build: LlamaBuild;
-  readonly buildReason: string;
-  readonly device: LlamaDevice;
-  readonly deviceReason: string;
-  readonly gpuLayers: number;
-  readonly totalLayers: number;
-  readonly threads: number;
-  readonly threadsReason: string;
-}
+type EngineRuntime = Omit<LoadedLlamaModel, 'llama' | 'model'>;
 
 interface SequenceSlot {
   readonly sequence: LlamaContextSequence;

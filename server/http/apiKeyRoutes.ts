@@ -7,8 +7,10 @@ import type { Principal } from '../auth/Principal.js';
 import type { UserStore } from '../auth/UserStore.js';
 import { LimitRefusedError } from '../limits/LimitRefusedError.js';
 import type { Limiters } from '../limits/Limiters.js';
-import { BadRequestError, ConflictError, NotFoundError, ParleyError, UnauthorizedError } from '../ParleyError.js';
+import { BadRequestError, ConflictError, NotFoundError, ParleyError } from '../ParleyError.js';
 import type { HttpRequest, HttpResponse } from '../transport/Transport.js';
+import { authenticateAccessToken } from './authenticateAccessToken.js';
+import { readJsonBody } from './readJsonBody.js';
 import { toHttpResponse } from './toHttpResponse.js';
 
 export interface ApiKeyRouteDeps {
@@ -34,7 +36,7 @@ export const API_KEYS_PATH = '/api/keys';
  */
 export async function handleApiKeyRoutes(request: HttpRequest, deps: ApiKeyRouteDeps): Promise<HttpResponse> {
   try {
-    const principal = await authenticate(request, deps.tokens);
+    const principal = await authenticateAccessToken(request, deps.tokens);
     const rate = await deps.limiters.frame(`api:${principal.userId}`);
     if (!rate.ok) throw new LimitRefusedError(rate, 'Too many requests; slow down.');
     return await dispatch(request, principal, deps);
@@ -68,7 +70,7 @@ async function dispatch(request: HttpRequest, principal: Principal, deps: ApiKey
 }
 
 async function create(request: HttpRequest, principal: Principal, deps: ApiKeyRouteDeps): Promise<HttpResponse> {
-  const { name } = readJson(request);
+  const { name } = readJsonBody(request, CreateApiKeyRequest, '{"name": string (1-64 characters)}');
   // Whether the user is an account decides, at every use, whether the key needs the account to exist.
   const kind = (await deps.users.findById(principal.userId)) ? KeyOwnerKind.account : KeyOwnerKind.invite;
   let created: { key: string; apiKey: ApiKey };
@@ -85,27 +87,8 @@ async function create(request: HttpRequest, principal: Principal, deps: ApiKeyRo
   return json(201, { key, prefix: apiKey.prefix, name: apiKey.name, createdAt: apiKey.createdAt } satisfies CreateApiKeyResponse);
 }
 
-async function authenticate(request: HttpRequest, tokens: TokenService): Promise<Principal> {
-  const match = /^Bearer\s+([A-Za-z0-9_.-]+)\s*$/i.exec(request.headers.authorization ?? '');
-  if (!match?.[1]) throw new UnauthorizedError('Send the access token as a Bearer token.');
-  return tokens.verifyAccessToken(match[1]);
-}
-
 function infoOf(key: ApiKey): ApiKeyInfo {
   return { name: key.name, prefix: key.prefix, createdAt: key.createdAt, ...(key.lastUsedAt === undefined ? {} : { lastUsedAt: key.lastUsedAt }) };
-}
-
-function readJson(request: HttpRequest): CreateApiKeyRequest {
-  if (!(request.headers['content-type'] ?? '').toLowerCase().startsWith('application/json')) throw new BadRequestError('Send application/json.', 415);
-  let body: unknown;
-  try {
-    body = JSON.parse(request.body.toString('utf8'));
-  } catch {
-    throw new BadRequestError('Body is not valid JSON.');
-  }
-  const parsed = CreateApiKeyRequest.safeParse(body);
-  if (!parsed.success) throw new BadRequestError('Expected {"name": string (1-64 characters)}.');
-  return parsed.data;
 }
 
 /** Audit records: info level with an `event` field, as the sign-in routes write them. Never a key. */

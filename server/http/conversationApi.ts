@@ -1,4 +1,3 @@
-import type * as z from 'zod/mini';
 import { ErrorCode } from '../../shared/errorCodes.js';
 import {
   RenameRequest,
@@ -9,14 +8,15 @@ import {
   type StoredMessageInfo,
 } from '../../shared/protocol.js';
 import type { TokenService } from '../auth/createTokenService.js';
-import type { Principal } from '../auth/Principal.js';
 import type { ChatCore } from '../chat/ChatCore.js';
 import type { ConversationSummary, StoredConversation, StoredMessage } from '../history/ConversationRepository.js';
 import { ListLimit } from '../history/listLimit.js';
 import { LimitRefusedError } from '../limits/LimitRefusedError.js';
 import type { Limiters } from '../limits/Limiters.js';
-import { BadRequestError, NotFoundError, ParleyError, UnauthorizedError } from '../ParleyError.js';
+import { BadRequestError, NotFoundError, ParleyError } from '../ParleyError.js';
 import type { HttpRequest, HttpResponse } from '../transport/Transport.js';
+import { authenticateAccessToken } from './authenticateAccessToken.js';
+import { readJsonBody } from './readJsonBody.js';
 import { toHttpResponse } from './toHttpResponse.js';
 
 export interface ConversationApiDeps {
@@ -45,7 +45,7 @@ const MAX_LISTED = ListLimit.max;
  */
 export async function handleConversationApi(request: HttpRequest, deps: ConversationApiDeps): Promise<HttpResponse> {
   try {
-    const principal = await authenticate(request, deps.tokens);
+    const principal = await authenticateAccessToken(request, deps.tokens);
     const rate = await deps.limiters.frame(`api:${principal.userId}`);
     if (!rate.ok) throw new LimitRefusedError(rate, 'Too many requests; slow down.');
     return await dispatch(request, principal.userId, deps);
@@ -89,7 +89,7 @@ async function dispatch(request: HttpRequest, userId: string, deps: Conversation
       return json(200, { conversation: infoOf(conversation, messages.length, deps.chat, userId), messages: messages.map(messageInfoOf) } satisfies ConversationResponse);
     }
     if (method === 'PATCH') {
-      const { title } = readJson(request, RenameRequest);
+      const { title } = readJsonBody(request, RenameRequest, '{"title": "…"}');
       if (!(await repository.renameConversation(userId, id, title))) throw notFound();
       deps.chat.conversations.forget(id);
       const conversation = await owned(userId, id, deps);
@@ -111,12 +111,6 @@ async function dispatch(request: HttpRequest, userId: string, deps: Conversation
     return exported(format, `parley-${conversation.id}`, [{ conversation, messages: await repository.listMessages(userId, id) }]);
   }
   throw new NotFoundError('No such endpoint.');
-}
-
-async function authenticate(request: HttpRequest, tokens: TokenService): Promise<Principal> {
-  const match = /^Bearer\s+([A-Za-z0-9_.-]+)\s*$/i.exec(request.headers.authorization ?? '');
-  if (!match?.[1]) throw new UnauthorizedError('Send the access token as a Bearer token.');
-  return tokens.verifyAccessToken(match[1]);
 }
 
 async function owned(userId: string, id: string, deps: ConversationApiDeps): Promise<StoredConversation> {
@@ -193,19 +187,6 @@ function exported(format: ExportFormat, baseName: string, conversations: Readonl
 
 function oneLine(text: string): string {
   return text.replace(/\s+/g, ' ').trim();
-}
-
-function readJson<T>(request: HttpRequest, schema: z.ZodMiniType<T>): T {
-  if (!(request.headers['content-type'] ?? '').toLowerCase().startsWith('application/json')) throw new BadRequestError('Send application/json.', 415);
-  let body: unknown;
-  try {
-    body = JSON.parse(request.body.toString('utf8'));
-  } catch {
-    throw new BadRequestError('Body is not valid JSON.');
-  }
-  const parsed = schema.safeParse(body);
-  if (!parsed.success) throw new BadRequestError(`Expected ${'{"title": "…"}'}.`);
-  return parsed.data;
 }
 
 function methodNotAllowed(allow: string): HttpResponse {
