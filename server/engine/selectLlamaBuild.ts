@@ -15,6 +15,15 @@ export interface SelectedLlamaBuild<T> {
 }
 
 /**
+ * Why `auto` runs the prebuilt binary, and how to get the faster one: `npm install` builds it when
+ * the machine has cmake and a C++ compiler (scripts/postinstall.ts), so a user reading this had
+ * none then, opted out, or the build failed.
+ */
+export const PREBUILT_REASON =
+  'no native build, so the prebuilt binary runs (slower on the CPU: about 0.6-0.8× llama-server here); ' +
+  'for the faster one, run `npm run build:llama` (needs cmake and a C++ compiler; minutes)';
+
+/**
  * `auto` runs the native build when it loads, else the prebuilt binary; `native` fails with
  * LlamaBuildUnavailableError, naming the way to build one; `prebuilt` never looks for a native build.
  */
@@ -32,7 +41,7 @@ export async function selectLlamaBuild<T>(choice: LlamaBuildChoice, load: LlamaB
         'run `npm run build:llama` (needs cmake and a C++ compiler), or use --llama-build auto',
     );
   }
-  return { build: LlamaBuild.prebuilt, llama: await load.prebuilt(), reason: 'no native build (npm run build:llama makes one)' };
+  return { build: LlamaBuild.prebuilt, llama: await load.prebuilt(), reason: PREBUILT_REASON };
 }
 
 function oneLine(message: string): string {

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { access, copyFile, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -71,6 +72,12 @@ const EDITS: readonly Edit[] = [
     }`,
   },
 ];
+
+/**
+ * Names this version of the patch: part of the native build's folder name (NATIVE_CMAKE_OPTIONS),
+ * so a build made with another version of the patch is never loaded as the native build.
+ */
+export const THREADPOOL_PATCH_ID = createHash('sha256').update(JSON.stringify(EDITS)).digest('hex').slice(0, 12);
 
 const BACKUP_SUFFIX = '.parley-original';
 

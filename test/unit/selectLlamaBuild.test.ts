@@ -37,6 +37,8 @@ describe('selectLlamaBuild', () => {
     assert.equal(selected.build, 'prebuilt');
     assert.equal(selected.llama, 'prebuilt binary');
     assert.match(selected.reason, /npm run build:llama/);
+    assert.match(selected.reason, /slower/);
+    assert.match(selected.reason, /cmake and a C\+\+ compiler/);
     assert.deepEqual(tried, ['native', 'prebuilt']);
   });
 
