@@ -51,6 +51,21 @@ export class ContextOverflowError extends ParleyError {
   }
 }
 
+export class ModelNotFoundError extends ParleyError {
+  override name = 'ModelNotFoundError';
+  constructor(model: string, served: readonly string[]) {
+    super(ErrorCode.modelNotFound, `The model '${model}' does not exist; this server serves ${served.map((id) => `'${id}'`).join(', ')}.`, { httpStatus: 404 });
+  }
+}
+
+/** A model that cannot be loaded now (too large for the memory limit, or a file that fails to load). */
+export class ModelUnavailableError extends ParleyError {
+  override name = 'ModelUnavailableError';
+  constructor(message: string, cause?: unknown) {
+    super(ErrorCode.modelUnavailable, message, { httpStatus: 503, cause });
+  }
+}
+
 export class ShuttingDownError extends ParleyError {
   override name = 'ShuttingDownError';
   constructor() {

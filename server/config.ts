@@ -1,4 +1,4 @@
-import { availableParallelism } from 'node:os';
+import { availableParallelism, totalmem } from 'node:os';
 import { resolve } from 'node:path';
 import * as z from 'zod/mini';
 import { ProtocolLimits } from '../shared/limits.js';
@@ -30,7 +30,17 @@ export const defaults = {
   gpuLayers: 'auto',
   dataDir: 'data',
   threads: 'auto',
+  // The most per model: fewer when their contexts would not fit beside the model in modelMemoryMib.
   slots: Math.min(8, Math.max(2, cores * 2)),
+  // Models (every --model, every GGUF in --models-dir and in the pulled folder) load on first use,
+  // at most maxLoadedModels at once (the least recently used idle one makes room), within
+  // modelMemoryMib for weights and contexts together (75% of this machine's memory). A model other
+  // than the default unloads after modelIdleSeconds without a request (0: never).
+  models: [] as readonly string[],
+  pulledModelsDir: 'models/pulled',
+  maxLoadedModels: 2,
+  modelIdleSeconds: 900,
+  modelMemoryMib: Math.floor((totalmem() / (1024 * 1024)) * 0.75),
   contextSize: 4096,
   maxTokens: 512,
   temperature: 0.8,
@@ -104,8 +114,17 @@ const ConfigSchema = z.strictObject({
   gpuLayers: z.union([z.literal('auto'), z.literal('max'), z.int().check(z.gte(0), z.lte(100_000))], {
     error: 'must be auto, max or a whole number of layers (0 or more)',
   }),
-  /** A GGUF path; absent means Parley's generated demo model. */
-  model: z.optional(z.string().check(z.minLength(1))),
+  /** GGUF files to serve (`--model`, repeatable). With these, --models-dir and the pulled folder all empty: Parley's generated demo model. */
+  models: z.readonly(z.array(z.string().check(z.minLength(1)))),
+  /** Every `*.gguf` in this folder is served too. */
+  modelsDir: z.optional(z.string().check(z.minLength(1))),
+  /** Where `parley pull` saves models; every `*.gguf` in it is served too (a missing folder is fine). */
+  pulledModelsDir: z.string().check(z.minLength(1)),
+  /** The id of the model new conversations get; the first --model, else the first by id. */
+  defaultModel: z.optional(z.string().check(z.minLength(1))),
+  maxLoadedModels: z.int().check(z.gte(1), z.lte(64)),
+  modelIdleSeconds: z.int().check(z.gte(0), z.lte(7 * 24 * 3600)),
+  modelMemoryMib: z.int().check(z.gte(1)),
   /** Pinned invite code; absent means generated once and kept in the data dir. */
   invite: z.optional(z.string().check(z.minLength(8, 'invite must be at least 8 characters'), z.maxLength(256))),
   dataDir: z.string().check(z.minLength(1)),
@@ -193,7 +212,9 @@ export function loadConfig(input: ConfigInput = {}): Config {
     throw new ConfigError(`Invalid configuration:\n  ${problems.join('\n  ')}`);
   }
   const config = { ...result.data, dataDir: resolve(result.data.dataDir) };
-  if (config.model !== undefined) config.model = resolve(config.model);
+  config.models = config.models.map((path) => resolve(path));
+  if (config.modelsDir !== undefined) config.modelsDir = resolve(config.modelsDir);
+  config.pulledModelsDir = resolve(config.pulledModelsDir);
   if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) {
     throw new ConfigError('Invalid configuration:\n  tlsCert and tlsKey go together: give both or neither');
   }
@@ -206,7 +227,7 @@ export function loadConfig(input: ConfigInput = {}): Config {
   if (config.tlsCert !== undefined) config.tlsCert = resolve(config.tlsCert);
   if (config.tlsKey !== undefined) config.tlsKey = resolve(config.tlsKey);
   if (config.historyKeyFile !== undefined) config.historyKeyFile = resolve(config.historyKeyFile);
-  return Object.freeze({ ...config, allowedOrigins: Object.freeze([...config.allowedOrigins]), allowedHosts: Object.freeze([...config.allowedHosts]) });
+  return Object.freeze({ ...config, models: Object.freeze([...config.models]), allowedOrigins: Object.freeze([...config.allowedOrigins]), allowedHosts: Object.freeze([...config.allowedHosts]) });
 }
 
 /** Keys whose numeric strings become numbers: every numeric default, threads and gpuLayers (a count or a word). */
@@ -218,7 +239,7 @@ const numericKeys = new Set([
   'gpuLayers',
 ]);
 
-const listKeys = new Set(['allowedOrigins', 'allowedHosts']);
+const listKeys = new Set(['allowedOrigins', 'allowedHosts', 'models']);
 const booleanKeys = new Set(['qr', 'logContent']);
 
 function coerce(key: string, value: unknown): unknown {

@@ -11,10 +11,8 @@ import { ChatCore } from './chat/ChatCore.js';
 import { ClientSession } from './chat/ClientSession.js';
 import { Conversations } from './chat/Conversations.js';
 import type { Config } from './config.js';
-import type { Engine } from './engine/Engine.js';
 import type { ConversationRepository } from './history/ConversationRepository.js';
 import { createHttpHandler } from './http/createHttpHandler.js';
-import { modelIdOf } from './http/modelIdOf.js';
 import { createOriginPolicy, type OriginPolicy } from './http/createOriginPolicy.js';
 import { localHostNames } from './http/localHostNames.js';
 import { securityHeadersFor } from './http/securityHeaders.js';
@@ -25,13 +23,15 @@ import { AbortReason } from './chat/AbortReason.js';
 import { Limiters, type LimiterSet } from './limits/Limiters.js';
 import { limitUpgrades } from './limits/limitUpgrades.js';
 import { Metrics } from './metrics/Metrics.js';
+import type { ModelPool } from './models/ModelPool.js';
 import { ShuttingDownError } from './ParleyError.js';
 import type { Connection } from './transport/Connection.js';
 import type { TlsFiles, TransportFactory, UpgradeHandler } from './transport/Transport.js';
 
 export interface ServerDeps {
   readonly logger: Logger;
-  readonly engine: Engine;
+  /** The models served (loaded on demand); closed by the caller. */
+  readonly models: ModelPool;
   readonly tokens: TokenService;
   readonly invite: Invite;
   readonly transport: TransportFactory;
@@ -75,7 +75,7 @@ export const WS_PATH = '/ws';
 const MAX_CACHED_CONVERSATIONS = 500;
 
 export function createServer(config: Config, deps: ServerDeps): ParleyServer {
-  const { logger, engine } = deps;
+  const { logger, models } = deps;
   const metrics = deps.metrics ?? new Metrics();
   const limiters = new Limiters(
     config,
@@ -87,9 +87,8 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
     maxTurns: config.maxTurnsPerConversation,
     maxPerUser: config.maxConversationsPerUser,
     maxCached: MAX_CACHED_CONVERSATIONS,
-    model: engine.info.name,
   });
-  const chat = new ChatCore(config, { engine, limiters, metrics, conversations });
+  const chat = new ChatCore(config, { models, limiters, metrics, conversations });
   const sessions = new Map<Connection, ClientSession>();
   metrics.bind({
     connections: () => {
@@ -142,7 +141,6 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
       chat,
       apiKeys: deps.apiKeys,
       authenticateApiKey,
-      modelId: modelIdOf(engine.info.name),
     }),
     upgrade: refuseWhenClosing(() => accepting, limitUpgrades(limiters, createUpgradeAuthenticator(deps.tokens, WS_PATH))),
     limits: {
@@ -162,14 +160,14 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
           maxOutboxBytes: config.maxOutboxBytes,
           ready: {
             resumeGraceMs: config.resumeGraceMs,
-            model: engine.info,
+            models: () => models.list(),
             limits: {
               maxTextChars: config.maxTextChars,
               framesPerSecond: config.framesPerSecond,
               generationsPerMinute: config.generationsPerMinute,
               maxTokens: config.maxTokens,
               maxFrameBytes: config.maxFrameBytes,
-              slots: engine.slots,
+              slots: models.loadedEngine(models.defaultModel)?.slots ?? 0,
               maxQueue: config.maxQueue,
             },
           },

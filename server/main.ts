@@ -32,7 +32,9 @@ const program = new Command('parley')
 program
   .addOption(new Option('--host <address>', 'address to listen on').env('PARLEY_HOST').default(defaults.host))
   .addOption(new Option('--port <number>', 'port to listen on; 0 picks a free one').env('PARLEY_PORT').default(String(defaults.port)))
-  .addOption(new Option('--model <path>', "GGUF model file to serve (default: Parley's generated demo model)").env('PARLEY_MODEL'))
+  .addOption(new Option('--model <path>', "a GGUF model file to serve; repeat for several (the first is the default). Without any model: Parley's generated demo model").env('PARLEY_MODEL').argParser((value: string, previous: string[] | undefined) => [...(previous ?? []), value]))
+  .addOption(new Option('--models-dir <path>', 'serve every .gguf file in this folder too, each by its file name without .gguf').env('PARLEY_MODELS_DIR'))
+  .addOption(new Option('--default-model <id>', 'the model new conversations get (default: the first --model, else the first by name)').env('PARLEY_DEFAULT_MODEL'))
   .addOption(new Option('--invite <code>', 'pin the invite code (default: generated once, kept in the data dir)').env('PARLEY_INVITE'))
   .addOption(new Option('--transport <name>', 'auto: native uWebSockets.js when it loads, else ws').choices(['auto', 'uws', 'ws']).env('PARLEY_TRANSPORT').default(defaults.transport))
   .addOption(new Option('--llama-build <build>', 'auto: the native llama.cpp build when `npm run build:llama` made one, else the prebuilt binary').choices(['auto', 'prebuilt', 'native']).env('PARLEY_LLAMA_BUILD').default(defaults.llamaBuild))
@@ -87,6 +89,9 @@ const limitFlags = [
   ['resumeGraceMs', 'how long a reply outlives a dropped connection, resumable by its owner (0: cancel at once)'],
   ['maxReplyBytes', 'reply bytes kept for resuming; a dropped reply past this is cancelled'],
   ['shutdownTimeoutMs', 'on SIGTERM/SIGINT, how long replies in flight may run before they are cancelled'],
+  ['maxLoadedModels', 'models loaded at once; the least recently used idle one is unloaded to make room'],
+  ['modelIdleSeconds', 'unload a model (other than the default) after this long without a request (0: never)'],
+  ['modelMemoryMib', 'memory all loaded models may take together, weights and contexts (default: 75% of this machine\'s); a model that cannot fit is refused before it loads'],
 ] as const satisfies ReadonlyArray<readonly [keyof typeof defaults, string]>;
 for (const [key, description] of limitFlags) {
   const kebab = key.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`);
@@ -100,7 +105,9 @@ program.action(async (options: Record<string, string | string[] | boolean | unde
       config = loadConfig({
         host: options.host,
         port: options.port,
-        model: options.model,
+        models: options.model,
+        modelsDir: options.modelsDir,
+        defaultModel: options.defaultModel,
         invite: options.invite,
         transport: options.transport,
         llamaBuild: options.llamaBuild,

@@ -12,6 +12,9 @@ import { createServer, type ParleyServer } from './createServer.js';
 import type { Engine } from './engine/Engine.js';
 import { describeDevice } from './engine/describeDevice.js';
 import { LlamaEngine } from './engine/LlamaEngine.js';
+import { discoverModels } from './models/discoverModels.js';
+import { readModelFile, type ModelFile } from './models/ModelFile.js';
+import { ModelPool } from './models/ModelPool.js';
 import { openHistory } from './history/openHistory.js';
 import { loadStaticFiles } from './http/loadStaticFiles.js';
 import { Metrics } from './metrics/Metrics.js';
@@ -23,21 +26,32 @@ export const CLIENT_DIST = fileURLToPath(new URL('../client/dist', import.meta.u
 
 export interface StartedServer {
   readonly server: ParleyServer;
+  /** The default model's engine, loaded at start. */
   readonly engine: Engine;
+  readonly models: ModelPool;
   readonly port: number;
   readonly invite: Invite;
   readonly transport: string;
-  /** Stops the server, then disposes the model. */
+  /** Stops the server, then unloads the models it loaded. */
   stop(): Promise<void>;
 }
 
 /**
- * Wires a real Parley from a validated config: model (the demo model when none is given),
+ * Wires a real Parley from a validated config: models (the demo model when none is given; the
+ * default one loads before anything listens, so a bad default fails the start),
  * keys, invite, transport and HTTP assets. Used by main and by the integration tests alike.
  */
 export async function startServer(
   config: Config,
-  options: { logger: Logger; engine?: Engine; clientDist?: string; limiterOverrides?: Partial<LimiterSet> },
+  options: {
+    logger: Logger;
+    /** Serve this engine alone (the caller owns it), instead of the config's models. */
+    engine?: Engine;
+    /** Serve these models (the caller owns and closes the pool), instead of the config's. */
+    models?: ModelPool;
+    clientDist?: string;
+    limiterOverrides?: Partial<LimiterSet>;
+  },
 ): Promise<StartedServer> {
   const { logger } = options;
   const selected = selectTransport(config.transport);
@@ -48,48 +62,14 @@ export async function startServer(
     logger.info({ subjectAltName: certificate.subjectAltName, validTo: certificate.validTo }, 'TLS on: serving https and wss');
   }
 
-  let engine: Engine | undefined = options.engine;
-  const ownsEngine = engine === undefined;
-  if (!engine) {
-    let modelPath = config.model;
-    let demo = false;
-    if (modelPath === undefined) {
-      const built = await ensureModel("demo", { logger: (message: string) => logger.info(message) });
-      modelPath = built.path;
-      demo = true;
-    }
-    const started = Date.now();
-    const loaded = await LlamaEngine.load({
-      modelPath,
-      demo,
-      threads: config.threads,
-      slots: config.slots,
-      contextSize: config.contextSize,
-      temperature: config.temperature,
-      systemPrompt: config.systemPrompt,
-      build: config.llamaBuild,
-      gpu: config.gpu,
-      gpuLayers: config.gpuLayers,
-      log: (level, message) => logger.debug({ llama: level }, message),
-    });
-    logger.info(
-      {
-        llamaBuild: loaded.build,
-        reason: loaded.buildReason,
-        gpu: loaded.device,
-        gpuReason: loaded.deviceReason,
-        gpuLayers: loaded.gpuLayers,
-        totalLayers: loaded.totalLayers,
-        threads: loaded.threads,
-        threadsReason: loaded.threadsReason,
-      },
-      `llama.cpp: ${loaded.build}, ${describeDevice(loaded)}, ${loaded.threads} thread${loaded.threads === 1 ? '' : 's'}`,
-    );
-    logger.info(
-      { model: loaded.info.name, demo, path: modelPath, llamaBuild: loaded.build, gpu: loaded.device, gpuLayers: loaded.gpuLayers, threads: loaded.threads, slots: config.slots, contextSize: loaded.info.contextSize, chatWrapper: loaded.chatWrapperName, ms: Date.now() - started },
-      demo ? "model loaded: Parley's demo model (a bigram toy that strings words together; it is not an assistant)" : 'model loaded',
-    );
-    engine = loaded;
+  const ownsModels = options.engine === undefined && options.models === undefined;
+  const models = options.models ?? (options.engine !== undefined ? ModelPool.single(options.engine) : await openModels(config, logger));
+  let engine: Engine;
+  try {
+    engine = await models.loadDefault();
+  } catch (error) {
+    if (ownsModels) await models.close();
+    throw error;
   }
 
   const key = await loadOrCreateSigningKey(config.dataDir);
@@ -105,20 +85,102 @@ export async function startServer(
   // Process metrics (CPU, memory, event loop, GC) go into this server's own registry, so
   // several servers in one process (the tests) each collect them without clashing.
   const metrics = new Metrics({ processMetrics: true });
-  const server = createServer(config, { logger, engine, tokens, invite, transport: selected.factory, staticFiles, sessions, users, apiKeys, history: history.repository, limiterOverrides: options.limiterOverrides, metrics });
+  const server = createServer(config, { logger, models, tokens, invite, transport: selected.factory, staticFiles, sessions, users, apiKeys, history: history.repository, limiterOverrides: options.limiterOverrides, metrics });
   const { port } = await server.listen();
   logger.info({ host: config.host, port, transport: server.transport, tls: config.tlsCert !== undefined }, `listening on ${config.host}:${port}`);
-  const owned = engine;
   return {
     server,
-    engine: owned,
+    engine,
+    models,
     port,
     invite,
     transport: server.transport,
     async stop() {
       await server.close();
       await history.close();
-      if (ownsEngine) await owned.dispose();
+      if (ownsModels) await models.close();
     },
   };
+}
+
+/**
+ * The config's models (every --model, every GGUF in --models-dir and the pulled folder, else the
+ * demo model) in a pool that loads them with llama.cpp on demand and logs where each one runs.
+ */
+async function openModels(config: Config, logger: Logger): Promise<ModelPool> {
+  const dirs = [...(config.modelsDir === undefined ? [] : [config.modelsDir]), config.pulledModelsDir];
+  const found = await discoverModels({ models: config.models, dirs, ...(config.defaultModel === undefined ? {} : { defaultModel: config.defaultModel }) });
+  for (const { path, reason } of found.skipped) logger.warn({ path, reason }, 'model skipped');
+  let files = found.files;
+  let defaultModel = found.defaultModel;
+  if (defaultModel === undefined) {
+    const built = await ensureModel('demo', { logger: (message: string) => logger.info(message) });
+    const demo = await readModelFile(built.path, { demo: true });
+    files = [demo];
+    defaultModel = demo.id;
+  }
+  return new ModelPool({
+    files,
+    defaultModel,
+    maxLoaded: config.maxLoadedModels,
+    idleMs: config.modelIdleSeconds * 1000,
+    memoryLimitBytes: config.modelMemoryMib * 1024 * 1024,
+    slots: config.slots,
+    contextSize: config.contextSize,
+    load: (file, slots) => loadEngine(config, logger, file, slots),
+    log: (event) => {
+      const mib = (bytes: number) => Math.ceil(bytes / (1024 * 1024));
+      switch (event.kind) {
+        case 'loading':
+          if (event.slots < event.slotsAsked) logger.warn({ model: event.id, slots: event.slots, slotsAsked: event.slotsAsked, modelMemoryMib: config.modelMemoryMib }, `model ${event.id}: ${event.slots} slots instead of ${event.slotsAsked}, so its contexts fit in --model-memory-mib`);
+          logger.info({ model: event.id, slots: event.slots, estimateMib: mib(event.estimateBytes) }, `loading model ${event.id}`);
+          return;
+        case 'loaded':
+          logger.info({ model: event.id, ms: event.ms, contextSize: event.engine.info.contextSize }, `model ${event.id} loaded`);
+          return;
+        case 'load_failed':
+          logger.error({ model: event.id, err: event.error }, `model ${event.id} failed to load`);
+          return;
+        case 'unloaded':
+          logger.info({ model: event.id, why: event.why }, `model ${event.id} unloaded`);
+          return;
+      }
+    },
+  });
+}
+
+async function loadEngine(config: Config, logger: Logger, file: ModelFile, slots: number): Promise<Engine> {
+  const loaded = await LlamaEngine.load({
+    modelPath: file.path,
+    displayName: file.displayName,
+    demo: file.demo,
+    threads: config.threads,
+    slots,
+    contextSize: config.contextSize,
+    temperature: config.temperature,
+    systemPrompt: config.systemPrompt,
+    build: config.llamaBuild,
+    gpu: config.gpu,
+    gpuLayers: config.gpuLayers,
+    log: (level, message) => logger.debug({ llama: level }, message),
+  });
+  logger.info(
+    {
+      model: file.id,
+      llamaBuild: loaded.build,
+      reason: loaded.buildReason,
+      gpu: loaded.device,
+      gpuReason: loaded.deviceReason,
+      gpuLayers: loaded.gpuLayers,
+      totalLayers: loaded.totalLayers,
+      threads: loaded.threads,
+      threadsReason: loaded.threadsReason,
+    },
+    `llama.cpp: ${loaded.build}, ${describeDevice(loaded)}, ${loaded.threads} thread${loaded.threads === 1 ? '' : 's'}`,
+  );
+  logger.info(
+    { model: file.id, name: loaded.info.name, demo: file.demo, path: file.path, slots, contextSize: loaded.info.contextSize, chatWrapper: loaded.chatWrapperName },
+    file.demo ? "model ready: Parley's demo model (a bigram toy that strings words together; it is not an assistant)" : `model ready: ${file.id}`,
+  );
+  return loaded;
 }

@@ -59,6 +59,13 @@ export const ErrorCode = {
   payloadTooLarge: 'payload_too_large',
   /** Stored history failed to decrypt: the value was altered or moved, or the history key changed. */
   historyUnreadable: 'history_unreadable',
+  /** The request named a model this server does not serve (see `ready.models` and GET /v1/models). */
+  modelNotFound: 'model_not_found',
+  /**
+   * The model cannot be loaded now: it needs more memory than the server allows models
+   * (`--model-memory-mib`), or its file failed to load. The message says which.
+   */
+  modelUnavailable: 'model_unavailable',
   /** Anything unexpected. The message never carries internals. */
   internal: 'internal',
 } as const;

@@ -80,9 +80,25 @@ export interface ChatCompletionChunk {
   readonly usage?: CompletionUsage | null;
 }
 
+/** A model in `GET /v1/models`: OpenAI's fields, and Parley's under `parley`. */
+export interface OpenAiModel {
+  readonly id: string;
+  readonly object: 'model';
+  readonly created: number;
+  readonly owned_by: string;
+  readonly parley: {
+    readonly name: string;
+    /** In memory now; an unloaded model loads on its first request, which waits for it. */
+    readonly loaded: boolean;
+    readonly context_size: number;
+    /** Where it runs, while loaded: the device and the layers offloaded to a GPU. */
+    readonly runtime?: { readonly device: string; readonly gpuLayers: number; readonly totalLayers: number; readonly summary: string };
+  };
+}
+
 export interface ModelList {
   readonly object: 'list';
-  readonly data: ReadonlyArray<{ id: string; object: 'model'; created: number; owned_by: string }>;
+  readonly data: readonly OpenAiModel[];
 }
 
 /** OpenAI's error body. `type` is one of OpenAI's: invalid_request_error, authentication_error, permission_error, not_found_error, rate_limit_error, api_error. */

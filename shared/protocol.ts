@@ -17,6 +17,12 @@ const conversationId = z.string().check(
   z.regex(/^[A-Za-z0-9_-]+$/, 'conversationId must be 1-64 characters of A-Z a-z 0-9 _ -'),
 );
 const nonNegativeInt = z.int().check(z.gte(0));
+/** A model's id: what `ready.models` lists, `send.model` names and the API's `model` field carries. */
+const modelId = z.string().check(
+  z.minLength(1),
+  z.maxLength(ProtocolLimits.maxIdLength),
+  z.regex(/^[a-z0-9.-]+$/, 'model must be 1-64 characters of a-z 0-9 . -'),
+);
 
 // ---- client -> server -------------------------------------------------------
 
@@ -25,6 +31,11 @@ export const SendFrame = z.strictObject({
   id: requestId,
   text: z.string().check(z.minLength(1), z.maxLength(ProtocolLimits.maxTextCharsCeiling)),
   conversationId: z.optional(conversationId),
+  /**
+   * The model to answer with (an id from `ready.models`). Absent: the conversation's model, or the
+   * server's default for a new one. A conversation switches to the model named here and keeps it.
+   */
+  model: z.optional(modelId),
   /**
    * Replace the conversation's last exchange instead of adding one: the server leaves its last
    * message and reply out of the prompt and stores this exchange in their place.
@@ -77,11 +88,30 @@ export const CLIENT_FRAME_TYPES = ['send', 'cancel', 'refresh', 'resume', 'list_
 
 // ---- server -> client -------------------------------------------------------
 
+/** Where a loaded model runs. */
+export const ModelRuntime = z.strictObject({
+  /** `cpu`, or the GPU backend: `cuda`, `metal`, `vulkan`. */
+  device: z.string(),
+  /** Layers offloaded to the GPU (0 on the CPU), of `totalLayers`. */
+  gpuLayers: nonNegativeInt,
+  totalLayers: nonNegativeInt,
+  /** The same in words, with the reason when the model runs on the CPU. */
+  summary: z.string(),
+});
+export type ModelRuntime = z.infer<typeof ModelRuntime>;
+
 export const ModelInfo = z.strictObject({
+  /** The stable id to select it by (`send.model`, the API's `model`). */
+  id: modelId,
+  /** Shown to people. */
   name: z.string(),
   /** True when this is Parley's generated demo model: a bigram toy, not an assistant. */
   demo: z.boolean(),
   contextSize: nonNegativeInt,
+  /** Whether it is in memory now (an unloaded one loads on first use, and the first reply waits for it). */
+  loaded: z.optional(z.boolean()),
+  /** Present while loaded. */
+  runtime: z.optional(ModelRuntime),
 });
 export type ModelInfo = z.infer<typeof ModelInfo>;
 
@@ -100,7 +130,10 @@ export const ReadyFrame = z.strictObject({
   type: z.literal('ready'),
   protocol: z.literal('parley.v1'),
   user: z.strictObject({ id: z.string(), name: z.string() }),
+  /** The server's default model: new conversations get it unless `send.model` names another. */
   model: ModelInfo,
+  /** Every model served, the default first. */
+  models: z.array(ModelInfo),
   limits: LimitsInfo,
   transport: z.string(),
   /** Epoch ms at which this connection's token expires unless refreshed in-band. */
@@ -192,6 +225,8 @@ export const ConversationSummary = z.strictObject({
   turns: nonNegativeInt,
   /** Epoch ms of the last change. */
   updatedAt: nonNegativeInt,
+  /** The id of the model that answers in it. */
+  model: z.optional(z.string()),
   /** The id of the reply in progress, if any: resume it to follow along. */
   activeReplyId: z.optional(requestId),
 });

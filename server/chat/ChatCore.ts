@@ -3,11 +3,12 @@ import type { Logger } from 'pino';
 import { ErrorCode } from '../../shared/errorCodes.js';
 import { StopReason } from '../../shared/protocol.js';
 import type { Config } from '../config.js';
-import { EngineStopReason, type Engine, type GenerationOptions, type Turn } from '../engine/Engine.js';
+import { EngineStopReason, type GenerationOptions, type Turn } from '../engine/Engine.js';
 import { MessageOutcome } from '../history/ConversationRepository.js';
 import { LimitRefusedError } from '../limits/LimitRefusedError.js';
 import type { Limiters } from '../limits/Limiters.js';
 import type { Metrics } from '../metrics/Metrics.js';
+import type { ModelLease, ModelPool } from '../models/ModelPool.js';
 import { ContextOverflowError, EngineError, ParleyError, ShuttingDownError, toParleyError } from '../ParleyError.js';
 import { AbortReason } from './AbortReason.js';
 import type { ActiveConversation, Conversations } from './Conversations.js';
@@ -24,6 +25,11 @@ export interface ChatRequest {
   /** The budgets the request is charged to (budgetKeysOf). */
   readonly budgetKeys: readonly string[];
   readonly text: string;
+  /**
+   * The model to answer with (its id). Absent: the conversation's model while it is served, else
+   * the server's default. A stored conversation switches to the model named here.
+   */
+  readonly model?: string;
   /** Continue this stored conversation; a new one is created when absent (and no `history` is given). */
   readonly conversationId?: string;
   /**
@@ -54,6 +60,11 @@ export type Submission = { readonly ok: true; readonly reply: Reply } | { readon
 /** Told once, before anything else, when a request is admitted. */
 export interface AdmissionListener extends ReplyListener {
   accepted(reply: Reply): void;
+  /**
+   * Before admission: the request waits for its model to load, at this 1-based place among the
+   * requests waiting for that model (reported when it changes).
+   */
+  waitingForModel?(requestId: string, position: number): void;
 }
 
 export type ChatCoreConfig = Pick<
@@ -71,7 +82,8 @@ export type ChatCoreConfig = Pick<
 >;
 
 export interface ChatCoreDeps {
-  readonly engine: Engine;
+  /** The models served; each loaded model's slots become a scheduler pool. */
+  readonly models: ModelPool;
   readonly limiters: Limiters;
   readonly metrics: Metrics;
   readonly conversations: Conversations;
@@ -97,7 +109,7 @@ export class ChatCore {
   private closing = false;
   private readonly live = new Set<Reply>();
   private readonly liveSettled = new Set<() => void>();
-  private readonly engine: Engine;
+  readonly models: ModelPool;
   private readonly limiters: Limiters;
   private readonly metrics: Metrics;
   private readonly checkpointMs: number;
@@ -106,13 +118,18 @@ export class ChatCore {
     private readonly config: ChatCoreConfig,
     deps: ChatCoreDeps,
   ) {
-    this.engine = deps.engine;
+    this.models = deps.models;
     this.limiters = deps.limiters;
     this.metrics = deps.metrics;
     this.conversations = deps.conversations;
     this.checkpointMs = deps.checkpointMs ?? DEFAULT_CHECKPOINT_MS;
     this.replies = new ReplyRegistry(config.resumeGraceMs);
-    this.scheduler = new Scheduler({ slots: this.engine.slots, maxQueue: config.maxQueue, maxQueuedPerUser: config.maxQueuedPerUser });
+    this.scheduler = new Scheduler({ slots: 0, maxQueue: config.maxQueue, maxQueuedPerUser: config.maxQueuedPerUser });
+    const scheduler = this.scheduler;
+    this.models.subscribe({
+      loaded: (id, engine) => scheduler.addPool(id, engine.slots),
+      unloaded: (id) => scheduler.removePool(id),
+    });
   }
 
   /** Whether new requests are accepted (false once shutdown began). */
@@ -145,7 +162,7 @@ export class ChatCore {
     if (request.text.length > this.config.maxTextChars) {
       return refused(new ParleyError(ErrorCode.messageTooLong, `Message is ${request.text.length} characters; the limit is ${this.config.maxTextChars}.`, { httpStatus: 413 }));
     }
-    if (request.signal?.aborted) return refused(new ParleyError(ErrorCode.badRequest, 'The request was cancelled before it started.'));
+    if (request.signal?.aborted) return refused(cancelledBeforeStart());
     if (request.history !== undefined && request.conversationId !== undefined) {
       return refused(new ParleyError(ErrorCode.badRequest, 'Give a conversation or a history, not both.'));
     }
@@ -159,9 +176,35 @@ export class ChatCore {
       if (!conversation) return refused(new ParleyError(ErrorCode.conversationNotFound, 'No such conversation.', { httpStatus: 404 }));
       if (conversation.busy) return refused(busyError());
     }
+    let modelId: string;
+    try {
+      // A conversation keeps its model while it is served; one no longer served falls back to the default.
+      const stored = conversation?.model;
+      modelId = this.models.resolve(request.model ?? (stored !== undefined && this.models.served(stored) ? stored : this.models.defaultModel));
+    } catch (error) {
+      return refused(toParleyError(error));
+    }
     const generationLimit = await this.limiters.generation(request.budgetKeys);
     if (!generationLimit.ok) return refused(new LimitRefusedError(generationLimit, `You can start ${this.config.generationsPerMinute} replies per minute.`));
 
+    let lease: ModelLease;
+    try {
+      lease = await this.models.acquire(modelId, { signal: request.signal, onWaiting: (position) => listener.waitingForModel?.(request.id, position) });
+    } catch (error) {
+      return refused(request.signal?.aborted ? cancelledBeforeStart() : toParleyError(error));
+    }
+    const submission = await this.admit(request, listener, conversation, lease);
+    if (!submission.ok) {
+      lease.release();
+      return refused(submission.error);
+    }
+    return submission;
+  }
+
+  /** The rest of `submit` once the model is held: plan, reserve, store, run. Refusals are returned, not counted. */
+  private async admit(request: ChatRequest, listener: AdmissionListener, conversation: ActiveConversation | undefined, lease: ModelLease): Promise<Submission> {
+    const refused = (error: ParleyError): Submission => ({ ok: false, error });
+    const engine = lease.engine;
     // Planning: the newest turns that fit, from cached per-turn counts.
     const turns = conversation?.turns ?? request.history ?? [];
     const replacing = request.regenerate === true && turns.length >= 2 && turns.at(-1)?.role === 'assistant';
@@ -169,14 +212,15 @@ export class ChatCore {
     const cap = Math.min(this.config.maxTokens, request.maxTokens ?? this.config.maxTokens);
     let plan;
     try {
-      plan = this.engine.planPrompt(history, request.text, cap, request.options?.system);
-      if (request.options?.format !== undefined) await this.engine.prepareFormat(request.options.format);
+      plan = engine.planPrompt(history, request.text, cap, request.options?.system);
+      if (request.options?.format !== undefined) await engine.prepareFormat(request.options.format);
     } catch (error) {
       return refused(toParleyError(error));
     }
-    if (conversation) this.conversations.remember(conversation, plan.turnTokens);
+    // Token counts belong to a model: remember them only for the conversation's own.
+    if (conversation && conversation.model === lease.id) this.conversations.remember(conversation, plan.turnTokens);
     if (request.fitHistory === 'refuse' && plan.firstTurn > 0) {
-      return refused(new ContextOverflowError(`These messages need more than the model's context of ${this.engine.info.contextSize} tokens with room for the reply; shorten them or ask for fewer tokens.`));
+      return refused(new ContextOverflowError(`These messages need more than the model's context of ${engine.info.contextSize} tokens with room for the reply; shorten them or ask for fewer tokens.`));
     }
 
     // Reserve the worst case now; what the reply does not use is refunded when it ends.
@@ -189,15 +233,15 @@ export class ChatCore {
     // The awaits above let other requests of this user in: check again.
     if (this.closing || conversation?.busy || request.signal?.aborted) {
       refund(0);
-      return refused(this.closing ? new ShuttingDownError() : conversation?.busy ? busyError() : new ParleyError(ErrorCode.badRequest, 'The request was cancelled before it started.'));
+      return refused(this.closing ? new ShuttingDownError() : conversation?.busy ? busyError() : cancelledBeforeStart());
     }
     if (request.history !== undefined) {
-      return { ok: true, reply: this.run(request, listener, undefined, undefined, plan, history.slice(plan.firstTurn), refund) };
+      return { ok: true, reply: this.run(request, listener, lease, undefined, undefined, plan, history.slice(plan.firstTurn), refund) };
     }
     let exchange: { userMessageId: string; replyMessageId: string };
     let owned: ActiveConversation;
     try {
-      owned = conversation ?? (await this.conversations.create(request.userId, request.text));
+      owned = conversation ?? (await this.conversations.create(request.userId, request.text, lease.id));
       if (owned.busy) {
         refund(0);
         return refused(busyError());
@@ -205,6 +249,7 @@ export class ChatCore {
       owned.busy = true;
       owned.activeReplyId = request.id;
       owned.activeMessage = request.text;
+      await this.conversations.setModel(owned, lease.id);
       exchange = await this.conversations.beginExchange(owned, request.text, request.id, replacing);
     } catch (error) {
       if (conversation?.activeReplyId === request.id) release(conversation);
@@ -213,7 +258,7 @@ export class ChatCore {
       return refused(toParleyError(error));
     }
     // The prompt's turns as planned: beginExchange has since dropped a replaced exchange from memory.
-    return { ok: true, reply: this.run(request, listener, owned, exchange, plan, history.slice(plan.firstTurn), refund) };
+    return { ok: true, reply: this.run(request, listener, lease, owned, exchange, plan, history.slice(plan.firstTurn), refund) };
   }
 
   /**
@@ -275,6 +320,7 @@ export class ChatCore {
   private run(
     request: ChatRequest,
     listener: AdmissionListener,
+    lease: ModelLease,
     conversation: ActiveConversation | undefined,
     exchange: { userMessageId: string; replyMessageId: string } | undefined,
     plan: { promptTokens: number; maxTokens: number; limitedByContext: boolean },
@@ -294,6 +340,7 @@ export class ChatCore {
       if (settled) return;
       settled = true;
       clearInterval(checkpoint);
+      lease.release();
       if (conversation) release(conversation);
       this.live.delete(reply);
       refund(outcome.usage.promptTokens + outcome.usage.completionTokens);
@@ -332,6 +379,7 @@ export class ChatCore {
     try {
       reply.ticket = this.scheduler.submit({
         userId: request.userId,
+        pool: lease.id,
         preferredSlot: conversation?.lastSlot,
         onQueuePosition: (position) => reply.queued(position),
         run: async (slot) => {
@@ -351,7 +399,7 @@ export class ChatCore {
           const runStart = Date.now();
           let firstTokenAt: number | undefined;
           try {
-            const result = await this.engine.generate({
+            const result = await lease.engine.generate({
               slot,
               conversationId,
               history,
@@ -373,6 +421,7 @@ export class ChatCore {
                 ...(this.config.logContent ? { content: { prompt: request.text, reply: result.text } } : {}),
                 req: request.id,
                 conv: conversationId,
+                model: lease.id,
                 slot,
                 stop: result.stopReason,
                 reason: signal.aborted ? signal.reason : undefined,
@@ -434,6 +483,10 @@ function release(conversation: ActiveConversation): void {
   conversation.busy = false;
   conversation.activeReplyId = undefined;
   conversation.activeMessage = undefined;
+}
+
+function cancelledBeforeStart(): ParleyError {
+  return new ParleyError(ErrorCode.badRequest, 'The request was cancelled before it started.');
 }
 
 function busyError(): ParleyError {

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { CloseCode, ErrorCode } from '../../shared/errorCodes.js';
 import { parseClientFrame } from '../../shared/parseClientFrame.js';
-import type { ReadyFrame, ServerFrame } from '../../shared/protocol.js';
+import type { ModelInfo, ReadyFrame, ServerFrame } from '../../shared/protocol.js';
 import type { TokenService } from '../auth/createTokenService.js';
 import { budgetKeysOf } from '../limits/budgetKeysOf.js';
 import type { LimitDecision, Limiters } from '../limits/Limiters.js';
@@ -28,7 +28,8 @@ export interface ClientSessionDeps {
 export interface ClientSessionOptions {
   readonly highWaterBytes: number;
   readonly maxOutboxBytes: number;
-  readonly ready: Omit<ReadyFrame, 'type' | 'protocol' | 'user' | 'transport' | 'expiresAt'>;
+  /** The ready frame's server part; `models` is asked for at each open, since models load and unload. */
+  readonly ready: Omit<ReadyFrame, 'type' | 'protocol' | 'user' | 'transport' | 'expiresAt' | 'model' | 'models'> & { readonly models: () => ModelInfo[] };
 }
 
 /** Longest delay setTimeout honours; later expiries are re-armed. */
@@ -82,6 +83,8 @@ export class ClientSession {
         this.send({ type: 'accepted', id: reply.id, conversationId: reply.conversationId });
       },
       queued: (reply, position) => this.send({ type: 'queued', id: reply.id, position }),
+      // Before `accepted`: the request waits for its model to load, which is a place in line too.
+      waitingForModel: (id, position) => this.send({ type: 'queued', id, position }),
       textPending: (reply, bytes) => this.outbox.deltaPending(reply, bytes),
       ended: (reply) => {
         if (this.active.get(reply.id) === reply) this.active.delete(reply.id);
@@ -106,13 +109,17 @@ export class ClientSession {
 
   open(): void {
     const { principal } = this.connection;
+    const { models: listModels, ...ready } = this.options.ready;
+    const models = listModels();
     this.send({
       type: 'ready',
       protocol: 'parley.v1',
       user: { id: principal.userId, name: principal.name },
       transport: this.connection.transport,
       expiresAt: this.expiresAt,
-      ...this.options.ready,
+      ...ready,
+      model: models[0] as ModelInfo,
+      models,
     });
     this.armExpiry();
   }
@@ -178,6 +185,7 @@ export class ClientSession {
             budgetKeys: this.budgetKeys,
             text: frame.text,
             ...(frame.conversationId === undefined ? {} : { conversationId: frame.conversationId }),
+            ...(frame.model === undefined ? {} : { model: frame.model }),
             ...(frame.regenerate === undefined ? {} : { regenerate: frame.regenerate }),
             log: this.deps.log,
           },
@@ -207,6 +215,7 @@ export class ClientSession {
             // A reply in progress is not a turn yet: its exchange is stored, but not finished.
             turns: Math.max(0, summary.messageCount - (busy ? 2 : 0)),
             updatedAt: summary.updatedAt,
+            model: summary.model,
             ...(busy && active.activeReplyId !== undefined ? { activeReplyId: active.activeReplyId } : {}),
           };
         });

@@ -13,6 +13,8 @@ export interface ActiveConversation {
   readonly id: string;
   readonly ownerId: string;
   readonly title: string;
+  /** The id of the model that answers in it (it may no longer be served). */
+  model: string;
   /** The most recent completed exchanges, oldest first (at most maxTurns turns). */
   readonly turns: ActiveTurn[];
   /** True while a reply is being generated; a conversation runs one reply at a time. */
@@ -34,8 +36,6 @@ export interface ConversationsOptions {
   readonly maxPerUser: number;
   /** Idle conversations held in memory at most; the least recently used are evicted first. */
   readonly maxCached: number;
-  /** The model's name, stored with each new conversation. */
-  readonly model: string;
   readonly now?: () => number;
 }
 
@@ -76,6 +76,7 @@ export class Conversations {
       id,
       ownerId,
       title: stored.title,
+      model: stored.model,
       turns: turnsOf(messages).slice(-this.options.maxTurns),
       busy: false,
       activeReplyId: undefined,
@@ -94,17 +95,26 @@ export class Conversations {
     return conversation?.ownerId === ownerId ? conversation : undefined;
   }
 
-  /** Creates and stores a new conversation titled after its first message. */
-  async create(ownerId: string, firstMessage: string): Promise<ActiveConversation> {
+  /** Creates and stores a new conversation titled after its first message, answered by `model`. */
+  async create(ownerId: string, firstMessage: string, model: string): Promise<ActiveConversation> {
     await this.makeRoom(ownerId);
     const now = this.now();
     const id = `c_${randomBytes(12).toString('base64url')}`;
     const title = titleOf(firstMessage);
-    await this.repository.createConversation({ id, ownerId, title, createdAt: now, updatedAt: now, model: this.options.model });
-    const conversation: ActiveConversation = { id, ownerId, title, turns: [], busy: false, activeReplyId: undefined, activeMessage: undefined, lastSlot: undefined, usedAt: now };
+    await this.repository.createConversation({ id, ownerId, title, createdAt: now, updatedAt: now, model });
+    const conversation: ActiveConversation = { id, ownerId, title, model, turns: [], busy: false, activeReplyId: undefined, activeMessage: undefined, lastSlot: undefined, usedAt: now };
     this.cache.set(id, conversation);
     this.evict(conversation);
     return conversation;
+  }
+
+  /** Switches the conversation to another model (the page's picker); stored before memory changes. */
+  async setModel(conversation: ActiveConversation, model: string): Promise<void> {
+    if (conversation.model === model) return;
+    await this.repository.setConversationModel(conversation.ownerId, conversation.id, model);
+    conversation.model = model;
+    // Token counts belong to the model that counted them.
+    for (const turn of conversation.turns) turn.tokens = undefined;
   }
 
   /**

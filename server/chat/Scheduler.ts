@@ -2,6 +2,8 @@ import { QueueFullError } from '../ParleyError.js';
 
 export interface SchedulerJob {
   readonly userId: string;
+  /** The slots it runs on: a model's (see addPool); the constructor's `slots` when absent. */
+  readonly pool?: string;
   /** A slot this job would like (e.g. the one holding its conversation's KV cache). */
   readonly preferredSlot?: number;
   /** Runs on a slot. The slot is freed when the promise settles, whatever the outcome. */
@@ -18,6 +20,7 @@ export interface Ticket {
 }
 
 export interface SchedulerOptions {
+  /** Slots of the unnamed pool, for jobs that name none (0: none until addPool). */
   readonly slots: number;
   readonly maxQueue: number;
   readonly maxQueuedPerUser: number;
@@ -25,6 +28,7 @@ export interface SchedulerOptions {
 
 interface Entry {
   readonly job: SchedulerJob;
+  readonly pool: string;
   readonly arrival: number;
   /** Fair-queuing round: jobs run in (round, arrival) order. */
   readonly round: number;
@@ -33,14 +37,18 @@ interface Entry {
 }
 
 /**
- * Fixed slots plus a bounded wait queue that is fair between users (start-time fair queuing):
- * each job gets a round, max(the round now being served, one past its user's previous job),
- * and jobs start in (round, arrival) order. So a user's n-th outstanding job goes behind every
- * other user's earlier ones, a newcomer never jumps ahead of rounds already waiting (no
- * starvation), and with one job per user it is plain FIFO. Positions are reported when they change.
+ * Slots in pools (one per loaded model) plus one bounded wait queue that is fair between users
+ * across every pool (start-time fair queuing): each job gets a round, max(the round now being
+ * served, one past its user's previous job, on any model), and jobs start in (round, arrival)
+ * order as soon as their own pool has a free slot. So a user's n-th outstanding job goes behind
+ * every other user's earlier ones, a newcomer never jumps ahead of rounds already waiting (no
+ * starvation), a busy model never holds up another's queue, and with one job per user it is
+ * plain FIFO. A job's position counts the jobs ahead of it for the same pool, reported when it
+ * changes.
  */
 export class Scheduler {
-  private readonly free: number[];
+  /** Free slots per pool. */
+  private readonly free = new Map<string, number[]>();
   private readonly waiting: Entry[] = [];
   private arrivals = 0;
   private running = 0;
@@ -51,8 +59,8 @@ export class Scheduler {
   private idleWaiters: Array<() => void> = [];
 
   constructor(private readonly options: SchedulerOptions) {
-    if (options.slots < 1) throw new RangeError('slots must be >= 1');
-    this.free = Array.from({ length: options.slots }, (_, index) => index);
+    if (options.slots < 0) throw new RangeError('slots must be >= 0');
+    if (options.slots > 0) this.addPool(DEFAULT_POOL, options.slots);
   }
 
   get activeCount(): number {
@@ -63,9 +71,23 @@ export class Scheduler {
     return this.waiting.length;
   }
 
-  /** Runs the job now if a slot is free, else queues it. Throws QueueFullError when it cannot wait. */
+  /** Opens a pool of `slots` slots (a model that loaded); queued jobs for it start. */
+  addPool(pool: string, slots: number): void {
+    if (slots < 1) throw new RangeError('slots must be >= 1');
+    if (this.free.has(pool)) throw new RangeError(`pool '${pool}' is open already`);
+    this.free.set(pool, Array.from({ length: slots }, (_, index) => index));
+    this.dispatch();
+  }
+
+  /** Closes a pool; its jobs must have ended (a model unloads only without leases). */
+  removePool(pool: string): void {
+    this.free.delete(pool);
+  }
+
+  /** Runs the job now if its pool has a free slot, else queues it. Throws QueueFullError when it cannot wait. */
   submit(job: SchedulerJob): Ticket {
-    const runsNow = this.free.length > 0 && this.waiting.length === 0;
+    const pool = job.pool ?? DEFAULT_POOL;
+    const runsNow = (this.free.get(pool)?.length ?? 0) > 0 && !this.waiting.some((waiting) => waiting.pool === pool);
     if (!runsNow) {
       if (this.waiting.length >= this.options.maxQueue) {
         throw new QueueFullError(`The queue is full (${this.options.maxQueue} waiting). Try again shortly.`);
@@ -77,7 +99,7 @@ export class Scheduler {
     }
     const round = Math.max(this.round, this.nextRound.get(job.userId) ?? 0);
     this.nextRound.set(job.userId, round + 1);
-    const entry: Entry = { job, arrival: this.arrivals++, round, position: 0, state: 'queued' };
+    const entry: Entry = { job, pool, arrival: this.arrivals++, round, position: 0, state: 'queued' };
     if (runsNow) {
       this.start(entry);
     } else {
@@ -108,9 +130,10 @@ export class Scheduler {
   }
 
   private start(entry: Entry): void {
+    const free = this.free.get(entry.pool) as number[];
     const preferred = entry.job.preferredSlot;
-    const index = preferred === undefined ? -1 : this.free.indexOf(preferred);
-    const slot = index >= 0 ? (this.free.splice(index, 1)[0] as number) : (this.free.shift() as number);
+    const index = preferred === undefined ? -1 : free.indexOf(preferred);
+    const slot = index >= 0 ? (free.splice(index, 1)[0] as number) : (free.shift() as number);
     entry.state = 'running';
     this.running++;
     if (entry.round > this.round) {
@@ -131,32 +154,40 @@ export class Scheduler {
       .finally(() => {
         entry.state = 'finished';
         this.running--;
-        this.free.push(slot);
+        this.free.get(entry.pool)?.push(slot);
         this.dispatch();
       });
   }
 
+  /** Starts, in fair order, every waiting job whose pool has a free slot. */
   private dispatch(): void {
     let started = false;
-    while (this.free.length > 0 && this.waiting.length > 0) {
-      const next = this.waiting.shift() as Entry;
-      this.start(next);
-      started = true;
+    for (let index = 0; index < this.waiting.length; ) {
+      const next = this.waiting[index] as Entry;
+      if ((this.free.get(next.pool)?.length ?? 0) > 0) {
+        this.waiting.splice(index, 1);
+        this.start(next);
+        started = true;
+      } else {
+        index++;
+      }
     }
     if (started) this.reorder();
     this.notifyIdle();
   }
 
-  /** Sorts the queue into fair order and reports every position that changed. */
+  /** Sorts the queue into fair order and reports every position that changed (counted per pool). */
   private reorder(): void {
     this.waiting.sort((a, b) => a.round - b.round || a.arrival - b.arrival);
-    this.waiting.forEach((entry, index) => {
-      const position = index + 1;
+    const ahead = new Map<string, number>();
+    for (const entry of this.waiting) {
+      const position = (ahead.get(entry.pool) ?? 0) + 1;
+      ahead.set(entry.pool, position);
       if (entry.position !== position) {
         entry.position = position;
         entry.job.onQueuePosition(position);
       }
-    });
+    }
   }
 
   private notifyIdle(): void {
@@ -166,3 +197,6 @@ export class Scheduler {
     for (const resolve of waiters) resolve();
   }
 }
+
+/** The pool of jobs that name none. */
+const DEFAULT_POOL = '';

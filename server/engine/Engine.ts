@@ -1,4 +1,16 @@
-import type { ModelInfo } from '../../shared/protocol.js';
+import type { ModelRuntime } from '../../shared/protocol.js';
+
+/** What an engine tells about its model; the model's id is the pool's (ModelPool), not the engine's. */
+export interface EngineInfo {
+  /** Shown to people. */
+  readonly name: string;
+  /** True for Parley's generated demo model. */
+  readonly demo: boolean;
+  /** Tokens per sequence. */
+  readonly contextSize: number;
+  /** Where the model runs (device and offloaded layers); absent for engines that are not llama.cpp. */
+  readonly runtime?: ModelRuntime;
+}
 
 export interface Turn {
   readonly role: 'user' | 'assistant';
@@ -70,7 +82,7 @@ export interface GenerateResult {
  * sequences it likes (LlamaEngine picks the one holding the conversation's cache, if free).
  */
 export interface Engine {
-  readonly info: ModelInfo;
+  readonly info: EngineInfo;
   readonly slots: number;
   /**
    * Chooses the newest history turns that fit beside the message and the reply budget, in one

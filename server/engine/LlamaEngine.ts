@@ -9,12 +9,12 @@ import {
   type LlamaModel,
   type Token,
 } from 'node-llama-cpp';
-import type { ModelInfo } from '../../shared/protocol.js';
 import { BadRequestError, ContextOverflowError, EngineError } from '../ParleyError.js';
 import { DecodeBarrier } from './DecodeBarrier.js';
-import { EngineStopReason, type Engine, type GenerateRequest, type GenerateResult, type PromptPlan, type ResponseFormat, type Turn } from './Engine.js';
+import { EngineStopReason, type Engine, type EngineInfo, type GenerateRequest, type GenerateResult, type PromptPlan, type ResponseFormat, type Turn } from './Engine.js';
 import type { GpuChoice, GpuLayersChoice, LlamaDevice } from './GpuChoice.js';
 import type { LlamaBuild, LlamaBuildChoice } from './LlamaBuild.js';
+import { describeDevice } from './describeDevice.js';
 import { loadLlamaModel, type LoadedLlamaModel } from './loadLlamaModel.js';
 
 export interface LlamaEngineOptions {
@@ -110,7 +110,7 @@ async function warmUp(context: LlamaContext, model: LlamaModel, log: LlamaEngine
  * sequence serves a request is the engine's choice.
  */
 export class LlamaEngine implements Engine {
-  readonly info: ModelInfo;
+  readonly info: EngineInfo;
   readonly slots: number;
   /** The llama.cpp binary that runs this model. */
   readonly build: LlamaBuild;
@@ -162,6 +162,7 @@ export class LlamaEngine implements Engine {
       name: options.displayName ?? modelName(model, options.modelPath),
       demo: options.demo,
       contextSize: context.contextSize,
+      runtime: { device: runtime.device === false ? 'cpu' : runtime.device, gpuLayers: runtime.gpuLayers, totalLayers: runtime.totalLayers, summary: describeDevice(runtime) },
     };
   }
 
@@ -173,6 +174,7 @@ export class LlamaEngine implements Engine {
       build: options.build,
       gpu: options.gpu,
       gpuLayers: options.gpuLayers,
+      fitContextTokens: options.slots * options.contextSize,
     });
     const { threads } = runtime;
     try {

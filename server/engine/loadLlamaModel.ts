@@ -34,6 +34,8 @@ export interface LoadLlamaModelOptions {
   gpu?: GpuChoice;
   /** Layers to offload when a GPU runs (see GpuLayersChoice); `auto` by default. */
   gpuLayers?: GpuLayersChoice;
+  /** Context tokens the model will hold in all (slots × context size): `auto` leaves VRAM for them. */
+  fitContextTokens?: number;
 }
 
 export interface LoadedLlamaModel {
@@ -100,7 +102,9 @@ export async function loadLlamaModel(options: LoadLlamaModelOptions): Promise<Lo
   collectors.add(collect);
   if (logger !== undefined) addLogger(logger);
   try {
-    const model = await llama.loadModel({ modelPath, gpuLayers });
+    // `auto` fits layers to the free VRAM after the contexts the engine will create, not just the weights.
+    const layers = gpuLayers === 'auto' && options.fitContextTokens !== undefined ? { fitContext: { contextSize: options.fitContextTokens } } : gpuLayers;
+    const model = await llama.loadModel({ modelPath, gpuLayers: layers });
     if (logger !== undefined) model.onDispose.createListener(() => removeLogger(logger));
     const { threads, reason: threadsReason } = requested === 'auto'
       ? chooseThreads({ build, mathCores: llama.cpuMathCores, modelBytes, gpuLayers: model.gpuLayers })
@@ -121,12 +125,18 @@ async function validateModelFile(modelPath: string): Promise<void> {
     const file = await readGguf(modelPath, { checks: 'structure' });
     if (file.has(GENERATOR_KIND_KEY)) validateLlamaGguf(file);
   } catch (error) {
-    if (error instanceof GgufValidationError) throw new ModelLoadError(modelPath, error.message.replace(`${modelPath}: `, ''), error);
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new ModelLoadError(modelPath, 'the file does not exist', error);
-    if (code === 'EISDIR') throw new ModelLoadError(modelPath, 'the path is a directory, not a GGUF file', error);
-    throw new ModelLoadError(modelPath, (error as Error).message, error);
+    throw modelFileError(modelPath, error);
   }
+}
+
+/** A failure to read or validate a model file, as a ModelLoadError that names the real reason. */
+export function modelFileError(modelPath: string, error: unknown): ModelLoadError {
+  if (error instanceof ModelLoadError) return error;
+  if (error instanceof GgufValidationError) return new ModelLoadError(modelPath, error.message.replace(`${modelPath}: `, ''), error);
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT') return new ModelLoadError(modelPath, 'the file does not exist', error);
+  if (code === 'EISDIR') return new ModelLoadError(modelPath, 'the path is a directory, not a GGUF file', error);
+  return new ModelLoadError(modelPath, (error as Error).message, error);
 }
 
 /** Loggers of live models, with the number of live models each one serves. */

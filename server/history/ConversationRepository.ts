@@ -89,6 +89,8 @@ export interface ConversationRepository {
   deleteMessages(ownerId: string, conversationId: string, messageIds: readonly string[]): Promise<number>;
 
   renameConversation(ownerId: string, id: string, title: string): Promise<boolean>;
+  /** Records the model that answers in the conversation from now on. False if unknown or foreign. */
+  setConversationModel(ownerId: string, id: string, model: string): Promise<boolean>;
   deleteConversation(ownerId: string, id: string): Promise<boolean>;
   /** Deletes every conversation of the owner; resolves with how many. */
   deleteAllConversations(ownerId: string): Promise<number>;

@@ -96,6 +96,13 @@ export class MemoryConversationRepository implements ConversationRepository {
     return true;
   }
 
+  async setConversationModel(ownerId: string, id: string, model: string): Promise<boolean> {
+    const entry = this.owned(ownerId, id);
+    if (entry === undefined) return false;
+    entry.conversation = Object.freeze({ ...entry.conversation, model });
+    return true;
+  }
+
   async deleteConversation(ownerId: string, id: string): Promise<boolean> {
     const entry = this.owned(ownerId, id);
     if (entry === undefined) return false;

@@ -131,6 +131,11 @@ export class SqliteConversationRepository implements ConversationRepository {
     return statements.renameConversation.run(this.cipher.encrypt(title, titleContext(ownerId, id)), id, ownerId).changes > 0;
   }
 
+  async setConversationModel(ownerId: string, id: string, model: string): Promise<boolean> {
+    const { statements } = this.ready();
+    return statements.setConversationModel.run(model, id, ownerId).changes > 0;
+  }
+
   async deleteConversation(ownerId: string, id: string): Promise<boolean> {
     const { db, statements } = this.ready();
     const deleted = statements.deleteConversation.run(id, ownerId).changes > 0;
@@ -359,6 +364,7 @@ function prepareStatements(db: Database.Database) {
     ),
     deleteMessage: db.prepare<[string, string]>('DELETE FROM messages WHERE conversation_id = ? AND id = ?'),
     renameConversation: db.prepare<[Buffer, string, string]>('UPDATE conversations SET title = ? WHERE id = ? AND owner_id = ?'),
+    setConversationModel: db.prepare<[string, string, string]>('UPDATE conversations SET model = ? WHERE id = ? AND owner_id = ?'),
     deleteConversation: db.prepare<[string, string]>('DELETE FROM conversations WHERE id = ? AND owner_id = ?'),
     deleteAllConversations: db.prepare<[string]>('DELETE FROM conversations WHERE owner_id = ?'),
     purgeIdleBatch: db.prepare<[number, number]>(

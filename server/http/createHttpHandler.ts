@@ -50,8 +50,6 @@ export interface HttpDeps {
   readonly apiKeys: ApiKeyStore;
   /** Checks `Authorization: Bearer pk-parley-…` for the OpenAI-compatible /v1 API. */
   readonly authenticateApiKey: ApiKeyAuthenticator;
-  /** The model id the OpenAI-compatible API lists and answers to. */
-  readonly modelId: string;
 }
 
 interface Context {
@@ -117,10 +115,12 @@ async function route(context: Context): Promise<HttpResponse | HttpStreamRespons
   }
   if (request.path === '/api/health') {
     const ready = deps.isReady();
-    return json(ready ? 200 : 503, { status: ready ? 'ok' : 'unavailable' });
+    // Where each model runs, so an operator can see at a glance whether the GPU is used.
+    const models = deps.chat.models.list().map(({ id, loaded, runtime }) => ({ id, loaded: loaded ?? false, ...(runtime === undefined ? {} : { runtime }) }));
+    return json(ready ? 200 : 503, { status: ready ? 'ok' : 'unavailable', models });
   }
   if (request.path === OPENAI_PATH || request.path.startsWith(`${OPENAI_PATH}/`)) {
-    return handleOpenAiApi(request, { chat: deps.chat, modelId: deps.modelId, authenticate: deps.authenticateApiKey, logger: deps.logger });
+    return handleOpenAiApi(request, { chat: deps.chat, authenticate: deps.authenticateApiKey, logger: deps.logger });
   }
   if (request.path === CONVERSATIONS_PATH || request.path.startsWith(`${CONVERSATIONS_PATH}/`)) {
     return handleConversationApi(request, { tokens: deps.tokens, chat: deps.chat, limiters: deps.limiters });

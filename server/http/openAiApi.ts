@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
-import { ChatCompletionRequest, type ChatCompletion, type ChatMessage, type ModelList } from '../../shared/openAiProtocol.js';
+import { ChatCompletionRequest, type ChatCompletion, type ChatMessage, type ModelList, type OpenAiModel } from '../../shared/openAiProtocol.js';
+import type { ModelInfo } from '../../shared/protocol.js';
 import { ErrorCode } from '../../shared/errorCodes.js';
 import type { Principal } from '../auth/Principal.js';
 import { AbortReason } from '../chat/AbortReason.js';
@@ -14,9 +15,8 @@ import { finishReasonOf, SseReplyWriter, usageOf } from './SseReplyWriter.js';
 import { toOpenAiError } from './toOpenAiError.js';
 
 export interface OpenAiApiDeps {
+  /** The chat core; its model pool is what `/v1/models` lists and requests name. */
   readonly chat: ChatCore;
-  /** The id `/v1/models` lists and requests must name. */
-  readonly modelId: string;
   /** Verifies the request's API key (401, or 429 while its address is locked out). */
   readonly authenticate: (request: HttpRequest) => Promise<Principal>;
   readonly logger: Logger;
@@ -51,10 +51,13 @@ export async function handleOpenAiApi(request: HttpRequest, deps: OpenAiApiDeps)
     const path = request.path.replace(/\/+$/, '');
     if (path === `${OPENAI_PATH}/models`) {
       if (request.method !== 'GET' && request.method !== 'HEAD') return toOpenAiError(new BadRequestError('Use GET.', 405));
-      const list: ModelList = { object: 'list', data: [{ id: deps.modelId, object: 'model', created: STARTED, owned_by: 'parley' }] };
+      const list: ModelList = { object: 'list', data: deps.chat.models.list().map(openAiModelOf) };
       return json(200, list);
     }
-    if (path === `${OPENAI_PATH}/models/${deps.modelId}`) return json(200, { id: deps.modelId, object: 'model', created: STARTED, owned_by: 'parley' });
+    if (path.startsWith(`${OPENAI_PATH}/models/`)) {
+      if (request.method !== 'GET' && request.method !== 'HEAD') return toOpenAiError(new BadRequestError('Use GET.', 405));
+      return json(200, openAiModelOf(deps.chat.models.info(decodeURIComponent(path.slice(`${OPENAI_PATH}/models/`.length)))));
+    }
     if (path === `${OPENAI_PATH}/chat/completions`) {
       if (request.method !== 'POST') return toOpenAiError(new BadRequestError('Use POST.', 405));
       return await chatCompletion(request, principal, deps);
@@ -70,11 +73,23 @@ export async function handleOpenAiApi(request: HttpRequest, deps: OpenAiApiDeps)
 /** `created` of the listed model: when this server started, in seconds. */
 const STARTED = Math.floor(Date.now() / 1000);
 
+/**
+ * A model as `/v1/models` lists it: OpenAI's four fields, plus Parley's own (ignored by OpenAI
+ * clients): whether it is loaded, its context and where it runs.
+ */
+function openAiModelOf(model: ModelInfo): OpenAiModel {
+  return {
+    id: model.id,
+    object: 'model',
+    created: STARTED,
+    owned_by: 'parley',
+    parley: { name: model.name, loaded: model.loaded ?? false, context_size: model.contextSize, ...(model.runtime === undefined ? {} : { runtime: model.runtime }) },
+  };
+}
+
 async function chatCompletion(request: HttpRequest, principal: Principal, deps: OpenAiApiDeps): Promise<HttpResponse | HttpStreamResponse> {
   const body = parseBody(request);
-  if (body.model !== deps.modelId) {
-    throw new ParleyError(ErrorCode.notFound, `The model '${body.model}' does not exist; this server serves '${deps.modelId}' (GET /v1/models).`, { httpStatus: 404 });
-  }
+  const model = deps.chat.models.resolve(body.model);
   const { system, history, text } = conversationOf(body.messages);
   const id = `chatcmpl-${randomBytes(12).toString('base64url')}`;
   const created = Math.floor(Date.now() / 1000);
@@ -91,7 +106,7 @@ async function chatCompletion(request: HttpRequest, principal: Principal, deps: 
   const controller = new AbortController();
   request.signal?.addEventListener('abort', () => controller.abort(), { once: true });
   const log = deps.logger.child({ req: id, user: principal.userId, surface: 'v1' });
-  const writer = stream ? new SseReplyWriter({ id, model: deps.modelId, created, includeUsage: body.stream_options?.include_usage === true }) : undefined;
+  const writer = stream ? new SseReplyWriter({ id, model, created, includeUsage: body.stream_options?.include_usage === true }) : undefined;
   let ended!: (reply: Reply) => void;
   const end = new Promise<Reply>((resolve) => { ended = resolve; });
   const listener: AdmissionListener = writer
@@ -104,7 +119,7 @@ async function chatCompletion(request: HttpRequest, principal: Principal, deps: 
       }
     : { accepted: () => undefined, queued: () => undefined, textPending: () => undefined, ended: (reply) => ended(reply), released: () => undefined };
   const submitted = await deps.chat.submit(
-    { id, userId: principal.userId, budgetKeys: budgetKeysOf(principal, request.remoteAddress), text, history, ...(maxTokens === undefined ? {} : { maxTokens }), options, signal: controller.signal, log, fitHistory: 'refuse' },
+    { id, userId: principal.userId, budgetKeys: budgetKeysOf(principal, request.remoteAddress), text, model, history, ...(maxTokens === undefined ? {} : { maxTokens }), options, signal: controller.signal, log, fitHistory: 'refuse' },
     listener,
   );
   if (!submitted.ok) return toOpenAiError(submitted.error);
@@ -137,7 +152,7 @@ async function chatCompletion(request: HttpRequest, principal: Principal, deps: 
     id,
     object: 'chat.completion',
     created,
-    model: deps.modelId,
+    model,
     choices: [{ index: 0, message: { role: 'assistant', content }, finish_reason: finishReasonOf(outcome), logprobs: null }],
     usage: usageOf(outcome),
   };

@@ -5,6 +5,7 @@ import { ensureModel } from '../../models/ensureModel.js';
 import { loadConfig, type ConfigInput } from '../../server/config.js';
 import type { Engine } from '../../server/engine/Engine.js';
 import { LlamaEngine } from '../../server/engine/LlamaEngine.js';
+import { ModelPool } from '../../server/models/ModelPool.js';
 import type { LimiterSet } from '../../server/limits/Limiters.js';
 import { createLogger } from '../../server/logging/createLogger.js';
 import { GatedEngine } from './GatedEngine.js';
@@ -61,7 +62,8 @@ export interface From {
 /** A real Parley on 127.0.0.1, port 0, with the given transport and a fresh data dir. */
 export async function startTestServer(
   transport: string,
-  engine: Engine,
+  /** One engine, a pool of models, or none: the config's models, loaded by the server itself. */
+  engine: Engine | ModelPool | undefined,
   overrides: ConfigInput = {},
   options: {
     limiterOverrides?: Partial<LimiterSet>;
@@ -78,7 +80,8 @@ export async function startTestServer(
   const config = loadConfig({ host: '127.0.0.1', port: 0, transport, dataDir, invite: TEST_INVITE, maxTokens: 64, qr: false, shutdownTimeoutMs: 0, ...perAddress, ...overrides });
   const logs = new LogSink();
   const logger = createLogger({ level: 'debug', destination: logs });
-  const started = await startServer(config, { logger, engine, limiterOverrides: options.limiterOverrides });
+  const served = engine instanceof ModelPool ? { models: engine } : engine === undefined ? {} : { engine };
+  const started = await startServer(config, { logger, ...served, limiterOverrides: options.limiterOverrides });
   const ca = config.tlsCert === undefined ? undefined : await readFile(config.tlsCert);
   const baseUrl = `${ca ? 'https' : 'http'}://127.0.0.1:${started.port}`;
   const wsUrl = `${ca ? 'wss' : 'ws'}://127.0.0.1:${started.port}/ws`;

@@ -159,7 +159,17 @@ for (const transport of TRANSPORTS) {
         assert.match(response.headers.get('content-type') ?? '', /^application\/json/, path);
         assert.equal(response.headers.get('cache-control'), 'no-store', path);
         assert.equal(response.headers.get('x-content-type-options'), 'nosniff', path);
-        assert.deepEqual(await response.json(), body, path);
+        const got = (await response.json()) as Record<string, unknown>;
+        if (path === '/api/health') {
+          // It also says where each model runs: here the tiny model, loaded, on the CPU of this GPU-less machine.
+          const [model] = got.models as Array<{ id: string; loaded: boolean; runtime?: { device: string; gpuLayers: number; summary: string } }>;
+          assert.equal(model?.loaded, true);
+          assert.equal(model?.runtime?.device, 'cpu');
+          assert.equal(model?.runtime?.gpuLayers, 0);
+          assert.match(model?.runtime?.summary ?? '', /runs on the CPU/);
+          delete got.models;
+        }
+        assert.deepEqual(got, body, path);
       }
     });
 

@@ -1,3 +1,4 @@
+import { ModelPool } from '../../server/models/ModelPool.js';
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import pino from 'pino';
@@ -22,8 +23,8 @@ function setup(overrides: ConfigInput = {}, engineOptions: { slots?: number; rep
   const engine = new GatedEngine(scripted);
   const repository = new MemoryConversationRepository();
   const limiters = new Limiters(config);
-  const conversations = new Conversations(repository, { maxTurns: config.maxTurnsPerConversation, maxPerUser: config.maxConversationsPerUser, maxCached: 100, model: 'scripted' });
-  const core = new ChatCore(config, { engine, limiters, metrics: new Metrics(), conversations, checkpointMs: 60_000 });
+  const conversations = new Conversations(repository, { maxTurns: config.maxTurnsPerConversation, maxPerUser: config.maxConversationsPerUser, maxCached: 100 });
+  const core = new ChatCore(config, { models: ModelPool.single(engine, 'scripted'), limiters, metrics: new Metrics(), conversations, checkpointMs: 60_000 });
   return { core, engine, scripted, repository, limiters };
 }
 

@@ -20,13 +20,14 @@ interface FakeJob extends SchedulerJob {
 function fakeJob(
   name: string,
   userId: string,
-  options: { preferredSlot?: number; order?: string[]; behaviour?: 'defer' | 'throw' | 'reject' } = {},
+  options: { preferredSlot?: number; order?: string[]; behaviour?: 'defer' | 'throw' | 'reject'; pool?: string } = {},
 ): FakeJob {
   let settle: { resolve: () => void; reject: (error: unknown) => void } | undefined;
   const job: FakeJob = {
     name,
     userId,
     ...(options.preferredSlot === undefined ? {} : { preferredSlot: options.preferredSlot }),
+    ...(options.pool === undefined ? {} : { pool: options.pool }),
     positions: [],
     slot: undefined,
     runs: 0,
@@ -79,8 +80,9 @@ describe('Scheduler', () => {
     assert.equal(scheduler.queuedCount, 0);
   });
 
-  test('a scheduler with fewer than one slot cannot be built', () => {
-    assert.throws(() => new Scheduler({ slots: 0, ...roomy }), RangeError);
+  test('negative slots, or a pool of fewer than one slot, cannot be built', () => {
+    assert.throws(() => new Scheduler({ slots: -1, ...roomy }), RangeError);
+    assert.throws(() => new Scheduler({ slots: 0, ...roomy }).addPool('m', 0), RangeError);
   });
 
   test('when every slot is busy, jobs wait and are told their 1-based positions', () => {
@@ -471,5 +473,65 @@ describe('Scheduler', () => {
     for (const entry of accepted) assert.equal(entry.job.runs, entry.withdrawn ? 0 : 1, `${entry.job.name} ran the wrong number of times`);
     assert.ok(refused.length > 0 && accepted.some((entry) => entry.withdrawn), 'the random walk exercised refusals and withdrawals');
   });
-});
 
+  describe('pools (one per loaded model)', () => {
+    test('a job for a pool that is not open waits, and starts when the pool opens', async () => {
+      const scheduler = new Scheduler({ slots: 0, ...roomy });
+      const job = fakeJob('b1', 'bob', { pool: 'demo' });
+      const ticket = scheduler.submit(job);
+      assert.equal(ticket.queued, true);
+      assert.deepEqual(job.positions, [1]);
+      scheduler.addPool('demo', 1);
+      assert.equal(job.runs, 1);
+      assert.equal(job.slot, 0);
+      job.finish();
+      await settle();
+      assert.equal(scheduler.activeCount, 0);
+    });
+
+    test("a full pool never holds up another pool's jobs, and positions count per pool", async () => {
+      const scheduler = new Scheduler({ slots: 0, ...roomy });
+      scheduler.addPool('a', 1);
+      scheduler.addPool('b', 1);
+      const a1 = fakeJob('a1', 'u1', { pool: 'a' });
+      const a2 = fakeJob('a2', 'u2', { pool: 'a' });
+      const a3 = fakeJob('a3', 'u3', { pool: 'a' });
+      const b1 = fakeJob('b1', 'u4', { pool: 'b' });
+      for (const job of [a1, a2, a3, b1]) scheduler.submit(job);
+      assert.equal(a1.runs, 1);
+      assert.equal(b1.runs, 1, 'b runs at once although a has a queue');
+      assert.equal(lastPosition(a2), 1);
+      assert.equal(lastPosition(a3), 2);
+      const b2 = fakeJob('b2', 'u5', { pool: 'b' });
+      scheduler.submit(b2);
+      assert.equal(lastPosition(b2), 1, "b2 counts only b's queue");
+      b1.finish();
+      await settle();
+      assert.equal(b2.runs, 1);
+      assert.equal(a2.runs, 0);
+      a1.finish();
+      await settle();
+      assert.equal(a2.runs, 1);
+      assert.equal(lastPosition(a3), 1);
+    });
+
+    test("fairness holds across pools: a user's second job anywhere goes behind others' first", async () => {
+      const scheduler = new Scheduler({ slots: 0, ...roomy });
+      scheduler.addPool('a', 1);
+      const order: string[] = [];
+      const hog = fakeJob('hog', 'alice', { pool: 'a', order });
+      scheduler.submit(hog);
+      // Alice also has a job on model b (not loaded yet), then queues a second on a; Bob queues one on a.
+      scheduler.submit(fakeJob('alice-b', 'alice', { pool: 'b', order }));
+      const aliceA = fakeJob('alice-a2', 'alice', { pool: 'a', order });
+      const bobA = fakeJob('bob-a', 'bob', { pool: 'a', order });
+      scheduler.submit(aliceA);
+      scheduler.submit(bobA);
+      assert.equal(lastPosition(bobA), 1, "Bob's first job goes ahead of Alice's third");
+      assert.equal(lastPosition(aliceA), 2);
+      hog.finish();
+      await settle();
+      assert.deepEqual(order, ['hog', 'bob-a']);
+    });
+  });
+});

@@ -22,11 +22,11 @@ describe('loadConfig', () => {
   test('with no input every default is applied', () => {
     const config = loadConfig();
     for (const [key, value] of Object.entries(defaults)) {
-      if (key === 'dataDir') continue;
+      if (key === 'dataDir' || key === 'pulledModelsDir') continue;
       assert.deepEqual(config[key as keyof typeof config], value, key);
     }
     assert.equal(config.dataDir, resolve(defaults.dataDir));
-    assert.equal(config.model, undefined);
+    assert.deepEqual(config.models, []);
     assert.equal(config.invite, undefined);
   });
 
@@ -109,12 +109,15 @@ describe('loadConfig', () => {
     assert.doesNotMatch(error.message, /sekrit/);
   });
 
-  test('dataDir and model become absolute paths', () => {
-    const config = loadConfig({ dataDir: 'some/data', model: 'models/tiny.gguf' });
+  test('dataDir, models and the models folder become absolute paths', () => {
+    const config = loadConfig({ dataDir: 'some/data', models: ['models/tiny.gguf', '/srv/m.gguf'], modelsDir: 'gguf' });
     assert.ok(isAbsolute(config.dataDir));
     assert.equal(config.dataDir, resolve('some/data'));
-    assert.ok(config.model !== undefined && isAbsolute(config.model));
-    assert.equal(config.model, resolve('models/tiny.gguf'));
+    assert.deepEqual(config.models, [resolve('models/tiny.gguf'), '/srv/m.gguf']);
+    assert.equal(config.modelsDir, resolve('gguf'));
+    assert.equal(config.pulledModelsDir, resolve('models/pulled'));
+    // PARLEY_MODEL may list several files, comma-separated.
+    assert.deepEqual(loadConfig({ models: 'a.gguf, b.gguf' }).models, [resolve('a.gguf'), resolve('b.gguf')]);
     assert.equal(loadConfig({ dataDir: '/srv/parley' }).dataDir, '/srv/parley');
   });
 
