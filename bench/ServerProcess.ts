@@ -64,6 +64,8 @@ export class ServerProcess {
     readonly transport: string,
     /** The llama.cpp binary the server reported in its `llama.cpp:` log line. */
     readonly llamaBuild: LlamaBuild | undefined,
+    /** The backend from the same line: `cuda`, `metal`, `vulkan`, or false for the CPU. */
+    readonly device: string | false | undefined,
     readonly spec: ServerSpec,
   ) {
     this.tokens = new InviteTokens(`http://127.0.0.1:${port}`, INVITE);
@@ -104,6 +106,7 @@ export class ServerProcess {
     const lines = createInterface({ input: child.stdout });
     try {
       let llamaBuild: LlamaBuild | undefined;
+      let device: string | false | undefined;
       const listening = await new Promise<{ port: number; transport: string }>((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(`the server did not start within ${START_TIMEOUT_MS / 1000} s`)), START_TIMEOUT_MS);
         child.once('exit', (code) => {
@@ -116,7 +119,7 @@ export class ServerProcess {
         lines.on('line', (line) => {
           // Cheap level check: parsing every record would cost the bench process CPU under load.
           if (/"level":(5\d|6\d)/.test(line) && errors.length < 20) errors.push(line.slice(0, 500));
-          if (line.includes('"msg":"llama.cpp: ')) llamaBuild = (JSON.parse(line) as { llamaBuild?: LlamaBuild }).llamaBuild;
+          if (line.includes('"msg":"llama.cpp: ')) ({ llamaBuild, gpu: device } = JSON.parse(line) as { llamaBuild?: LlamaBuild; gpu?: string | false });
           if (!line.includes('"listening on')) return;
           const record = JSON.parse(line) as { port?: number; transport?: string };
           if (typeof record.port !== 'number') return;
@@ -126,7 +129,7 @@ export class ServerProcess {
       });
       child.removeAllListeners('exit');
       child.stderr.removeAllListeners('data');
-      const server = new ServerProcess(child, dataDir, listening.port, listening.transport, llamaBuild, spec);
+      const server = new ServerProcess(child, dataDir, listening.port, listening.transport, llamaBuild, device, spec);
       lines.removeAllListeners('line');
       server.errors.push(...errors);
       lines.on('line', (line) => {

@@ -1,3 +1,4 @@
+import { cpus } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { Scheduler } from '../server/chat/Scheduler.js';
 import { EngineStopReason, type Engine } from '../server/engine/Engine.js';
@@ -36,6 +37,8 @@ interface Level {
 interface Column {
   readonly path: string;
   readonly running?: string;
+  /** The llama.cpp binary and the device that computed this column, as the table shows them. */
+  readonly ranOn?: string;
   readonly levels: readonly Level[];
   readonly unavailable?: string;
 }
@@ -54,6 +57,7 @@ export const concurrency: Benchmark = {
     data: (column) => ({
       path: column.path,
       running: column.running,
+      ranOn: column.ranOn,
       unavailable: column.unavailable,
       levels: column.levels.map((level) => ({ clients: level.clients, ...figures(level) })),
     }),
@@ -81,7 +85,12 @@ async function inProcess(context: BenchContext, model: BenchModel): Promise<Colu
     };
     levels.push({ clients, samples: (await Promise.all(Array.from({ length: clients }, (_, client) => loop(client)))).flat() });
   }
-  return { path: 'in-process', levels };
+  return { path: 'in-process', ranOn: ranOn(engine.build, engine.device), levels };
+}
+
+/** `native, CPU` or `prebuilt, cuda`: which llama.cpp binary ran, and on what. */
+function ranOn(build: string | undefined, device: string | false | undefined): string {
+  return `${build ?? 'unknown build'}, ${device === false ? 'CPU' : (device ?? 'unknown device')}`;
 }
 
 function scheduled(scheduler: Scheduler, engine: Engine, model: BenchModel, client: number, conversationId: string, text: string): Promise<Sample> {
@@ -145,7 +154,7 @@ async function throughServer(context: BenchContext, model: BenchModel, transport
       for (const socket of sockets) socket.close();
     }
   }
-  return { path: transport, running, levels };
+  return { path: transport, running, ranOn: ranOn(server.llamaBuild, server.device), levels };
 }
 
 /**
@@ -175,7 +184,7 @@ async function throughOpenAiApi(context: BenchContext, model: BenchModel): Promi
     };
     levels.push({ clients, samples: (await Promise.all(Array.from({ length: clients }, (_, client) => loop(client)))).flat() });
   }
-  return { path, running: transport, levels };
+  return { path, running: transport, ranOn: ranOn(server.llamaBuild, server.device), levels };
 }
 
 /** A new API key of the user behind `accessToken` (POST /api/keys, as the page does). */
@@ -217,7 +226,7 @@ async function throughLlamaServer(context: BenchContext, model: BenchModel, bina
       };
       levels.push({ clients, samples: (await Promise.all(Array.from({ length: clients }, (_, client) => loop(client)))).flat() });
     }
-    return { path: LLAMA_SERVER, levels };
+    return { path: LLAMA_SERVER, ranOn: "llama.cpp's own build", levels };
   } finally {
     await server.stop();
   }
@@ -256,7 +265,10 @@ function figures(level: Level) {
 }
 
 function table(context: BenchContext, model: BenchModel, columns: readonly Column[]): Table {
-  const rows: string[][] = [['clients', 'figure', ...columns.map((column) => column.path)]];
+  const rows: string[][] = [
+    ['clients', 'figure', ...columns.map((column) => column.path)],
+    ['', 'llama.cpp, device', ...columns.map((column) => column.ranOn ?? '–')],
+  ];
   for (const clients of CLIENT_COUNTS) {
     const at = columns.map((column) => {
       const level = column.levels.find((candidate) => candidate.clients === clients);
@@ -277,14 +289,15 @@ function table(context: BenchContext, model: BenchModel, columns: readonly Colum
   }
   const cut = columns.flatMap((column) => column.levels.map((level) => ({ path: column.path, clients: level.clients, cut: figures(level).cutByTimeCap }))).filter((entry) => entry.cut > 0);
   return {
-    title: `Concurrency: ${model.kind} model, ${context.slots} slots, ${model.threads} thread${model.threads === 1 ? '' : 's'}`,
+    title: `Concurrency: ${model.kind} model, ${context.slots} slots, ${model.threads} thread${model.threads === 1 ? '' : 's'}, ${cpus()[0]?.model.trim() ?? 'unknown CPU'}`,
     rows,
     notes: [
       `Each client is a different user sending ${model.workload.requestsPerClient} fresh request${model.workload.requestsPerClient === 1 ? '' : 's'} of ${model.workload.maxTokens} tokens, one at a time. ` +
         '"slot / queued": requests that started at once / that waited for a slot (a `queued` frame). TTFT includes the wait.',
       ...(columns.some((column) => column.path === LLAMA_SERVER)
-        ? ['llama-server: the binary given with --llama-server, same model, threads and slots (-np), fresh greedy streamed chat completions with the prompt cache off; it has no queue frame, so its slot / queued shows every request as placed.']
+        ? [`llama-server: ${context.llamaServer ?? ''}, same model, threads and slots (-np), fresh greedy streamed chat completions with the prompt cache off; it has no queue frame, so its slot / queued shows every request as placed.`]
         : []),
+      '"llama.cpp, device": the binary each column ran (native: built for this CPU by `npm install` or `npm run build:llama`; prebuilt: node-llama-cpp\'s) and where it computed, as the server logged them.',
       'In process the clients stay in step (each round starts together); through a server they drift apart, so later requests ' +
         'join a batch that is already decoding: compare the TTFT p95 columns with that in mind.',
       ...cut.map((entry) => `${entry.path}, ${entry.clients} clients: ${entry.cut} replies cut short by the ${REPLY_TIME_CAP_MS / 1000} s reply cap (the machine is too slow or too busy)`),

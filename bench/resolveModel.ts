@@ -1,9 +1,13 @@
 import { availableParallelism } from 'node:os';
 import { ensureModel } from '../models/ensureModel.js';
+import { ensureQuantizedBenchModel } from './ensureQuantizedBenchModel.js';
 import type { LlamaBuildChoice } from '../server/engine/LlamaBuild.js';
 
-/** The generated models the benchmarks run: Parley's tiny test model and the 0.5B-shape F16 one. */
-export const BenchModelKind = { tiny: 'tiny', bench: 'bench' } as const;
+/**
+ * The generated models the benchmarks run: Parley's tiny test model, the 0.5B-shape F16 one, and
+ * that one quantized to Q4_0 by llama.cpp's llama-quantize (ensureQuantizedBenchModel).
+ */
+export const BenchModelKind = { tiny: 'tiny', bench: 'bench', benchQ4: 'bench-q4' } as const;
 export type BenchModelKind = (typeof BenchModelKind)[keyof typeof BenchModelKind];
 
 /** How much work each benchmark does with one model; --quick shrinks it to fit in 3 minutes. */
@@ -46,6 +50,10 @@ const workloads: Readonly<Record<BenchModelKind, { readonly quick: Workload; rea
     quick: { maxTokens: 32, streamRuns: 2, requestsPerClient: 1, cancels: 5, cancelAfterMs: 150 },
     full: { maxTokens: 128, streamRuns: 3, requestsPerClient: 1, cancels: 30, cancelAfterMs: 150 },
   },
+  'bench-q4': {
+    quick: { maxTokens: 32, streamRuns: 2, requestsPerClient: 1, cancels: 5, cancelAfterMs: 150 },
+    full: { maxTokens: 128, streamRuns: 3, requestsPerClient: 1, cancels: 30, cancelAfterMs: 150 },
+  },
 };
 
 const CONTEXT_SIZE = 2048;
@@ -63,13 +71,15 @@ export class ModelUnavailableError extends Error {
 export async function resolveModel(kind: BenchModelKind, options: { quick: boolean; threads?: number; llamaBuild: LlamaBuildChoice; log: (line: string) => void }): Promise<BenchModel> {
   let ensured;
   try {
-    ensured = await ensureModel(kind, { logger: options.log });
+    ensured = kind === BenchModelKind.benchQ4 ? await ensureQuantizedBenchModel(options.log) : await ensureModel(kind, { logger: options.log });
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
     throw new ModelUnavailableError(
       kind === BenchModelKind.bench
         ? `the bench model (0.5B shape, F16) is not available: ${reason}. It comes from ensureModel('bench') in models/ensureModel.ts.`
-        : `the ${kind} model could not be built: ${reason}`,
+        : kind === BenchModelKind.benchQ4
+          ? `the bench model in Q4_0 is not available: ${reason}`
+          : `the ${kind} model could not be built: ${reason}`,
       { cause: error },
     );
   }

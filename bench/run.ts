@@ -1,8 +1,11 @@
 /**
  * `npm run bench`: Parley's speed side by side with node-llama-cpp's own, and its limits.
  *
- *   npm run bench -- [--quick] [--only streaming,cancel] [--model tiny|bench|both] [--transports uws,ws]
- *                    [--slots n] [--threads n] [--llama-build auto|prebuilt|native] [--llama-server path/to/llama-server]
+ *   npm run bench -- [--quick] [--only streaming,cancel] [--model tiny|bench|bench-q4|both] [--transports uws,ws]
+ *                    [--slots n] [--threads n] [--llama-build auto|prebuilt|native] [--llama-server path/to/llama-server|none]
+ *
+ * `npm run build:llama-tools` builds llama.cpp's llama-server (the concurrency benchmark's
+ * reference, used by default once built) and llama-quantize (which makes the bench-q4 model).
  *
  * Every server is a child process on 127.0.0.1 (port 0), every loop is bounded in count and
  * time, and nothing here is asserted by `npm test`. Tables go to stdout (GFM, ready to paste),
@@ -25,6 +28,7 @@ import { frameThroughput } from './frameThroughput.js';
 import { idleConnections } from './idleConnections.js';
 import { machineInfo } from './machineInfo.js';
 import { historyMemory } from './historyMemory.js';
+import { findLlamaTool, LlamaTool } from './llamaTools.js';
 import { planning } from './planning.js';
 import { renderTable } from './renderTable.js';
 import { BenchModelKind, ModelUnavailableError, resolveModel, type BenchModel } from './resolveModel.js';
@@ -46,7 +50,7 @@ const BENCHMARKS: ReadonlyArray<{ readonly benchmark: Benchmark; readonly models
 ];
 const NAMES = BENCHMARKS.map((entry) => entry.benchmark.name);
 
-const ModelChoice = { tiny: 'tiny', bench: 'bench', both: 'both' } as const;
+const ModelChoice = { tiny: 'tiny', bench: 'bench', benchQ4: 'bench-q4', both: 'both' } as const;
 type ModelChoice = (typeof ModelChoice)[keyof typeof ModelChoice];
 
 interface Options {
@@ -70,12 +74,13 @@ const program = new Command('bench')
   .description("Parley's benchmarks: streaming overhead, concurrency, cancel, idle connections, frame throughput, prompt planning, memory against stored history.")
   .option('--quick', 'small counts, tiny model only unless --model says otherwise: under 3 minutes on 2 cores', false)
   .addOption(new Option('--only <names>', `run only these: ${NAMES.join(', ')}`).argParser(list(NAMES, '--only')))
-  .addOption(new Option('--model <which>', 'tiny, bench (0.5B shape, F16) or both (default: tiny with --quick, else both)').choices(Object.values(ModelChoice)))
+  .addOption(new Option('--model <which>', 'tiny, bench (0.5B shape, F16), bench-q4 (the same in Q4_0, quantized by llama-quantize) or both (tiny and bench; default: tiny with --quick, else both)').choices(Object.values(ModelChoice)))
   .addOption(new Option('--transports <names>', 'WebSocket transports to measure').argParser(list(Object.values(BenchTransport), '--transports')).default([BenchTransport.uws, BenchTransport.ws], 'uws,ws'))
   .addOption(new Option('--slots <n>', 'slots of the servers and in-process engines').argParser(integerBetween(1, 64)).default(defaults.slots, `the server default here, ${defaults.slots}`))
   .addOption(new Option('--threads <n>', 'model threads (default: 1 for tiny, all cores for bench)').argParser(integerBetween(1, 256)))
   .addOption(new Option('--llama-build <build>', 'llama.cpp binary, as the server\'s --llama-build').choices(Object.values(LlamaBuildChoice)).default(LlamaBuildChoice.auto))
-  .addOption(new Option('--llama-server <binary>', "also run the concurrency benchmark against llama.cpp's llama-server, started with the same model, threads and slots"));
+  .addOption(new Option('--llama-server <binary>', "also run the concurrency benchmark against llama.cpp's llama-server, started with the same model, threads and slots " +
+    '(default: the one `npm run build:llama-tools` built, when there is one; `none` for no llama-server column)'));
 
 program.parse(process.argv);
 const options = program.opts<Options>();
@@ -131,7 +136,9 @@ async function run(): Promise<number> {
     `slots ${options.slots}${options.slots === defaults.slots ? ' (the server default here)' : ''}; transports ${options.transports.join(', ')}; loopback only`);
   out();
 
-  const context: BenchContext = { quick: options.quick, models, lightModel, transports: options.transports, slots: options.slots, servers, engines, llamaServer: options.llamaServer, progress };
+  const llamaServer = options.llamaServer === 'none' ? undefined : (options.llamaServer ?? (await findLlamaTool(LlamaTool.server)));
+  if (llamaServer !== undefined && selected.some((entry) => entry.benchmark === concurrency)) out(`llama-server: ${llamaServer}`);
+  const context: BenchContext = { quick: options.quick, models, lightModel, transports: options.transports, slots: options.slots, servers, engines, llamaServer, progress };
   const results: Record<string, unknown> = {};
   let failed = 0;
   for (const [index, { benchmark }] of selected.entries()) {
