@@ -102,7 +102,8 @@ describe('several models', () => {
       const ready = client.frames.find((frame) => frame.type === 'ready') as ReadyFrame;
       assert.equal(ready.model.id, TINY);
       assert.deepEqual(ready.models.map(({ id, loaded }) => ({ id, loaded })), [{ id: TINY, loaded: true }, { id: DEMO, loaded: false }]);
-      assert.equal(ready.models[0]?.runtime?.device, 'cpu');
+      assert.ok(ready.models[0]?.runtime !== undefined, 'a loaded model says where it runs');
+      assert.equal(ready.models[1]?.runtime, undefined, 'an unloaded one runs nowhere yet');
       assert.deepEqual(models.loads, [TINY]);
       const key = await createApiKey(server, 'tester');
       const openai = new OpenAI({ apiKey: key, baseURL: `${server.baseUrl}/v1`, maxRetries: 0 });
