@@ -188,11 +188,18 @@ export class ModelPool {
     return entry?.state === ModelState.loaded ? entry.engine : undefined;
   }
 
-  /** Loads the default model (at start, so a bad default fails the start). */
+  /**
+   * Loads the default model (at start, so a bad default fails the start) and rejects with the
+   * loader's own error, not the one requests get, so the start can exit with its code.
+   */
   async loadDefault(): Promise<Engine> {
-    const lease = await this.acquire(this.defaultModel);
-    lease.release();
-    return lease.engine;
+    try {
+      const lease = await this.acquire(this.defaultModel);
+      lease.release();
+      return lease.engine;
+    } catch (error) {
+      throw error instanceof ModelUnavailableError && error.cause !== undefined ? error.cause : error;
+    }
   }
 
   /**

@@ -167,6 +167,12 @@ describe('ModelPool', () => {
     assert.deepEqual(loads, ['b', 'b']);
   });
 
+  test("loading the default model at start fails with the loader's own error (the start's exit code depends on it)", async () => {
+    class GpuMissing extends Error {}
+    const { pool } = setup({ load: () => Promise.reject(new GpuMissing('--gpu cuda was requested but ...')) });
+    await assert.rejects(pool.loadDefault(), GpuMissing);
+  });
+
   test('a request that gives up while waiting is let go at once; the others keep their places', async () => {
     const { pool, holdLoads, finishLoad } = setup();
     holdLoads();
