@@ -8,6 +8,7 @@ import { RefreshResult, TokenBroker } from '../auth/TokenBroker.js';
 import { ChatController } from '../controllers/ChatController.js';
 import { ConnectionController, ConnectionState, NoticeTone } from '../controllers/ConnectionController.js';
 import { ConversationSync } from '../controllers/ConversationSync.js';
+import { chosenModel } from '../state/chosenModel.js';
 import { ConversationStore } from '../state/ConversationStore.js';
 import type { ChatComposer } from './chat-composer.js';
 import { visuallyHidden } from './sharedStyles.js';
@@ -15,6 +16,7 @@ import './chat-composer.js';
 import './chat-header.js';
 import './chat-join.js';
 import './chat-keys.js';
+import './chat-model-picker.js';
 import './chat-sidebar.js';
 import './chat-thread.js';
 
@@ -141,12 +143,16 @@ export class ChatApp extends LitElement {
       chat-thread {
         flex: 1;
       }
-      chat-composer {
+      chat-composer,
+      chat-model-picker {
         width: 100%;
         max-width: 48rem;
         margin: 0 auto;
         padding: 0.5rem 1rem 0;
         box-sizing: border-box;
+      }
+      chat-model-picker {
+        padding-bottom: 0;
       }
       .starting {
         margin: 20vh auto;
@@ -180,7 +186,8 @@ export class ChatApp extends LitElement {
           background: rgb(0 0 0 / 0.35);
           border: none;
         }
-        chat-composer {
+        chat-composer,
+        chat-model-picker {
           padding: 0.4rem 0.6rem 0;
         }
       }
@@ -241,7 +248,7 @@ export class ChatApp extends LitElement {
       <chat-header
         .state=${connection.state}
         .retry=${connection.describeRetry()}
-        .model=${ready?.model}
+        .model=${chosenModel(this.store.current, ready)}
         .userName=${ready?.user.name}
         .sidebarOpen=${this.sidebarOpen}
         @toggle-sidebar=${this.toggleSidebar}
@@ -270,6 +277,8 @@ export class ChatApp extends LitElement {
     const ready = this.connection.ready;
     const generating = new Set(this.store.list.filter((conversation) => this.chat.isGenerating(conversation.id)).map((conversation) => conversation.id));
     const currentGenerating = current !== undefined && generating.has(current.id);
+    const model = chosenModel(current, ready);
+    const severalModels = (ready?.models.length ?? 0) > 1;
     return html`<div class="layout">
       <button type="button" class="scrim ${this.sidebarOpen ? 'open' : ''}" tabindex="-1" aria-hidden="true" @click=${() => (this.sidebarOpen = false)}></button>
       <aside id="sidebar" class=${this.sidebarOpen ? 'open' : ''} aria-label="Conversations">
@@ -287,16 +296,16 @@ export class ChatApp extends LitElement {
         ></chat-sidebar>
       </aside>
       <main>
-        ${ready?.model.demo
+        ${model?.demo
           ? html`<p class="demo-banner">
-              This is <strong>Parley's demo model</strong>: a toy that strings words together. It is not an assistant. Start Parley with
-              <code>--model</code> to chat with a real one.
+              This is <strong>Parley's demo model</strong>: a toy that strings words together. It is not an assistant.
+              ${severalModels ? 'Pick another model below to chat with a real one.' : html`Start Parley with <code>--model</code> to chat with a real one.`}
             </p>`
           : nothing}
         <chat-thread
           .messages=${current?.messages ?? []}
           .conversationId=${current?.id}
-          .model=${ready?.model}
+          .model=${model}
           .streamFor=${(id: string) => this.chat.streamFor(id)}
           ?generating=${currentGenerating}
           ?connected=${this.connection.connected}
@@ -305,6 +314,14 @@ export class ChatApp extends LitElement {
           @regenerate=${() => this.chat.regenerate()}
           @retry-load=${() => this.sync.retry()}
         ></chat-thread>
+        ${severalModels
+          ? html`<chat-model-picker
+              .models=${ready?.models ?? []}
+              .value=${model?.id}
+              ?disabled=${current?.unfetched === true}
+              @pick-model=${this.onPickModel}
+            ></chat-model-picker>`
+          : nothing}
         <chat-composer
           ?generating=${currentGenerating}
           ?connected=${this.connection.connected && current?.unfetched !== true}
@@ -377,6 +394,12 @@ export class ChatApp extends LitElement {
     this.sidebarOpen = false;
     await this.updateComplete;
     this.composer?.focus();
+  };
+
+  /** A model picked for the open conversation (a new one if none is open): its next message names it. */
+  private readonly onPickModel = (event: CustomEvent<{ model: string }>): void => {
+    const conversation = this.store.current ?? this.store.create();
+    this.store.pickModel(conversation, event.detail.model);
   };
 
   private readonly onStoreChange = (): void => this.requestUpdate();

@@ -11,8 +11,8 @@ const stateLabels: Record<ConnectionState, string> = {
 };
 
 /**
- * The top bar: the conversation-list toggle (narrow screens), the model and whether it is the
- * demo model, the connection state, the user, the API keys panel, and sign-out.
+ * The top bar: the conversation-list toggle (narrow screens), the open conversation's model and
+ * whether it is the demo model, the connection state, the user, the API keys panel, and sign-out.
  *
  * Events (bubble, composed): `toggle-sidebar`, `open-keys`, `sign-out`.
  */

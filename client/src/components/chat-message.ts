@@ -12,6 +12,13 @@ const stopReasons: Record<ReplyStats['stopReason'], string> = {
   context_full: 'the context window is full',
 };
 
+/** 1st, 2nd, 3rd, 4th … 11th, 12th, 13th … 21st. */
+function ordinal(n: number): string {
+  const tens = n % 100;
+  const suffix = tens >= 11 && tens <= 13 ? 'th' : (['th', 'st', 'nd', 'rd'][n % 10] ?? 'th');
+  return `${n}${suffix}`;
+}
+
 /**
  * One message. A user's text is shown as typed; an assistant's is rendered as sanitised
  * Markdown (see renderMarkdown) every time its text changes. While a reply streams, the
@@ -274,6 +281,8 @@ export class ChatMessageElement extends LitElement {
     switch (this.status) {
       case MessageStatus.sending:
         return html`<span class="state dots">Sending</span>`;
+      case MessageStatus.loadingModel:
+        return html`<span class="state">Loading the model…${this.queuePosition === undefined ? '' : ` (${ordinal(this.queuePosition)} in line)`}</span>`;
       case MessageStatus.queued:
         return html`<span class="state">Waiting for a free slot: position ${this.queuePosition ?? '?'}</span>`;
       case MessageStatus.starting:

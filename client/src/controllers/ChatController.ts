@@ -2,6 +2,7 @@ import type { ReactiveController, ReactiveControllerHost } from 'lit';
 import { ErrorCode } from '../../../shared/errorCodes.js';
 import type { ServerFrame } from '../../../shared/protocol.js';
 import { MessageStatus, Sender, type ChatMessage, type Conversation } from '../state/ChatMessage.js';
+import { modelToSend } from '../state/chosenModel.js';
 import { PAGE_CLOSED, type ConversationStore } from '../state/ConversationStore.js';
 import { SERVER_INTERRUPTED } from '../state/messagesFromServer.js';
 import { ReplyStream } from '../state/ReplyStream.js';
@@ -14,6 +15,8 @@ interface Running {
   readonly conversationId: string;
   readonly message: ChatMessage;
   readonly stream: ReplyStream;
+  /** The model the send named (absent: the server chose, from the conversation or its default). */
+  readonly model?: string;
   /** The seq of the next delta to apply: every delta below it is in the message, none above. */
   nextSeq: number;
   /** Its socket dropped: it waits for the next `ready` to be resumed. */
@@ -160,12 +163,14 @@ export class ChatController implements ReactiveController {
 
   private submit(conversation: Conversation, message: ChatMessage, text: string, regenerate: boolean): void {
     const id = newId('r');
+    const model = modelToSend(conversation, this.connection.ready);
     message.requestId = id;
-    this.running.set(id, this.track(conversation, message));
+    this.running.set(id, { ...this.track(conversation, message), ...(model === undefined ? {} : { model }) });
     const sent = this.connection.send({
       type: 'send',
       id,
       text,
+      ...(model === undefined ? {} : { model }),
       ...(conversation.serverId ? { conversationId: conversation.serverId, ...(regenerate ? { regenerate: true as const } : {}) } : {}),
     });
     if (!sent) {
@@ -209,7 +214,13 @@ export class ChatController implements ReactiveController {
     const conversation = this.store.get(running.conversationId);
     switch (frame.type) {
       case 'accepted':
-        if (conversation) conversation.serverId = frame.conversationId;
+        if (conversation) {
+          const created = conversation.serverId === undefined;
+          conversation.serverId = frame.conversationId;
+          // The server stored the model the send named; a new conversation without one got the default.
+          const model = running.model ?? (created ? this.connection.ready?.model.id : undefined);
+          if (model !== undefined) this.store.setModel(conversation, model);
+        }
         message.status = MessageStatus.starting;
         message.queuePosition = undefined;
         this.store.changed();
@@ -226,7 +237,8 @@ export class ChatController implements ReactiveController {
         this.store.changed();
         return;
       case 'queued':
-        message.status = MessageStatus.queued;
+        // Before `accepted`, the request waits for its model to load: a place in that line.
+        message.status = message.status === MessageStatus.sending || message.status === MessageStatus.loadingModel ? MessageStatus.loadingModel : MessageStatus.queued;
         message.queuePosition = frame.position;
         this.store.changed();
         return;
@@ -283,7 +295,7 @@ export class ChatController implements ReactiveController {
           this.announce(`Reply interrupted: ${UNRECOVERABLE_REPLY}`);
           return;
         }
-        if (frame.code === ErrorCode.shuttingDown && message.status !== MessageStatus.sending) {
+        if (frame.code === ErrorCode.shuttingDown && message.status !== MessageStatus.sending && message.status !== MessageStatus.loadingModel) {
           // An accepted reply cut off by a shutdown: the server keeps it as interrupted, and so does the page.
           message.status = MessageStatus.interrupted;
           message.error = SERVER_INTERRUPTED;

@@ -4,6 +4,8 @@ import type { StopReason } from '../../../shared/protocol.js';
 export const MessageStatus = {
   /** Sent; no answer from the server yet. */
   sending: 'sending',
+  /** Not accepted yet: waits in line while the model it asked for loads. */
+  loadingModel: 'loading_model',
   /** Accepted but waiting for a free slot. */
   queued: 'queued',
   /** Accepted and running, no text yet. */
@@ -24,6 +26,7 @@ export type MessageStatus = (typeof MessageStatus)[keyof typeof MessageStatus];
 
 export const TRANSIENT_STATUSES: ReadonlySet<MessageStatus> = new Set([
   MessageStatus.sending,
+  MessageStatus.loadingModel,
   MessageStatus.queued,
   MessageStatus.starting,
   MessageStatus.streaming,
@@ -45,6 +48,7 @@ export interface ChatMessage {
   from: Sender;
   text: string;
   status: MessageStatus;
+  /** While `queued` or `loadingModel`: the 1-based place in line. */
   queuePosition?: number;
   stats?: ReplyStats;
   /** Why the reply failed, for people. */
@@ -86,6 +90,17 @@ export interface Conversation {
   /** Renamed before the server had it: the title goes to the server once it does. */
   titlePending?: boolean;
   messages: ChatMessage[];
+  /**
+   * The id of the model that answers in it, as the server last said (its list, its copy, or the
+   * `accepted` of a message sent with a model). Undefined for a conversation the server does not
+   * have yet: the server's default answers its first message unless one is picked.
+   */
+  model?: string;
+  /**
+   * A model picked here that the server does not know of yet: the next message (or regenerate)
+   * names it, and the server switches the conversation to it.
+   */
+  pickedModel?: string;
   createdAt: number;
   updatedAt: number;
 }

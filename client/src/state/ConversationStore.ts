@@ -46,6 +46,8 @@ const StoredConversation = z.object({
   titleSource: z.enum([TitleSource.none, TitleSource.auto, TitleSource.user]),
   titlePending: z.optional(z.boolean()),
   messages: z.array(StoredMessage),
+  model: z.optional(z.string()),
+  pickedModel: z.optional(z.string()),
   createdAt: z.number(),
   updatedAt: z.number(),
 });
@@ -197,12 +199,14 @@ export class ConversationStore extends EventTarget {
           title: serverTitle(item.title),
           titleSource: TitleSource.auto,
           messages: [],
+          ...(item.model === undefined ? {} : { model: item.model }),
           createdAt: item.updatedAt,
           updatedAt: item.updatedAt,
         });
         continue;
       }
       if (!known.titlePending) known.title = serverTitle(item.title);
+      if (item.model !== undefined) this.setModel(known, item.model);
       known.updatedAt = item.updatedAt;
       if (known.unfetched || busy(known)) continue;
       const matches = known.messages.length === item.turns && item.activeReplyId === undefined && (known.serverUpdatedAt ?? item.updatedAt) === item.updatedAt;
@@ -229,6 +233,7 @@ export class ConversationStore extends EventTarget {
       return mine && mine.from === message.from && mine.text === message.text && mine.status === message.status ? mine : message;
     });
     if (!conversation.titlePending) conversation.title = serverTitle(info.title);
+    this.setModel(conversation, info.model);
     conversation.unfetched = undefined;
     conversation.stale = copy.settled ? undefined : true;
     conversation.serverUpdatedAt = copy.settled ? info.updatedAt : undefined;
@@ -276,6 +281,24 @@ export class ConversationStore extends EventTarget {
     conversation.titleSource = TitleSource.user;
     conversation.titlePending = pending || undefined;
     this.changed();
+  }
+
+  /** Picks the model for a conversation's next message (see modelToSend); the server switches it then. */
+  pickModel(conversation: Conversation, modelId: string): void {
+    if (!this.conversations.includes(conversation)) return;
+    if (modelId === conversation.model) delete conversation.pickedModel;
+    else conversation.pickedModel = modelId;
+    this.changed();
+  }
+
+  /**
+   * The server says which model answers in a conversation (its list, its copy, or the `accepted`
+   * of a message that named one). A pick of that same model has nothing left to ask. The
+   * caller announces the change.
+   */
+  setModel(conversation: Conversation, modelId: string): void {
+    conversation.model = modelId;
+    if (conversation.pickedModel === modelId) delete conversation.pickedModel;
   }
 
   /** Names a conversation after its first message unless the user named it. */
