@@ -15,7 +15,11 @@ export const REQUIRED_LLAMA_KEYS = [
   'tokenizer.ggml.tokens',
 ] as const;
 
-const WEIGHT_TYPES: ReadonlySet<GgmlTypeName> = new Set(['F32', 'F16', 'Q8_0']);
+/**
+ * Q4_0 (with a Q8_0 output matrix) is what llama.cpp's own llama-quantize makes of the bench model
+ * for `bench --model bench-q4`; the file keeps Parley's generator keys, so it is checked here too.
+ */
+const WEIGHT_TYPES: ReadonlySet<GgmlTypeName> = new Set(['F32', 'F16', 'Q8_0', 'Q4_0']);
 const TOKEN_TYPE_MIN = 1;
 const TOKEN_TYPE_MAX = 6;
 
@@ -115,7 +119,7 @@ export function validateLlamaGguf(file: GgufFile): void {
     }
     const isNorm = shape.length === 1;
     if (isNorm ? tensor!.type !== 'F32' : !WEIGHT_TYPES.has(tensor!.type)) {
-      fail(GgufErrorCode.badTensorType, `tensor '${name}' has type ${tensor!.type}; ${isNorm ? 'norms must be F32' : 'weights must be F32, F16 or Q8_0'}`);
+      fail(GgufErrorCode.badTensorType, `tensor '${name}' has type ${tensor!.type}; ${isNorm ? 'norms must be F32' : 'weights must be F32, F16, Q8_0 or Q4_0'}`);
     }
   }
 
