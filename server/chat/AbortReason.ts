@@ -16,3 +16,9 @@ export const AbortReason = {
   revoked: 'revoked',
 } as const;
 export type AbortReason = (typeof AbortReason)[keyof typeof AbortReason];
+
+const reasons: ReadonlySet<unknown> = new Set(Object.values(AbortReason));
+
+export function isAbortReason(value: unknown): value is AbortReason {
+  return reasons.has(value);
+}

@@ -10,7 +10,7 @@ import type { Limiters } from '../limits/Limiters.js';
 import type { Metrics } from '../metrics/Metrics.js';
 import type { ModelLease, ModelPool } from '../models/ModelPool.js';
 import { ContextOverflowError, EngineError, ParleyError, ShuttingDownError, toParleyError } from '../ParleyError.js';
-import { AbortReason } from './AbortReason.js';
+import { AbortReason, isAbortReason } from './AbortReason.js';
 import type { ActiveConversation, Conversations } from './Conversations.js';
 import { Reply, type ReplyListener } from './Reply.js';
 import type { ReplyOutcome, ReplyUsage } from './ReplyOutcome.js';
@@ -372,7 +372,8 @@ export class ChatCore {
 
     this.replies.add(reply, listener);
     listener.accepted(reply);
-    const onCallerAbort = () => reply.controller.abort(AbortReason.cancel);
+    // The caller's reason when it is one of Parley's (a revocation), else a cancel (a client that left).
+    const onCallerAbort = () => reply.controller.abort(isAbortReason(request.signal?.reason) ? request.signal.reason : AbortReason.cancel);
     request.signal?.addEventListener('abort', onCallerAbort, { once: true });
     signal.addEventListener('abort', () => request.signal?.removeEventListener('abort', onCallerAbort), { once: true });
     const started = Date.now();

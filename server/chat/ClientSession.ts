@@ -54,6 +54,12 @@ export class ClientSession {
   private readonly outbox: Outbox;
   /** Replies attached here that have not ended. */
   private readonly active = new Map<string, Reply>();
+  /**
+   * Sends not yet admitted (their model is loading, or they await the limiters): a cancel or a
+   * revocation aborts them. A dropped socket does not: once admitted they are kept for a resume,
+   * like every reply of a dropped socket.
+   */
+  private readonly admitting = new Map<string, { readonly controller: AbortController; readonly waiting: () => void }>();
   private readonly listener: AdmissionListener;
   private readonly budgetKeys: readonly string[];
   private chain: Promise<void> = Promise.resolve();
@@ -84,7 +90,10 @@ export class ClientSession {
       },
       queued: (reply, position) => this.send({ type: 'queued', id: reply.id, position }),
       // Before `accepted`: the request waits for its model to load, which is a place in line too.
-      waitingForModel: (id, position) => this.send({ type: 'queued', id, position }),
+      waitingForModel: (id, position) => {
+        this.send({ type: 'queued', id, position });
+        this.admitting.get(id)?.waiting();
+      },
       textPending: (reply, bytes) => this.outbox.deltaPending(reply, bytes),
       ended: (reply) => {
         if (this.active.get(reply.id) === reply) this.active.delete(reply.id);
@@ -148,6 +157,7 @@ export class ClientSession {
   /** Ends every request with a terminal frame for `reason`, then closes the socket. */
   terminate(reason: AbortReason, code: number, message: string): void {
     if (this.closed) return;
+    for (const { controller } of this.admitting.values()) controller.abort(reason);
     for (const reply of [...this.active.values()]) reply.controller.abort(reason);
     // Terminal frames of queued requests are already written; running ones settle within
     // milliseconds of the abort, so give them that long before the close frame.
@@ -174,29 +184,43 @@ export class ClientSession {
     const frame = parsed.frame;
     switch (frame.type) {
       case 'send': {
-        if (this.active.has(frame.id)) {
+        if (this.active.has(frame.id) || this.admitting.has(frame.id)) {
           this.sendError(new ParleyError(ErrorCode.duplicateId, `Request id ${frame.id} is still running; use a new id.`));
           return;
         }
-        const submitted = await this.deps.chat.submit(
-          {
-            id: frame.id,
-            userId: this.userId,
-            budgetKeys: this.budgetKeys,
-            text: frame.text,
-            ...(frame.conversationId === undefined ? {} : { conversationId: frame.conversationId }),
-            ...(frame.model === undefined ? {} : { model: frame.model }),
-            ...(frame.regenerate === undefined ? {} : { regenerate: frame.regenerate }),
-            log: this.deps.log,
-          },
-          this.listener,
-        );
-        if (!submitted.ok) {
-          this.send(toErrorFrame(submitted.error, frame.id));
-          return;
-        }
-        // The socket may have closed while admission awaited the limiters and the store.
-        if (this.closed) this.deps.chat.replies.detachAll(this.listener);
+        const controller = new AbortController();
+        let waiting!: () => void;
+        const waitingForModel = new Promise<void>((resolve) => { waiting = resolve; });
+        this.admitting.set(frame.id, { controller, waiting });
+        const submission = this.deps.chat
+          .submit(
+            {
+              id: frame.id,
+              userId: this.userId,
+              budgetKeys: this.budgetKeys,
+              text: frame.text,
+              ...(frame.conversationId === undefined ? {} : { conversationId: frame.conversationId }),
+              ...(frame.model === undefined ? {} : { model: frame.model }),
+              ...(frame.regenerate === undefined ? {} : { regenerate: frame.regenerate }),
+              signal: controller.signal,
+              log: this.deps.log,
+            },
+            this.listener,
+          )
+          .then((submitted) => {
+            this.admitting.delete(frame.id);
+            if (!submitted.ok) {
+              // Stopped while it waited for its model: the stop's own terminal frame.
+              if (controller.signal.reason === AbortReason.cancel) this.send({ type: 'cancelled', id: frame.id });
+              else this.send(toErrorFrame(submitted.error, frame.id));
+              return;
+            }
+            // The socket may have closed while admission awaited the limiters and the store.
+            if (this.closed) this.deps.chat.replies.detachAll(this.listener);
+          });
+        // Frames are handled in order, but a wait for a model to load must not hold up this
+        // socket's other frames (a cancel of this very request, a listing, a refresh).
+        await Promise.race([submission, waitingForModel]);
         return;
       }
       case 'resume': {
@@ -244,6 +268,11 @@ export class ClientSession {
         return;
       }
       case 'cancel': {
+        const admitting = this.admitting.get(frame.id);
+        if (admitting) {
+          admitting.controller.abort(AbortReason.cancel);
+          return;
+        }
         const reply = this.active.get(frame.id);
         if (!reply) {
           this.sendError(new ParleyError(ErrorCode.unknownRequest, `No running request with id ${frame.id} on this connection (resume it first).`));

@@ -1,5 +1,6 @@
 import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
+import { GENERATOR_KIND_KEY } from '../../models/GeneratedModel.js';
 import { readGguf } from '../../models/gguf/readGguf.js';
 import { modelIdOf } from '../http/modelIdOf.js';
 
@@ -22,7 +23,7 @@ export interface ModelFile {
   readonly kvBytesPerToken: number;
 }
 
-/** Reads a GGUF header (structure checks only: llama.cpp checks the rest when it loads). */
+/** Reads a GGUF header (structure checks only: llama.cpp checks the rest when it loads). `demo` defaults to what the file says. */
 export async function readModelFile(path: string, options: { demo?: boolean } = {}): Promise<ModelFile> {
   const file = await readGguf(path, { checks: 'structure' });
   const { size } = await stat(path);
@@ -41,17 +42,20 @@ export async function readModelFile(path: string, options: { demo?: boolean } = 
   const keyLength = number('attention.key_length') ?? (heads > 0 ? Math.floor(embedding / heads) : 0);
   const valueLength = number('attention.value_length') ?? keyLength;
   const id = modelIdOf(basename(path).replace(/\.gguf$/i, ''));
-  let displayName: string | undefined;
-  try {
-    displayName = file.string('general.name');
-  } catch {
-    displayName = undefined;
-  }
+  const text = (key: string) => {
+    try {
+      return file.string(key);
+    } catch {
+      return undefined;
+    }
+  };
+  const displayName = text('general.name');
   return {
     id,
     displayName: displayName !== undefined && displayName.trim() !== '' ? displayName.trim().slice(0, 128) : id,
     path,
-    demo: options.demo ?? false,
+    // Parley's generated demo model is the demo whichever way it is given (the fallback, or --model).
+    demo: options.demo ?? text(GENERATOR_KIND_KEY) === 'demo',
     fileBytes: size,
     trainContextSize: number('context_length') ?? 0,
     kvBytesPerToken: layers * kvHeads * (keyLength + valueLength) * F16_BYTES,

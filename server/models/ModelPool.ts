@@ -164,8 +164,9 @@ export class ModelPool {
     const runtime = engine?.info.runtime;
     return {
       id: entry.id,
-      name: engine?.info.name ?? file?.displayName ?? entry.id,
-      demo: engine?.info.demo ?? file?.demo ?? false,
+      // A file says what it is; an engine handed in says so itself.
+      name: file?.displayName ?? engine?.info.name ?? entry.id,
+      demo: file?.demo ?? engine?.info.demo ?? false,
       contextSize,
       loaded: engine !== undefined,
       ...(runtime === undefined ? {} : { runtime }),

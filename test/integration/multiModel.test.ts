@@ -102,6 +102,7 @@ describe('several models', () => {
       const ready = client.frames.find((frame) => frame.type === 'ready') as ReadyFrame;
       assert.equal(ready.model.id, TINY);
       assert.deepEqual(ready.models.map(({ id, loaded }) => ({ id, loaded })), [{ id: TINY, loaded: true }, { id: DEMO, loaded: false }]);
+      assert.deepEqual(ready.models.map(({ demo }) => demo), [false, true], 'the demo file says it is the demo model');
       assert.ok(ready.models[0]?.runtime !== undefined, 'a loaded model says where it runs');
       assert.equal(ready.models[1]?.runtime, undefined, 'an unloaded one runs nowhere yet');
       assert.deepEqual(models.loads, [TINY]);
@@ -185,6 +186,25 @@ describe('several models', () => {
       assert.equal((await bob.terminal(waiting)).type, 'done');
       assert.deepEqual(models.loads, [TINY, DEMO]);
       assert.deepEqual(models.pool.list().map(({ id, loaded }) => ({ id, loaded })), [{ id: TINY, loaded: false }, { id: DEMO, loaded: true }]);
+    });
+
+    test('while a model loads, the socket still answers, and a stop ends the waiting request at once', async () => {
+      // The previous test left the demo model loaded and the tiny one unloaded.
+      const releaseLoad = models.holdLoad(TINY);
+      const client = await server.client('impatient');
+      const id = client.send('hello again');
+      assert.equal((await client.waitForType('queued', id)).position, 1);
+      client.sendFrame({ type: 'list_conversations' });
+      await client.waitForType('conversations');
+      client.cancel(id);
+      const terminal = await client.terminal(id);
+      assert.equal(terminal.type, 'cancelled');
+      assert.equal(client.framesFor(id).some((frame) => frame.type === 'accepted'), false);
+      releaseLoad();
+      // The load goes on and the model serves the next request.
+      const next = client.send('hello');
+      assert.equal((await client.terminal(next)).type, 'done');
+      assert.equal(client.terminalsFor(id).length, 1);
     });
   });
 
