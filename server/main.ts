@@ -218,7 +218,7 @@ const ExitCode = {
   ok: 0,
   /** Anything else: an unexpected startup error (such as a port in use), or a failed or overrunning shutdown. */
   failure: 1,
-  /** The configuration cannot be served: an invalid flag or variable, unusable TLS files, `--transport uws` without its binary, `--llama-build native` without a native build, or `--gpu metal|cuda|vulkan` without that backend. */
+  /** The configuration cannot be served: an invalid flag or variable, unusable TLS files, `--transport uws` without its binary, `--llama-build native` without a native build, or `--gpu metal|cuda|vulkan` without that backend, or `--default-model` naming no model found. */
   badConfig: 2,
   /** The model file could not be loaded: missing, not a GGUF, truncated or malformed, or refused by llama.cpp. */
   modelLoadFailed: 3,

@@ -1,5 +1,6 @@
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { ConfigError } from '../config.js';
 import { modelFileError } from '../engine/loadLlamaModel.js';
 import { readModelFile, type ModelFile } from './ModelFile.js';
 
@@ -20,9 +21,9 @@ export interface DiscoveredModels {
   readonly skipped: ReadonlyArray<{ readonly path: string; readonly reason: string }>;
 }
 
-export class UnknownDefaultModelError extends Error {
+/** `--default-model` names no model found: a configuration that cannot be served (exit code 2). */
+export class UnknownDefaultModelError extends ConfigError {
   override name = 'UnknownDefaultModelError';
-  readonly code = 'invalid_config' as const;
 }
 
 /**

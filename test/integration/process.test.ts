@@ -366,6 +366,11 @@ describe('process: startup failures', () => {
     await expectStartupFailure(['--gpu', 'cuda'], 2, /^parley: --gpu cuda was requested but this machine has no NVIDIA driver .*; use --gpu auto or --gpu off$/m);
   });
 
+  test('--default-model naming no model found exits 2, listing the models there are', async () => {
+    const tiny = await ensureModel('tiny');
+    await expectStartupFailure(['--model', tiny.path, '--default-model', 'gpt-4o'], 2, /^parley: --default-model 'gpt-4o' is not among the models found \(parley-tiny\)$/m);
+  });
+
   test('an unknown --gpu value exits 2 naming the choices', async () => {
     await expectStartupFailure(['--gpu', 'nvidia'], 2, /gpu: .*"auto"\|"metal"\|"cuda"\|"vulkan"\|"off"/);
   });
