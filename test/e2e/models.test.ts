@@ -154,7 +154,8 @@ describe('several models: the picker', () => {
     // Both models, the default first and chosen for a new conversation.
     const select = picker(page);
     assert.deepEqual(await select.locator('option').evaluateAll((options) => options.map((option) => (option as HTMLOptionElement).value)), [TINY, DEMO]);
-    assert.deepEqual(await select.locator('option').allTextContents(), [files.tiny.displayName, files.demo.displayName]);
+    // The demo file says it is the demo model, and the picker says so.
+    assert.deepEqual(await select.locator('option').allTextContents(), [files.tiny.displayName, `${files.demo.displayName} (demo)`]);
     assert.equal(await select.inputValue(), TINY);
 
     // Picked, sent: the demo model answers (the tiny model would recite its passage), after it loads.
