@@ -3,9 +3,10 @@
  * injected probes so the decision is testable without a toolchain or a build. Probes run
  * cheapest and most decisive first, and a probe that cannot matter is never run.
  *
- * The native build (`npm run build:llama`, LlamaBuild.native) runs the 0.5B-shape bench model at
- * about 1.0× llama-server's aggregate tok/s here, and the prebuilt binary at 0.6-0.8×; so a
- * CPU-only user gets the fast path without a manual step whenever the build can be made.
+ * The native build (`npm run build:llama`, LlamaBuild.native) serves the 0.5B-shape bench model at
+ * 0.87-1.13× llama-server's aggregate tok/s here, and the prebuilt binary at 0.62-0.87× (README,
+ * Benchmarks); so a CPU-only user gets the fast path without a manual step whenever the build can
+ * be made.
  */
 export const NativeBuildDecision = {
   build: 'build',
@@ -69,11 +70,11 @@ export async function planNativeBuild(probes: NativeBuildProbes): Promise<Native
   }
   return {
     decision: NativeBuildDecision.build,
-    message: `building llama.cpp for this CPU with cmake and ${compiler}: this takes minutes (3 to 6 on 2 cores), and makes Parley about 1.3-1.6× faster on the CPU than the prebuilt binary. PARLEY_NATIVE_BUILD=0 skips it.`,
+    message: `building llama.cpp for this CPU with cmake and ${compiler}: this takes minutes (about 5 on 2 cores); on the CPU it serves 1.1-1.7× the tokens/s of the prebuilt binary. PARLEY_NATIVE_BUILD=0 skips it.`,
   };
 }
 
 /** The line printed when the build was tried and failed; `npm install` still succeeds. */
 export function buildFailedMessage(reason: string): string {
-  return `the llama.cpp build failed (${reason.replace(/\s*\n\s*/g, ' ').trim().slice(0, 300)}). Parley will run on node-llama-cpp's prebuilt binary, which is slower on the CPU; to retry, ${FASTER_BINARY_HINT}`;
+  return `the llama.cpp build failed (see the output above; ${reason.replace(/\s*\n\s*/g, ' ').trim().slice(0, 300)}). Parley will run on node-llama-cpp's prebuilt binary, which is slower on the CPU; to retry, ${FASTER_BINARY_HINT}`;
 }

@@ -20,7 +20,7 @@ export interface SelectedLlamaBuild<T> {
  * none then, opted out, or the build failed.
  */
 export const PREBUILT_REASON =
-  'no native build, so the prebuilt binary runs (slower on the CPU: about 0.6-0.8× llama-server here); ' +
+  'no native build, so the prebuilt binary runs (slower on the CPU: 0.6-0.9× llama-server\'s tokens/s here, against about 1.0× for the native build); ' +
   'for the faster one, run `npm run build:llama` (needs cmake and a C++ compiler; minutes)';
 
 /**
