@@ -1,3 +1,4 @@
+import { LogThrottle, REFUSAL_LOG_LIMIT } from '../logging/LogThrottle.js';
 import type { Logger } from 'pino';
 import type * as z from 'zod/mini';
 import { TokenRequest, type TokenResponse } from '../../shared/protocol.js';
@@ -56,6 +57,8 @@ interface Context {
   readonly deps: HttpDeps;
   readonly auth: AuthService;
   readonly request: HttpRequest;
+  /** Caps log lines of refusals anyone can cause. */
+  readonly refusals: LogThrottle;
   readonly ip: string;
 }
 
@@ -84,9 +87,11 @@ const getRoutes: Readonly<Record<string, Route>> = {
 /** Every HTTP route: token, login, refresh, logout and admin endpoints, health probes, metrics and the built client. */
 export function createHttpHandler(deps: HttpDeps): HttpHandler {
   const auth = createAuthService({ tokens: deps.tokens, sessions: deps.sessions, users: deps.users, refreshTtlSeconds: deps.refreshTtlSeconds });
+  // Refusals anyone can cause at will (a /metrics probe) are logged at most REFUSAL_LOG_LIMIT a minute.
+  const refusals = new LogThrottle(REFUSAL_LOG_LIMIT);
   return async (request) => {
     try {
-      return withSecurityHeaders(await route({ deps, auth, request, ip: request.remoteAddress }));
+      return withSecurityHeaders(await route({ deps, auth, request, ip: request.remoteAddress, refusals }));
     } catch (error) {
       deps.logger.error({ err: error, method: request.method, path: request.path }, 'http handler failed');
       return withSecurityHeaders(toHttpResponse(new InternalError(error)));
@@ -163,7 +168,8 @@ async function scrapeMetrics(context: Context): Promise<HttpResponse> {
   if (!decision.ok) {
     const { error } = decision;
     if (guessing && error.httpStatus === 401) await deps.limiters.loginFailed(ip);
-    audit(deps, 'metrics_refused', { ip, status: error.httpStatus, code: error.code }, 'metrics request refused');
+    const admitted = context.refusals.admit('metrics_refused');
+    if (admitted.ok) audit(deps, 'metrics_refused', { ip, status: error.httpStatus, code: error.code, ...(admitted.suppressed > 0 ? { suppressed: admitted.suppressed } : {}) }, 'metrics request refused');
     return toHttpResponse(error, error.httpStatus === 401 ? { 'www-authenticate': 'Bearer' } : {});
   }
   // HEAD gets the status and headers only, so it skips collecting every metric.

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { LogThrottle, REFUSAL_LOG_LIMIT } from '../logging/LogThrottle.js';
 import { ForbiddenError } from '../ParleyError.js';
 import type { HttpHandler, HttpResponse, UpgradeHandler } from '../transport/Transport.js';
 import { Refusal, type OriginPolicy } from './createOriginPolicy.js';
@@ -20,12 +21,25 @@ export function withOriginPolicy(
   handlers: { readonly http: HttpHandler; readonly upgrade: UpgradeHandler },
   logger: Logger,
 ): { http: HttpHandler; upgrade: UpgradeHandler } {
+  // Anyone can cause these at will: at most REFUSAL_LOG_LIMIT lines a minute, the rest counted.
+  const throttle = new LogThrottle(REFUSAL_LOG_LIMIT);
   const refuse = (refusal: Refusal, kind: string, request: { headers: Readonly<Record<string, string>>; remoteAddress: string }): HttpResponse => {
-    // Both values are client input: cut them short so one request cannot bloat the log.
-    logger.warn(
-      { event: 'request_refused', reason: refusal, kind, ip: request.remoteAddress, host: request.headers.host?.slice(0, 100), origin: request.headers.origin?.slice(0, 100) },
-      `${kind} refused: ${refusal} not allowed`,
-    );
+    const admitted = throttle.admit(refusal);
+    if (admitted.ok) {
+      // Both values are client input: cut them short so one request cannot bloat the log.
+      logger.warn(
+        {
+          event: 'request_refused',
+          reason: refusal,
+          kind,
+          ip: request.remoteAddress,
+          host: request.headers.host?.slice(0, 100),
+          origin: request.headers.origin?.slice(0, 100),
+          ...(admitted.suppressed > 0 ? { suppressed: admitted.suppressed } : {}),
+        },
+        `${kind} refused: ${refusal} not allowed${admitted.suppressed > 0 ? ` (and ${admitted.suppressed} more not logged)` : ''}`,
+      );
+    }
     return toHttpResponse(new ForbiddenError(messages[refusal]));
   };
 

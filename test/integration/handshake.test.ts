@@ -247,6 +247,19 @@ for (const transport of TRANSPORTS) {
       assert.ok(server.logs.records.some((record) => record.event === 'request_refused' && record.reason === 'host'));
     });
 
+    test('a flood of refused Hosts is answered in full but logged at most 10 lines a minute (SECURITY.md: logs)', async () => {
+      const fresh = await startTestServer(transport, engine, { maxTokens: 16, ...ROOMY_LIMITS });
+      try {
+        const url = `http://127.0.0.1:${fresh.started.port}/api/health`;
+        for (let index = 0; index < 40; index++) assertForbidden(await rawRequest(url, { headers: { host: 'evil.example' } }), `request ${index}`);
+        const lines = fresh.logs.records.filter((record) => record.event === 'request_refused');
+        assert.equal(lines.length, 10);
+        assert.ok(lines.every((record) => record.reason === 'host' && record.host === 'evil.example'));
+      } finally {
+        await fresh.stop();
+      }
+    });
+
     test('the machine’s own names and a configured --allowed-host are served', async () => {
       for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`, `${EXTRA_HOST}:${port}`, `PARLEY.LAN:${port}`]) {
         assert.equal((await rawRequest(`${own}/api/health`, { headers: { host } })).status, 200, host);
