@@ -8,6 +8,7 @@ import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import qrcode from 'qrcode-terminal';
 import { pullModel } from '../models/pullModel.js';
+import { DataDirPermissionError } from './auth/checkDataDir.js';
 import { ApiKeyStore, ApiKeyStoreError, ApiKeyStoreFailure, API_KEY_PREFIX, isKeyPrefix, KeyOwnerKind, type ApiKey, type KeyOwner } from './auth/ApiKeyStore.js';
 import { Role } from './auth/Principal.js';
 import { PasswordInputError, readNewPassword } from './auth/readPassword.js';
@@ -218,7 +219,7 @@ const ExitCode = {
   ok: 0,
   /** Anything else: an unexpected startup error (such as a port in use), or a failed or overrunning shutdown. */
   failure: 1,
-  /** The configuration cannot be served: an invalid flag or variable, unusable TLS files, `--transport uws` without its binary, `--llama-build native` without a native build, or `--gpu metal|cuda|vulkan` without that backend, or `--default-model` naming no model found. */
+  /** The configuration cannot be served: an invalid flag or variable, unusable TLS files, `--transport uws` without its binary, `--llama-build native` without a native build, or `--gpu metal|cuda|vulkan` without that backend, or `--default-model` naming no model found, or a data dir (or a secret in it) that other users can change. */
   badConfig: 2,
   /** The model file could not be loaded: missing, not a GGUF, truncated or malformed, or refused by llama.cpp. */
   modelLoadFailed: 3,
@@ -239,7 +240,7 @@ const REPEATED_SIGNAL_MS = 500;
 
 function startupExitCode(error: unknown): ExitCode {
   if (error instanceof ModelLoadError) return ExitCode.modelLoadFailed;
-  if (error instanceof ConfigError || error instanceof TlsFilesError || error instanceof TransportUnavailableError || error instanceof LlamaBuildUnavailableError || error instanceof GpuUnavailableError) return ExitCode.badConfig;
+  if (error instanceof ConfigError || error instanceof DataDirPermissionError || error instanceof TlsFilesError || error instanceof TransportUnavailableError || error instanceof LlamaBuildUnavailableError || error instanceof GpuUnavailableError) return ExitCode.badConfig;
   return ExitCode.failure;
 }
 

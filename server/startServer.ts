@@ -2,6 +2,7 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { ensureModel } from '../models/ensureModel.js';
 import { ApiKeyStore } from './auth/ApiKeyStore.js';
+import { checkDataDir } from './auth/checkDataDir.js';
 import { createTokenService } from './auth/createTokenService.js';
 import { loadOrCreateInvite, type Invite } from './auth/loadOrCreateInvite.js';
 import { loadOrCreateSigningKey } from './auth/loadOrCreateSigningKey.js';
@@ -54,6 +55,9 @@ export async function startServer(
   },
 ): Promise<StartedServer> {
   const { logger } = options;
+  // Before anything reads a secret: refuse a data dir other users can change, warn if they can read it.
+  const dataDir = await checkDataDir(config.dataDir, config.historyKeyFile === undefined ? [] : [config.historyKeyFile]);
+  for (const warning of dataDir.warnings) logger.warn({ event: 'data_dir_readable' }, warning);
   const selected = selectTransport(config.transport);
   logger.info({ transport: selected.name, reason: selected.reason }, `transport: ${selected.name}`);
   // Checked before the model loads, so a wrong path fails in milliseconds and names the file.

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { copyFile, mkdtemp, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, mkdtemp, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -369,6 +369,15 @@ describe('process: startup failures', () => {
   test('--default-model naming no model found exits 2, listing the models there are', async () => {
     const tiny = await ensureModel('tiny');
     await expectStartupFailure(['--model', tiny.path, '--default-model', 'gpt-4o'], 2, /^parley: --default-model 'gpt-4o' is not among the models found \(parley-tiny\)$/m);
+  });
+
+  test('a data dir whose secrets other users can change exits 2 before anything loads, naming the file and the fix', async () => {
+    const data = join(dir, 'shared-data');
+    await mkdir(data, { recursive: true, mode: 0o700 });
+    const invite = join(data, 'invite.txt');
+    await writeFile(invite, 'a-pinned-invite-code', { mode: 0o600 });
+    await chmod(invite, 0o666);
+    await expectStartupFailure(['--data-dir', data], 2, new RegExp(`^parley: ${escape(invite)} can be changed by other users of this machine \\(mode 666\\); run: chmod 600 ${escape(invite)}$`, 'm'));
   });
 
   test('an unknown --gpu value exits 2 naming the choices', async () => {
