@@ -3,7 +3,7 @@ import { after, afterEach, before, describe, test } from 'node:test';
 import { createTokenService } from '../../server/auth/createTokenService.js';
 import { loadOrCreateSigningKey } from '../../server/auth/loadOrCreateSigningKey.js';
 import type { GatedEngine } from '../helpers/GatedEngine.js';
-import { bearerUpgradeStatus } from '../helpers/upgradeStatus.js';
+import { bearerUpgradeStatus, upgradeStatus } from '../helpers/upgradeStatus.js';
 import { loadGatedTinyEngine, startTestServer, TRANSPORTS, type TestServer } from '../helpers/startTestServer.js';
 import { TestClient } from '../helpers/TestClient.js';
 import { waitUntil } from '../helpers/waitUntil.js';
@@ -123,6 +123,24 @@ for (const transport of TRANSPORTS) {
         // The server counts the socket out before it logs the close.
         await waitUntil(() => server.logs.records.some((record) => record.msg === 'connection closed'), 10_000, 'the dropped socket is closed');
         assert.equal(await bearerUpgradeStatus(server.wsUrl, token), 101);
+        b.drop();
+      } finally {
+        await server.stop();
+      }
+    });
+
+    test('open connections per IP are capped across users: 429 with Retry-After; another address still connects', async () => {
+      const server = await startTestServer(transport, engine, { maxConnectionsPerIp: 2 });
+      try {
+        const a = await server.client('a');
+        const b = await server.client('b');
+        const refused = await upgradeStatus(server.wsUrl, ['parley.v1', `bearer.${await server.token('c')}`]);
+        assert.equal(refused.status, 429);
+        assert.equal(refused.headers['retry-after'], '5');
+        assert.equal((JSON.parse(refused.body) as { code: string }).code, 'rate_limited');
+        const elsewhere = await server.token('d', { localAddress: '127.0.0.2' });
+        assert.equal((await upgradeStatus(server.wsUrl, ['parley.v1', `bearer.${elsewhere}`], { localAddress: '127.0.0.2' })).status, 101);
+        a.drop();
         b.drop();
       } finally {
         await server.stop();

@@ -1,3 +1,5 @@
+import crypto from 'node:crypto';
+import { syncBuiltinESMExports } from 'node:module';
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -58,22 +60,27 @@ describe('UserStore', () => {
     assert.equal(await store.verify('constructor', 'password-1'), undefined);
   });
 
-  test('an unknown name costs the same scrypt work as a known one', async () => {
-    const store = new UserStore(await freshDataDir());
-    await store.add('alice', 'password-1');
-    await store.verify('nobody', 'warm-up'); // builds the dummy hash once
-    const median = async (name: string) => {
-      const times: number[] = [];
-      for (let i = 0; i < 7; i++) {
-        const start = performance.now();
-        await store.verify(name, 'wrong-password');
-        times.push(performance.now() - start);
-      }
-      return times.sort((a, b) => a - b)[3] as number;
-    };
-    const known = await median('alice');
-    const unknown = await median('nobody');
-    assert.ok(unknown > known * 0.5 && unknown < known * 2, `known ${known.toFixed(1)} ms, unknown ${unknown.toFixed(1)} ms`);
+  test('every check costs exactly one scrypt, for a known name and an unknown one, the first after a start included', async (t) => {
+    const dataDir = await freshDataDir();
+    await new UserStore(dataDir).add('alice', 'password-1');
+    // Count scrypt calls: node:crypto's named exports follow the module object after syncBuiltinESMExports.
+    const calls = { count: 0 };
+    const original = crypto.scrypt;
+    t.mock.method(crypto, 'scrypt', (...args: Parameters<typeof crypto.scrypt>) => {
+      calls.count++;
+      return (original as (...rest: unknown[]) => void)(...args);
+    });
+    syncBuiltinESMExports();
+    t.after(() => {
+      t.mock.restoreAll();
+      syncBuiltinESMExports();
+    });
+    const fresh = new UserStore(dataDir);
+    for (const [name, password] of [['nobody', 'wrong-password'], ['nobody', 'wrong-password'], ['alice', 'wrong-password'], ['alice', 'password-1'], ['someone-else', 'x']] as const) {
+      const before = calls.count;
+      await fresh.verify(name, password);
+      assert.equal(calls.count - before, 1, `${name}: one scrypt`);
+    }
   });
 
   test('names are validated and unique regardless of case; short passwords are refused', async () => {
