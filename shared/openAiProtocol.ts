@@ -60,6 +60,8 @@ export interface CompletionUsage {
   readonly prompt_tokens: number;
   readonly completion_tokens: number;
   readonly total_tokens: number;
+  /** `cached_tokens`: prompt tokens served from the KV cache rather than evaluated. */
+  readonly prompt_tokens_details?: { readonly cached_tokens: number };
 }
 
 export interface ChatCompletion {

@@ -434,7 +434,7 @@ export class ChatCore {
               'generation finished',
             );
             if (firstTokenAt !== undefined) firstTokenMs = firstTokenAt - runStart;
-            const usage = { promptTokens: result.promptTokens, completionTokens: result.completionTokens };
+            const usage = { promptTokens: result.promptTokens, completionTokens: result.completionTokens, ...(result.cachedPromptTokens === undefined ? {} : { cachedPromptTokens: result.cachedPromptTokens }) };
             if (result.stopReason === EngineStopReason.aborted && signal.reason !== AbortReason.timeLimit) {
               settle(outcomeOfAbort(signal, usage), result.text);
               return;

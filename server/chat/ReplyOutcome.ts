@@ -4,6 +4,8 @@ import type { ParleyError } from '../ParleyError.js';
 export interface ReplyUsage {
   readonly promptTokens: number;
   readonly completionTokens: number;
+  /** Of the prompt tokens, those served from the KV cache (a conversation's earlier turns), when the engine tells. */
+  readonly cachedPromptTokens?: number;
 }
 
 export interface ReplyTiming {

@@ -73,6 +73,8 @@ export interface GenerateResult {
   readonly stopReason: EngineStopReason;
   readonly promptTokens: number;
   readonly completionTokens: number;
+  /** Prompt tokens taken from the sequence's KV cache instead of evaluated (a conversation's earlier turns); absent when the engine cannot tell. */
+  readonly cachedPromptTokens?: number;
 }
 
 /**

@@ -244,6 +244,8 @@ export class LlamaEngine implements Engine {
       }
       slot.conversationId = request.conversationId;
       session = new LlamaChatSession({ contextSequence: slot.sequence, chatWrapper: this.chatWrapper, autoDisposeSequence: false });
+      // Tokens the sequence evaluates as input from here on are the prompt's uncached part.
+      const evaluatedBefore = slot.sequence.tokenMeter.usedInputTokens;
       const options = request.options ?? {};
       session.setChatHistory(this.toChatHistory(request.history, options.system));
       const grammar = options.format === undefined ? undefined : await this.grammarFor(options.format);
@@ -272,11 +274,13 @@ export class LlamaEngine implements Engine {
         : result.stopReason === 'maxTokens'
           ? EngineStopReason.maxTokens
           : EngineStopReason.endOfText;
+      const promptTokens = Math.max(0, slot.sequence.nextTokenIndex - completionTokens);
       return {
         text: result.responseText,
         stopReason,
-        promptTokens: Math.max(0, slot.sequence.nextTokenIndex - completionTokens),
+        promptTokens,
         completionTokens,
+        cachedPromptTokens: Math.max(0, promptTokens - (slot.sequence.tokenMeter.usedInputTokens - evaluatedBefore)),
       };
     } catch (error) {
       leaveLockstep();

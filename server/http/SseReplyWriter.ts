@@ -11,7 +11,13 @@ export function finishReasonOf(outcome: Extract<ReplyOutcome, { kind: 'finished'
 }
 
 export function usageOf(outcome: ReplyOutcome): CompletionUsage {
-  return { prompt_tokens: outcome.usage.promptTokens, completion_tokens: outcome.usage.completionTokens, total_tokens: outcome.usage.promptTokens + outcome.usage.completionTokens };
+  const { promptTokens, completionTokens, cachedPromptTokens } = outcome.usage;
+  return {
+    prompt_tokens: promptTokens,
+    completion_tokens: completionTokens,
+    total_tokens: promptTokens + completionTokens,
+    ...(cachedPromptTokens === undefined ? {} : { prompt_tokens_details: { cached_tokens: cachedPromptTokens } }),
+  };
 }
 
 /**
