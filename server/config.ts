@@ -67,6 +67,9 @@ export const defaults = {
   logLevel: 'info',
   logContent: false,
   qr: true,
+  // The join link (which carries the invite) and its QR code go to stderr at each start; off for
+  // service managers that keep stderr in a journal.
+  banner: true,
   // Origins and hosts allowed in addition to the server's own (every local address, localhost,
   // the machine's hostname, on the listening port).
   allowedOrigins: [] as readonly string[],
@@ -88,11 +91,14 @@ export const defaults = {
   // Per IP.
   upgradesPerMinute: 60,
   tokenRequestsPerMinute: 30,
+  logoutsPerMinute: 10,
   // New invite users (each with fresh per-user budgets) one address may create per hour.
   inviteUsersPerHour: 10,
   loginFailuresBeforeLockout: 10,
   lockoutSeconds: 900,
   maxConnectionsPerIp: 32,
+  // HTTP connections with a request in progress (streams included); WebSockets are capped above.
+  maxHttpConnectionsPerIp: 64,
   refreshTtlSeconds: 30 * 24 * 3600,
   // A reply outlives a dropped connection this long, buffered up to maxReplyBytes, so its
   // owner can reconnect and resume it; then it is cancelled. 0 cancels at once.
@@ -156,6 +162,8 @@ const ConfigSchema = z.strictObject({
   /** Log message text. Off by default: prompts and replies are private. */
   logContent: z.boolean(),
   qr: z.boolean(),
+  /** Print the join link, which carries the invite, to stderr at start. */
+  banner: z.boolean(),
   /** Exact origins (scheme://host[:port]) allowed besides the server's own. */
   allowedOrigins: z.readonly(z.array(z.string().check(z.regex(/^https?:\/\/[^/\s]+$/, 'an origin is scheme://host[:port], with no path')))),
   /** Extra Host header names (without port) accepted, e.g. a DNS name for this machine. */
@@ -174,10 +182,12 @@ const ConfigSchema = z.strictObject({
   maxConnectionsPerUser: positiveInt,
   upgradesPerMinute: positiveInt,
   tokenRequestsPerMinute: positiveInt,
+  logoutsPerMinute: positiveInt,
   inviteUsersPerHour: positiveInt,
   loginFailuresBeforeLockout: positiveInt,
   lockoutSeconds: positiveInt,
   maxConnectionsPerIp: positiveInt,
+  maxHttpConnectionsPerIp: positiveInt,
   refreshTtlSeconds: z.int().check(z.gte(60)),
   resumeGraceMs: z.int().check(z.gte(0), z.lte(3_600_000)),
   maxReplyBytes: z.int().check(z.gte(1024)),
@@ -240,7 +250,7 @@ const numericKeys = new Set([
 ]);
 
 const listKeys = new Set(['allowedOrigins', 'allowedHosts', 'models']);
-const booleanKeys = new Set(['qr', 'logContent']);
+const booleanKeys = new Set(['qr', 'logContent', 'banner']);
 
 function coerce(key: string, value: unknown): unknown {
   if (listKeys.has(key) && typeof value === 'string') {

@@ -4,7 +4,7 @@
  * Flags win over PARLEY_* environment variables, which win over defaults (server/config.ts).
  */
 import { constants as osConstants } from 'node:os';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import qrcode from 'qrcode-terminal';
 import { pullModel } from '../models/pullModel.js';
@@ -19,6 +19,7 @@ import { buildNativeLlama } from './engine/buildNativeLlama.js';
 import { GpuUnavailableError } from './engine/GpuUnavailableError.js';
 import { LlamaBuildUnavailableError } from './engine/LlamaBuildUnavailableError.js';
 import { ModelLoadError } from './engine/loadLlamaModel.js';
+import { INVITE_FILE } from './auth/loadOrCreateInvite.js';
 import { joinLink } from './joinLink.js';
 import { createLogger } from './logging/createLogger.js';
 import { startServer } from './startServer.js';
@@ -63,7 +64,8 @@ program
   .addOption(new Option('--history <where>', 'sqlite: conversations survive restarts, encrypted in the data dir; off: memory only').choices(['sqlite', 'off']).env('PARLEY_HISTORY').default(defaults.history))
   .addOption(new Option('--history-days <n>', 'delete conversations idle for longer than this many days (0: keep)').env('PARLEY_HISTORY_DAYS').default(String(defaults.historyDays)))
   .addOption(new Option('--history-key <file>', 'the 32-byte key that encrypts history (default: history.key in the data dir, created on first start)').env('PARLEY_HISTORY_KEY'))
-  .addOption(new Option('--no-qr', 'do not print the join QR code'));
+  .addOption(new Option('--no-qr', 'do not print the join QR code'))
+  .addOption(new Option('--no-banner', 'do not print the join link (it carries the invite) or its QR code to stderr: for service managers that keep stderr in a journal'));
 
 /** Numeric limits: one flag and one PARLEY_* variable each, named after the config key. */
 const limitFlags = [
@@ -81,8 +83,10 @@ const limitFlags = [
   ['tokensPerHourPerIp', 'prompt + reply tokens per hour per IP address, across all invite users there'],
   ['maxConnectionsPerUser', 'open sockets per user'],
   ['maxConnectionsPerIp', 'open sockets per IP address'],
+  ['maxHttpConnectionsPerIp', 'HTTP connections with a request in progress per IP address; the next gets 429'],
   ['upgradesPerMinute', 'WebSocket upgrades per minute per IP address'],
   ['tokenRequestsPerMinute', 'token and login requests per minute per IP address'],
+  ['logoutsPerMinute', 'logout requests per minute per IP address'],
   ['inviteUsersPerHour', 'new invite users (joins with the invite) per hour per IP address'],
   ['loginFailuresBeforeLockout', 'wrong invites or passwords before an IP is locked out'],
   ['lockoutSeconds', 'how long a lockout lasts'],
@@ -135,6 +139,7 @@ program.action(async (options: Record<string, string | string[] | boolean | unde
         logLevel: options.logLevel,
         logContent: options.logContent,
         qr: options.qr,
+        banner: options.banner,
         metricsToken: options.metricsToken,
         ...Object.fromEntries(limitFlags.map(([key]) => [key, options[key]])),
       });
@@ -157,9 +162,13 @@ program.action(async (options: Record<string, string | string[] | boolean | unde
       process.exit(exitCode);
     }
     const link = joinLink(config.host, started.port, started.invite.code, { tls: config.tlsCert !== undefined });
-    // The join link carries the invite: print it to the terminal only, never to the log.
-    process.stderr.write(`\n  Parley is ready${started.engine.info.demo ? " (demo model: a toy that strings words together, not an assistant)" : ''}.\n  Join from any device on this network:\n\n    ${link}\n\n`);
-    if (config.qr) qrcode.generate(link, { small: true }, (code) => process.stderr.write(`${code}\n`));
+    // The join link carries the invite: print it to the terminal only (unless --no-banner), never to the log.
+    if (config.banner) {
+      process.stderr.write(`\n  Parley is ready${started.engine.info.demo ? " (demo model: a toy that strings words together, not an assistant)" : ''}.\n  Join from any device on this network:\n\n    ${link}\n\n`);
+      if (config.qr) qrcode.generate(link, { small: true }, (code) => process.stderr.write(`${code}\n`));
+    } else {
+      process.stderr.write(`\n  Parley is ready. The join link is not printed (--no-banner): ${started.invite.pinned ? 'the invite is the one --invite pins' : `the invite is in ${join(config.dataDir, INVITE_FILE)}`}.\n\n`);
+    }
 
     const running = started;
     // Until here a signal takes Node's default action and ends the process at once: nothing to drain.
@@ -328,13 +337,26 @@ userCommand
   );
 
 userCommand
+  .command('unblock')
+  .description("lift the block an admin's revocation put on an account, so it can sign in again (a running server sees it at once)")
+  .argument('<name>', 'account name or id')
+  .addOption(userDataDir())
+  .action((name: string, options: { dataDir: string }) =>
+    runUserCommand(async () => {
+      const account = await new UserStore(resolve(options.dataDir)).setBlocked(name, false);
+      if (!account) throw new UserStoreError(`No user "${name}".`);
+      process.stdout.write(`"${account.name}" (id ${account.id}) can sign in.\n`);
+    }),
+  );
+
+userCommand
   .command('list')
   .description('list accounts (names, ids and roles; never passwords)')
   .addOption(userDataDir())
   .action((options: { dataDir: string }) =>
     runUserCommand(async () => {
       for (const account of await new UserStore(resolve(options.dataDir)).list()) {
-        process.stdout.write(`${account.name}\t${account.role}\t${account.id}\n`);
+        process.stdout.write(`${account.name}\t${account.role}\t${account.id}${account.blocked ? '\tblocked' : ''}\n`);
       }
     }),
   );

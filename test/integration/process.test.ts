@@ -385,6 +385,25 @@ describe('process: startup failures', () => {
   });
 });
 
+describe('process: the join banner', () => {
+  test('the join link, which carries the invite, goes to stderr only; --no-banner leaves it out and says where the invite is', async () => {
+    for (const banner of [true, false]) {
+      const parley = await ServingParley.start('ws', banner ? [] : ['--no-banner']);
+      // A served token request: the banner, written right after listening, is out by then.
+      await parley.token();
+      const { stderr } = parley.process;
+      if (banner) assert.ok(stderr.includes(`#invite=${TEST_INVITE}`) || stderr.includes(TEST_INVITE), stderr);
+      else {
+        assert.ok(!stderr.includes(TEST_INVITE), 'no invite on stderr');
+        assert.match(stderr, /The join link is not printed \(--no-banner\): the invite is the one --invite pins/);
+      }
+      assert.ok(!JSON.stringify(parley.process.logs).includes(TEST_INVITE), 'never in the log');
+      parley.process.signal('SIGTERM');
+      assert.deepEqual(await parley.process.exit(), { code: 0, signal: null });
+    }
+  });
+});
+
 describe('process: the GPU', () => {
   test('--gpu auto on a machine without a GPU starts, and logs that the model runs on the CPU because no GPU was found', { skip: gpusHere.some((type) => type !== false) && `this machine has a GPU backend (${gpusHere.join(', ')})` }, async () => {
     const tiny = await ensureModel('tiny');
