@@ -296,8 +296,16 @@ export const TokenResponse = z.strictObject({
   token: z.string(),
   /** Epoch milliseconds. */
   expiresAt: nonNegativeInt,
+  /**
+   * Sign-ins only: the session's binding value. The page keeps it in its own storage and sends it
+   * in REFRESH_BINDING_HEADER with every refresh and logout; the cookie alone refreshes nothing.
+   */
+  refreshBinding: z.optional(z.string()),
 });
 export type TokenResponse = z.infer<typeof TokenResponse>;
+
+/** The request header that carries the session's binding value (TokenResponse.refreshBinding). */
+export const REFRESH_BINDING_HEADER = 'x-parley-binding';
 
 /** Named accounts (`parley user add`). */
 export const LoginRequest = z.strictObject({

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as z from 'zod/mini';
@@ -13,6 +13,16 @@ export const SESSIONS_FILE = 'sessions.json';
  */
 const DEFAULT_EPOCH_RETENTION_MS = 25 * 3600_000;
 
+/**
+ * How long the jti a rotation replaced still refreshes, for the client that holds the binding:
+ * a refresh whose response was lost, or two tabs that refreshed at once, get the same successor
+ * instead of revoking the session as reuse.
+ */
+export const DEFAULT_REUSE_GRACE_MS = 30_000;
+
+/** Sessions one user may hold; a new sign-in beyond it ends the oldest (an account signing in again and again cannot grow the file). */
+export const DEFAULT_MAX_FAMILIES_PER_USER = 20;
+
 const FamilyRecord = z.strictObject({
   userId: z.string(),
   /** The only jti of this family that a refresh may present. */
@@ -22,6 +32,17 @@ const FamilyRecord = z.strictObject({
   revoked: z.boolean(),
   /** How the session began; refreshing an `account` session re-checks that the account still exists. */
   kind: z.enum(['invite', 'account']),
+  /**
+   * SHA-256 (base64url) of the binding value handed to the page at sign-in, which the page keeps
+   * in its own (per-origin) storage and sends with every refresh. Absent in files written before
+   * bindings existed: such a session cannot refresh.
+   */
+  binding: z.optional(z.string()),
+  /** The jti the last rotation replaced, and when (epoch ms): it still refreshes within the grace window. */
+  previousJti: z.optional(z.string()),
+  rotatedAt: z.optional(z.number()),
+  /** Epoch ms of the revocation; a revoked family is forgotten after the epoch retention time. */
+  revokedAt: z.optional(z.number()),
 });
 export type FamilyRecord = z.infer<typeof FamilyRecord>;
 
@@ -39,42 +60,75 @@ export const RefreshRefusal = {
   revoked: 'revoked',
   /** An already-rotated jti came back: the credential was copied. The family is now revoked. */
   reused: 'reused',
+  /** The current jti without the session's binding value (missing or wrong): the session is left as it was. */
+  unbound: 'unbound',
 } as const;
 export type RefreshRefusal = (typeof RefreshRefusal)[keyof typeof RefreshRefusal];
 
 export type RotateResult =
-  | { readonly ok: true; readonly jti: string; readonly session: FamilyRecord }
+  /** `replayed`: the jti was the one just rotated away, within the grace window; `jti` is the successor it already got. */
+  | { readonly ok: true; readonly jti: string; readonly session: FamilyRecord; readonly replayed: boolean }
   | { readonly ok: false; readonly reason: RefreshRefusal; readonly userId?: string };
+
+export interface SessionStoreOptions {
+  now?: () => number;
+  /** How long a bumped epoch, and a revoked family, are remembered. */
+  epochRetentionMs?: number;
+  reuseGraceMs?: number;
+  maxFamiliesPerUser?: number;
+}
+
+/** A binding value for a new session: 256 random bits, base64url. */
+export function newBinding(): string {
+  return randomBytes(32).toString('base64url');
+}
 
 /**
  * Server-side state of refresh credentials and revocation, kept in `sessions.json` in the data
  * dir (mode 0600, replaced atomically on every change).
  *
  * - A family is one login session. Each refresh rotates its jti; presenting any older jti of
- *   the family is reuse, which revokes the family (the credential was stolen or copied).
+ *   the family is reuse, which revokes the family (the credential was stolen or copied), except
+ *   the jti just replaced, presented with the binding within the grace window (a lost response,
+ *   two tabs at once), which gets the same successor.
+ * - A family is bound to a value the page keeps (its hash is stored here): a cookie presented
+ *   without it refreshes nothing, so a cookie set or read by another port of the same host
+ *   (cookies ignore ports) is useless there.
+ * - Expired families go at once, revoked ones after the epoch retention time, and a user holds
+ *   at most `maxFamiliesPerUser` (the oldest go first).
  * - A user's epoch goes up on logout and revocation; access tokens issued at a lower epoch are
  *   refused (see createTokenService). An epoch is forgotten once no token issued before it can
  *   still be alive, which keeps the file small.
  *
  * Invariant: every check-and-update happens synchronously in memory before the write is
- * awaited, so two concurrent refreshes with the same jti cannot both succeed.
+ * awaited, so two concurrent refreshes with the same jti cannot both rotate: the second gets
+ * the first one's successor (the grace window) or, without the binding, a refusal.
  */
 export class SessionStore implements EpochSource {
   private writing: Promise<void> = Promise.resolve();
+
+  private readonly now: () => number;
+  private readonly epochRetentionMs: number;
+  private readonly reuseGraceMs: number;
+  private readonly maxFamiliesPerUser: number;
 
   private constructor(
     private readonly file: string,
     private readonly families: Map<string, FamilyRecord>,
     private readonly epochs: Map<string, { epoch: number; changedAt: number }>,
-    private readonly now: () => number,
-    private readonly epochRetentionMs: number,
-  ) {}
+    options: SessionStoreOptions,
+  ) {
+    this.now = options.now ?? Date.now;
+    this.epochRetentionMs = options.epochRetentionMs ?? DEFAULT_EPOCH_RETENTION_MS;
+    this.reuseGraceMs = options.reuseGraceMs ?? DEFAULT_REUSE_GRACE_MS;
+    this.maxFamiliesPerUser = Math.max(1, options.maxFamiliesPerUser ?? DEFAULT_MAX_FAMILIES_PER_USER);
+  }
 
-  static async load(dataDir: string, options: { now?: () => number; epochRetentionMs?: number } = {}): Promise<SessionStore> {
+  static async load(dataDir: string, options: SessionStoreOptions = {}): Promise<SessionStore> {
     await mkdir(dataDir, { recursive: true, mode: 0o700 });
     const file = join(dataDir, SESSIONS_FILE);
     const { families, epochs } = await readState(file);
-    const store = new SessionStore(file, families, epochs, options.now ?? Date.now, options.epochRetentionMs ?? DEFAULT_EPOCH_RETENTION_MS);
+    const store = new SessionStore(file, families, epochs, options);
     if (store.prune()) await store.persist();
     return store;
   }
@@ -85,7 +139,7 @@ export class SessionStore implements EpochSource {
    */
   static async read(dataDir: string): Promise<Pick<SessionStore, 'epochOf' | 'knows'>> {
     const { families, epochs } = await readState(join(dataDir, SESSIONS_FILE));
-    return new SessionStore(join(dataDir, SESSIONS_FILE), families, epochs, Date.now, DEFAULT_EPOCH_RETENTION_MS);
+    return new SessionStore(join(dataDir, SESSIONS_FILE), families, epochs, {});
   }
 
   epochOf(userId: string): number {
@@ -104,35 +158,72 @@ export class SessionStore implements EpochSource {
     return this.families.get(family);
   }
 
-  /** Starts a login session; returns its family id and first jti. */
-  async startFamily(userId: string, expiresAt: number, kind: FamilyRecord['kind']): Promise<{ family: string; jti: string }> {
+  /**
+   * Starts a login session bound to `binding` (the value the page keeps; only its hash is
+   * stored); returns its family id and first jti. Past the per-user bound, the user's oldest
+   * sessions are dropped.
+   */
+  async startFamily(userId: string, expiresAt: number, kind: FamilyRecord['kind'], binding: string): Promise<{ family: string; jti: string }> {
     this.prune();
     const family = `f_${randomId()}`;
     const jti = randomId();
-    this.families.set(family, { userId, jti, expiresAt, revoked: false, kind });
+    this.families.set(family, { userId, jti, expiresAt, revoked: false, kind, binding: hashBinding(binding) });
+    this.boundUser(userId);
     await this.persist();
     return { family, jti };
   }
 
   /**
-   * Accepts `jti` only if it is the family's current one, and replaces it with a new one.
-   * An older jti of a live family is reuse: the whole family is revoked.
+   * Accepts `jti` only if it is the family's current one and `binding` is the session's, and
+   * replaces it with a new one. The jti just replaced, with the binding and within the grace
+   * window, gets that same successor (nothing changes). Any other jti of a live family is
+   * reuse: the whole family is revoked. The current jti without the binding changes nothing.
+   *
+   * Every check and update happens before the first await.
    */
-  async rotate(family: string, jti: string): Promise<RotateResult> {
+  async rotate(family: string, jti: string, binding: string | undefined): Promise<RotateResult> {
     const record = this.families.get(family);
+    const state = this.classify(record, jti, binding);
     if (!record) return { ok: false, reason: RefreshRefusal.unknown };
     const { userId } = record;
-    if (record.revoked) return { ok: false, reason: RefreshRefusal.revoked, userId };
-    if (record.expiresAt <= this.now()) return { ok: false, reason: RefreshRefusal.expired, userId };
-    if (record.jti !== jti) {
-      this.families.set(family, { ...record, revoked: true });
-      await this.persist();
-      return { ok: false, reason: RefreshRefusal.reused, userId };
+    switch (state) {
+      case Presented.current: {
+        const next = { ...record, jti: randomId(), previousJti: record.jti, rotatedAt: this.now() };
+        this.families.set(family, next);
+        await this.persist();
+        return { ok: true, jti: next.jti, session: next, replayed: false };
+      }
+      case Presented.justRotated:
+        return { ok: true, jti: record.jti, session: record, replayed: true };
+      case Presented.reused:
+        this.families.set(family, { ...record, revoked: true, revokedAt: this.now() });
+        await this.persist();
+        return { ok: false, reason: RefreshRefusal.reused, userId };
+      default:
+        return { ok: false, reason: state, userId };
     }
-    const next = { ...record, jti: randomId() };
-    this.families.set(family, next);
-    await this.persist();
-    return { ok: true, jti: next.jti, session: next };
+  }
+
+  /**
+   * Whether `jti` with `binding` could refresh `family` right now (the current jti, or the one
+   * just replaced within the grace window), without changing anything. Logout takes only such
+   * a cookie as a credential: a rotated, revoked or unbound one signs no one out.
+   */
+  isCurrent(family: string, jti: string, binding: string | undefined): boolean {
+    const state = this.classify(this.families.get(family), jti, binding);
+    return state === Presented.current || state === Presented.justRotated;
+  }
+
+  /** Whether the family exists and is neither revoked nor expired. */
+  isLive(family: string): boolean {
+    const record = this.families.get(family);
+    return record !== undefined && !record.revoked && record.expiresAt > this.now();
+  }
+
+  /** Whether `binding` is the one the family was started with (constant-time compare of the hashes). */
+  isBound(family: string, binding: string | undefined): boolean {
+    const stored = this.families.get(family)?.binding;
+    return stored !== undefined && binding !== undefined && safeEqual(hashBinding(binding), stored);
   }
 
   /** Revokes one family; returns its user, if the family is known. */
@@ -140,7 +231,7 @@ export class SessionStore implements EpochSource {
     const record = this.families.get(family);
     if (!record) return undefined;
     if (!record.revoked) {
-      this.families.set(family, { ...record, revoked: true });
+      this.families.set(family, { ...record, revoked: true, revokedAt: this.now() });
       await this.persist();
     }
     return record.userId;
@@ -151,8 +242,9 @@ export class SessionStore implements EpochSource {
    * access tokens stop verifying. Returns the new epoch.
    */
   async revokeUser(userId: string): Promise<number> {
+    const now = this.now();
     for (const [id, record] of this.families) {
-      if (record.userId === userId && !record.revoked) this.families.set(id, { ...record, revoked: true });
+      if (record.userId === userId && !record.revoked) this.families.set(id, { ...record, revoked: true, revokedAt: now });
     }
     return this.bumpEpoch(userId);
   }
@@ -168,12 +260,16 @@ export class SessionStore implements EpochSource {
     return epoch;
   }
 
-  /** Drops expired families and epochs old enough to be forgotten. Returns whether anything went. */
+  /**
+   * Drops expired families, families revoked longer ago than the retention time (a revoked one
+   * from an older file, without a time, at once) and epochs old enough to be forgotten. Returns
+   * whether anything went.
+   */
   prune(): boolean {
     const now = this.now();
     let changed = false;
     for (const [id, record] of this.families) {
-      if (record.expiresAt <= now) {
+      if (record.expiresAt <= now || (record.revoked && (record.revokedAt ?? 0) + this.epochRetentionMs <= now)) {
         this.families.delete(id);
         changed = true;
       }
@@ -190,6 +286,26 @@ export class SessionStore implements EpochSource {
   /** Number of stored families (live, revoked and not yet pruned). */
   get size(): number {
     return this.families.size;
+  }
+
+  /** How the presented jti and binding stand against the family. */
+  private classify(record: FamilyRecord | undefined, jti: string, binding: string | undefined): Presented {
+    if (!record) return Presented.unknown;
+    if (record.revoked) return Presented.revoked;
+    if (record.expiresAt <= this.now()) return Presented.expired;
+    const bound = record.binding !== undefined && binding !== undefined && safeEqual(hashBinding(binding), record.binding);
+    if (record.jti === jti) return bound ? Presented.current : Presented.unbound;
+    const justRotated = record.previousJti === jti && record.rotatedAt !== undefined && this.now() - record.rotatedAt <= this.reuseGraceMs;
+    // Any other jti, or the last one from a client without the binding or after the grace window, is a copy.
+    return justRotated && bound ? Presented.justRotated : Presented.reused;
+  }
+
+  /** Drops the user's oldest sessions (revoked ones first, then by expiry) beyond the per-user bound. */
+  private boundUser(userId: string): void {
+    const own = [...this.families].filter(([, record]) => record.userId === userId);
+    if (own.length <= this.maxFamiliesPerUser) return;
+    own.sort(([, a], [, b]) => Number(b.revoked) - Number(a.revoked) || a.expiresAt - b.expiresAt);
+    for (const [id] of own.slice(0, own.length - this.maxFamiliesPerUser)) this.families.delete(id);
   }
 
   /** Writes are serialised, and each writes the state as it is when the write starts. */
@@ -224,6 +340,23 @@ async function readState(file: string): Promise<{ families: Map<string, FamilyRe
     for (const [userId, record] of Object.entries(parsed.epochs)) epochs.set(userId, record);
   }
   return { families, epochs };
+}
+
+const Presented = {
+  ...RefreshRefusal,
+  current: 'current',
+  justRotated: 'just_rotated',
+} as const;
+type Presented = (typeof Presented)[keyof typeof Presented];
+
+function hashBinding(binding: string): string {
+  return createHash('sha256').update(binding, 'utf8').digest('base64url');
+}
+
+function safeEqual(a: string, b: string): boolean {
+  const left = Buffer.from(a);
+  const right = Buffer.from(b);
+  return left.length === right.length && timingSafeEqual(left, right);
 }
 
 function randomId(): string {

@@ -1,6 +1,6 @@
-import type { IssuedToken, TokenService } from './createTokenService.js';
+import type { IssuedToken, RefreshClaims, TokenService } from './createTokenService.js';
 import { Role, type Principal } from './Principal.js';
-import { RefreshRefusal, type FamilyRecord, type SessionStore } from './SessionStore.js';
+import { newBinding, RefreshRefusal, type FamilyRecord, type SessionStore } from './SessionStore.js';
 import type { Account, UserStore } from './UserStore.js';
 
 /** What a login or a refresh hands out: an access token, and the refresh credential for the cookie. */
@@ -9,7 +9,15 @@ export interface IssuedSession {
   readonly refresh: { readonly token: string; readonly expiresAt: number };
   /** Family id of the session, for audit records. */
   readonly family: string;
+  /**
+   * On sign-in only: the session's binding value. The page keeps it (its own storage is per
+   * origin, port included, unlike cookies) and sends it with every refresh and logout.
+   */
+  readonly binding?: string;
 }
+
+/** At most this many refresh cookies of one request are looked at (another port of the host may have added some). */
+const MAX_REFRESH_COOKIES = 4;
 
 export const RefreshFailure = {
   ...RefreshRefusal,
@@ -34,15 +42,20 @@ export interface AuthService {
   loginWithInvite(name: string): Promise<IssuedSession>;
   loginWithPassword(name: string, password: string): Promise<PasswordLoginOutcome>;
   /**
-   * Exchanges a refresh credential for a new access token and a rotated credential. Reuse of
-   * a rotated credential revokes its family and raises the user's epoch, killing the access
-   * tokens the family handed out.
+   * Exchanges a refresh credential and the session's binding value for a new access token and
+   * a rotated credential. Reuse of a rotated credential revokes its family and raises the
+   * user's epoch, killing the access tokens the family handed out. `cookies` are the refresh
+   * cookies the request carried: with more than one, only the one bound to `binding` is used.
    */
-  refresh(refreshToken: string): Promise<RefreshOutcome>;
+  refresh(cookies: readonly string[], binding: string | undefined): Promise<RefreshOutcome>;
   /** Verifies an access token (signature, claims and epoch). Rejects with UnauthorizedError. */
   authenticate(accessToken: string): Promise<Principal>;
-  /** The user behind a refresh credential whose signature and claims verify, whatever its jti. */
-  refreshTokenUser(refreshToken: string): Promise<string | undefined>;
+  /**
+   * The user behind a refresh credential that could refresh right now (a live session, its
+   * current jti or the one just replaced within the grace window, with the binding); undefined
+   * for any other, however good its signature.
+   */
+  sessionUser(cookies: readonly string[], binding: string | undefined): Promise<string | undefined>;
   /** Revokes every session of the user and raises their epoch. */
   revokeUser(userId: string): Promise<void>;
   /** An account name (case-insensitive) or a user id the server has seen; undefined otherwise. */
@@ -56,6 +69,8 @@ export function createAuthService(deps: {
   users: UserStore;
   refreshTtlSeconds: number;
   now?: () => number;
+  /** For tests: awaited between a refresh's rotation and its token's issue, where a revocation can land. */
+  afterRotate?: (family: string) => Promise<void>;
 }): AuthService {
   const { tokens, sessions, users } = deps;
   const now = deps.now ?? Date.now;
@@ -64,9 +79,29 @@ export function createAuthService(deps: {
     const access = await tokens.issueAccessToken(user);
     const expiresAt = (Math.floor(now() / 1000) + deps.refreshTtlSeconds) * 1000;
     const { userId } = access.principal;
-    const { family, jti } = await sessions.startFamily(userId, expiresAt, kind);
+    const binding = newBinding();
+    const { family, jti } = await sessions.startFamily(userId, expiresAt, kind, binding);
     const token = await tokens.issueRefreshToken({ userId, name: user.name, role: user.role, family, jti, expiresAt });
-    return { access, refresh: { token, expiresAt }, family };
+    return { access, refresh: { token, expiresAt }, family, binding };
+  }
+
+  /**
+   * The claims of the cookie to use: the only one that verifies, or, when a request carries
+   * several that verify (another port of this host set its own: cookies ignore ports), the only
+   * one bound to `binding`. Undefined when there is none, or no way to choose.
+   */
+  async function chooseCookie(cookies: readonly string[], binding: string | undefined): Promise<RefreshClaims | undefined> {
+    const verified: RefreshClaims[] = [];
+    for (const cookie of cookies.slice(0, MAX_REFRESH_COOKIES)) {
+      try {
+        verified.push(await tokens.verifyRefreshToken(cookie));
+      } catch {
+        // Not a credential of this server.
+      }
+    }
+    if (verified.length <= 1) return verified[0];
+    const bound = verified.filter((claims) => sessions.isBound(claims.family, binding));
+    return bound.length === 1 ? bound[0] : undefined;
   }
 
   return {
@@ -81,21 +116,21 @@ export function createAuthService(deps: {
       return { ok: true, session, account };
     },
 
-    async refresh(refreshToken) {
-      let claims;
-      try {
-        claims = await tokens.verifyRefreshToken(refreshToken);
-      } catch {
-        return { ok: false, reason: RefreshFailure.invalid };
-      }
+    async refresh(cookies, binding) {
+      const claims = await chooseCookie(cookies, binding);
+      if (!claims) return { ok: false, reason: RefreshFailure.invalid };
       const { family, userId } = claims;
       const stored = sessions.get(family);
       if (stored && stored.userId !== userId) return { ok: false, reason: RefreshFailure.invalid };
-      const rotated = await sessions.rotate(family, claims.jti);
+      // Read in the same tick as rotate's checks: a revocation from here on raises the epoch
+      // above the one the new access token carries, so that token is born dead.
+      const epoch = sessions.epochOf(userId);
+      const rotated = await sessions.rotate(family, claims.jti, binding);
       if (!rotated.ok) {
         if (rotated.reason === RefreshFailure.reused) await sessions.bumpEpoch(userId);
         return { ok: false, reason: rotated.reason, userId, family };
       }
+      await deps.afterRotate?.(family);
       let user = { userId, name: claims.name, role: claims.role };
       if (rotated.session.kind === 'account') {
         // The account decides name and role now, so `parley user remove` ends its sessions.
@@ -106,7 +141,9 @@ export function createAuthService(deps: {
         }
         user = { userId, name: account.name, role: account.role };
       }
-      const access = await tokens.issueAccessToken(user);
+      // Revoked while this refresh was working (logout, an admin, reuse elsewhere): nothing to hand out.
+      if (!sessions.isLive(family) || sessions.epochOf(userId) !== epoch) return { ok: false, reason: RefreshFailure.revoked, userId, family };
+      const access = await tokens.issueAccessToken(user, { epoch });
       const { expiresAt } = rotated.session;
       const token = await tokens.issueRefreshToken({ ...user, family, jti: rotated.jti, expiresAt });
       return { ok: true, session: { access, refresh: { token, expiresAt }, family } };
@@ -116,12 +153,12 @@ export function createAuthService(deps: {
       return tokens.verifyAccessToken(accessToken);
     },
 
-    async refreshTokenUser(refreshToken) {
-      try {
-        return (await tokens.verifyRefreshToken(refreshToken)).userId;
-      } catch {
-        return undefined;
-      }
+    async sessionUser(cookies, binding) {
+      const claims = await chooseCookie(cookies, binding);
+      if (!claims) return undefined;
+      const stored = sessions.get(claims.family);
+      if (stored?.userId !== claims.userId) return undefined;
+      return sessions.isCurrent(claims.family, claims.jti, binding) ? claims.userId : undefined;
     },
 
     async revokeUser(userId) {

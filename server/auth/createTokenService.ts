@@ -41,7 +41,12 @@ export interface EpochSource {
 }
 
 export interface TokenService {
-  issueAccessToken(user: { userId?: string; name: string; role?: Role }): Promise<IssuedToken>;
+  /**
+   * `epoch`: the `ep` to put in the token instead of the user's epoch now. A refresh passes the
+   * epoch it read when it checked the session, so a revocation that lands while the refresh is
+   * still working leaves the token it hands out already dead.
+   */
+  issueAccessToken(user: { userId?: string; name: string; role?: Role }, options?: { epoch?: number }): Promise<IssuedToken>;
   /** Resolves the principal, or rejects with UnauthorizedError. */
   verifyAccessToken(token: string): Promise<Principal>;
   issueRefreshToken(claims: RefreshClaims): Promise<string>;
@@ -70,12 +75,12 @@ export function createTokenService(options: { key: SigningKey; ttlSeconds: numbe
   });
 
   return {
-    async issueAccessToken(user) {
+    async issueAccessToken(user, issue = {}) {
       const userId = user.userId ?? `u_${randomBytes(9).toString('base64url')}`;
       const role = user.role ?? Role.user;
       const issuedAt = Math.floor(now() / 1000);
       const exp = issuedAt + options.ttlSeconds;
-      const token = await new SignJWT({ name: user.name, role, ep: epochs.epochOf(userId) })
+      const token = await new SignJWT({ name: user.name, role, ep: issue.epoch ?? epochs.epochOf(userId) })
         .setProtectedHeader({ alg: TokenClaims.algorithm, typ: TokenClaims.accessType, kid: options.key.kid })
         .setSubject(userId)
         .setIssuer(TokenClaims.issuer)

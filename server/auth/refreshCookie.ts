@@ -18,17 +18,18 @@ export function clearedRefreshCookie(secure: boolean): string {
 }
 
 /**
- * The refresh cookie's value from a Cookie header, or undefined. Transports may join repeated
- * headers with ", ", so both separators are accepted; a JWT contains neither. When the cookie
- * appears more than once the request is ambiguous and none is used.
+ * Every value of the refresh cookie in a Cookie header, each once, in order; empty when none.
+ * Transports may join repeated headers with ", ", so both separators are accepted; a JWT
+ * contains neither. A browser sends more than one when another port of this host set its own
+ * (cookies ignore ports); the session's binding then decides which is ours (createAuthService).
  */
-export function readRefreshCookie(header: string | undefined): string | undefined {
-  if (!header) return undefined;
+export function readRefreshCookies(header: string | undefined): string[] {
+  if (!header) return [];
   const values = header
     .split(/[;,]/)
     .map((part) => part.trim())
     .filter((part) => part.startsWith(`${REFRESH_COOKIE}=`))
-    .map((part) => part.slice(REFRESH_COOKIE.length + 1));
-  if (values.length !== 1 || !values[0]) return undefined;
-  return values[0];
+    .map((part) => part.slice(REFRESH_COOKIE.length + 1))
+    .filter((value) => value !== '');
+  return [...new Set(values)];
 }

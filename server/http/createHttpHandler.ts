@@ -1,13 +1,13 @@
 import { LogThrottle, REFUSAL_LOG_LIMIT } from '../logging/LogThrottle.js';
 import type { Logger } from 'pino';
 import type * as z from 'zod/mini';
-import { TokenRequest, type TokenResponse } from '../../shared/protocol.js';
+import { REFRESH_BINDING_HEADER, TokenRequest, type TokenResponse } from '../../shared/protocol.js';
 import { LoginRequest, RevokeRequest, type RevokeResponse, type RotateInviteResponse } from '../../shared/protocol.js';
 import { createAuthService, type AuthService, type IssuedSession } from '../auth/createAuthService.js';
 import type { TokenService } from '../auth/createTokenService.js';
 import { InvitePinnedError, type Invite } from '../auth/loadOrCreateInvite.js';
 import { Role, type Principal } from '../auth/Principal.js';
-import { clearedRefreshCookie, readRefreshCookie, refreshCookie } from '../auth/refreshCookie.js';
+import { clearedRefreshCookie, readRefreshCookies, refreshCookie } from '../auth/refreshCookie.js';
 import type { ApiKeyStore } from '../auth/ApiKeyStore.js';
 import type { ApiKeyAuthenticator } from '../auth/authenticateApiKey.js';
 import type { SessionStore } from '../auth/SessionStore.js';
@@ -252,14 +252,17 @@ async function loginFailed(context: Context, keys: readonly string[], details: R
 
 // ---- refresh and logout -----------------------------------------------------
 
-/** POST /api/token/refresh: the cookie alone; rotates it and returns a new access token. */
+/**
+ * POST /api/token/refresh: the cookie and the session's binding value (a header the page sends
+ * from its own storage); rotates the cookie and returns a new access token.
+ */
 async function refresh(context: Context): Promise<HttpResponse> {
   const { deps, auth, ip } = context;
   const limited = limitRefusal(await deps.limiters.tokenRequest(ip), 'Too many token requests; try again later.');
   if (limited) return limited;
-  const cookie = readRefreshCookie(context.request.headers.cookie);
-  if (!cookie) return unauthorizedClearingCookie(deps, 'No refresh credential.');
-  const outcome = await auth.refresh(cookie);
+  const cookies = readRefreshCookies(context.request.headers.cookie);
+  if (cookies.length === 0) return unauthorizedClearingCookie(deps, 'No refresh credential.');
+  const outcome = await auth.refresh(cookies, readBinding(context.request));
   if (!outcome.ok) {
     if (outcome.reason === 'reused') {
       audit(deps, 'refresh_reuse_detected', { user: outcome.userId, family: outcome.family, ip }, 'a rotated refresh credential came back: session revoked');
@@ -278,15 +281,19 @@ async function refresh(context: Context): Promise<HttpResponse> {
 }
 
 /**
- * POST /api/logout, with the refresh cookie, a bearer access token, or both. Ends every
- * session of the user behind them, kills their live access tokens and closes their sockets.
+ * POST /api/logout, with the refresh cookie (and its binding value), a bearer access token, or
+ * both. Ends every session of the user behind them, kills their live access tokens and closes
+ * their sockets. Limited per IP before any credential is looked at; a cookie counts only while
+ * it could still refresh (a rotated, revoked or unbound one signs no one out).
  */
 async function logout(context: Context): Promise<HttpResponse> {
   const { deps, auth, ip, request } = context;
+  const limited = limitRefusal(await deps.limiters.logout(ip), 'Too many logout requests; try again later.');
+  if (limited) return limited;
   const userIds = new Set<string>();
-  const cookie = readRefreshCookie(request.headers.cookie);
-  if (cookie) {
-    const userId = await auth.refreshTokenUser(cookie);
+  const cookies = readRefreshCookies(request.headers.cookie);
+  if (cookies.length > 0) {
+    const userId = await auth.sessionUser(cookies, readBinding(request));
     if (userId !== undefined) userIds.add(userId);
   }
   const bearer = readBearer(request);
@@ -354,7 +361,7 @@ async function requireAdmin(context: Context): Promise<{ ok: true; principal: Pr
 
 /** The access token and the rotated refresh cookie of a login or refresh. */
 function sessionResponse(deps: HttpDeps, session: IssuedSession): HttpResponse {
-  const body: TokenResponse = { token: session.access.token, expiresAt: session.access.expiresAt };
+  const body: TokenResponse = { token: session.access.token, expiresAt: session.access.expiresAt, ...(session.binding === undefined ? {} : { refreshBinding: session.binding }) };
   const maxAge = (session.refresh.expiresAt - Date.now()) / 1000;
   return json(200, body, { 'set-cookie': refreshCookie(session.refresh.token, maxAge, deps.secureCookies) });
 }
@@ -386,6 +393,12 @@ function readJson<T>(request: HttpRequest, schema: z.ZodMiniType<T>, expected: s
   const parsed = schema.safeParse(body);
   if (!parsed.success) return { ok: false, response: toHttpResponse(new BadRequestError(expected)) };
   return { ok: true, value: parsed.data };
+}
+
+/** The session's binding value from its header; never logged. */
+function readBinding(request: HttpRequest): string | undefined {
+  const value = request.headers[REFRESH_BINDING_HEADER];
+  return value && value.length <= 128 ? value : undefined;
 }
 
 function readBearer(request: HttpRequest): string | undefined {

@@ -24,6 +24,7 @@ export type LimiterConfig = Pick<
   | 'maxConnectionsPerIp'
   | 'maxConnectionsPerUser'
   | 'inviteUsersPerHour'
+  | 'logoutsPerMinute'
 >;
 
 /** Limiters as far as Parley uses them. Tests inject failing ones. */
@@ -45,6 +46,8 @@ export interface LimiterSet {
   readonly tokensPerIp: RefundableLimiter;
   readonly upgrades: ConsumeLimiter;
   readonly tokenRequests: ConsumeLimiter;
+  /** Logout requests per IP. */
+  readonly logouts: ConsumeLimiter;
   readonly loginFailures: LockoutLimiter;
   /** New invite users (identities) per IP. */
   readonly inviteUsers: ConsumeLimiter;
@@ -111,6 +114,11 @@ export class Limiters {
 
   tokenRequest(ip: string): Promise<LimitDecision> {
     return this.consume('tokenRequests', ip, 1);
+  }
+
+  /** One more logout request from this IP; checked before its credentials. */
+  logout(ip: string): Promise<LimitDecision> {
+    return this.consume('logouts', ip, 1);
   }
 
   /** One more invite user (a new identity with fresh per-user budgets) from this IP. */
@@ -225,6 +233,7 @@ function createDefaultLimiters(config: LimiterConfig): LimiterSet {
     tokensPerIp: new RateLimiterMemory({ keyPrefix: 'tok-ip', points: config.tokensPerHourPerIp, duration: 3600 }),
     upgrades: new RateLimiterMemory({ keyPrefix: 'upg', points: config.upgradesPerMinute, duration: 60 }),
     tokenRequests: new RateLimiterMemory({ keyPrefix: 'treq', points: config.tokenRequestsPerMinute, duration: 60 }),
+    logouts: new RateLimiterMemory({ keyPrefix: 'logout', points: config.logoutsPerMinute, duration: 60 }),
     inviteUsers: new RateLimiterMemory({ keyPrefix: 'invu', points: config.inviteUsersPerHour, duration: 3600 }),
     loginFailures: new RateLimiterMemory({
       keyPrefix: 'lfail',

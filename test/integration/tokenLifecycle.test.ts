@@ -21,11 +21,28 @@ interface Reply {
   readonly cookie: string | undefined;
 }
 
-/** A real fetch with manual cookie handling: nothing is remembered between calls. */
+/**
+ * Each session's binding value (by family), from its sign-in's answer, as a page keeps it: sent
+ * with every request that carries one of the session's cookies (the cookie alone refreshes
+ * nothing; refreshSessions.test.ts tests that).
+ */
+const bindings = new Map<string, string>();
+function familyOf(cookie: string): string | undefined {
+  try {
+    const { fam } = decodeJwt(cookie.slice('parley_refresh='.length));
+    return typeof fam === 'string' ? fam : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A real fetch with manual cookie handling: nothing is remembered between calls but each session's binding value. */
 async function post(server: TestServer, path: string, options: { json?: unknown; cookie?: string; bearer?: string; headers?: Record<string, string> } = {}): Promise<Reply> {
   const headers: Record<string, string> = { ...options.headers };
   if (options.json !== undefined) headers['content-type'] = 'application/json';
   if (options.cookie !== undefined) headers.cookie = options.cookie;
+  const binding = options.cookie === undefined ? undefined : bindings.get(familyOf(options.cookie) ?? '');
+  if (binding !== undefined) headers['x-parley-binding'] ??= binding;
   if (options.bearer !== undefined) headers.authorization = `Bearer ${options.bearer}`;
   const response = await fetch(`${server.baseUrl}${path}`, {
     method: 'POST',
@@ -35,9 +52,11 @@ async function post(server: TestServer, path: string, options: { json?: unknown;
   const text = await response.text();
   const setCookie = response.headers.get('set-cookie');
   const pair = setCookie?.split(';')[0]?.trim();
+  const body = text ? (JSON.parse(text) as Record<string, unknown>) : {};
+  if (pair && typeof body.refreshBinding === 'string') bindings.set(familyOf(pair) ?? '', body.refreshBinding);
   return {
     status: response.status,
-    body: text ? (JSON.parse(text) as Record<string, unknown>) : {},
+    body,
     headers: response.headers,
     setCookie,
     cookie: pair && pair !== 'parley_refresh=' ? pair : undefined,
@@ -120,7 +139,7 @@ for (const transport of TRANSPORTS) {
     before(async () => {
       // Generous limits: this suite makes many token requests from one address; the limit
       // tests below start their own servers.
-      server = await startTestServer(transport, engine, { maxTokens: 8, tokenRequestsPerMinute: 1000, loginFailuresBeforeLockout: 100 });
+      server = await startTestServer(transport, engine, { maxTokens: 8, tokenRequestsPerMinute: 1000, logoutsPerMinute: 1000, loginFailuresBeforeLockout: 100 });
       const users = new UserStore(server.dataDir);
       await users.add('root', ADMIN_PASSWORD, 'admin');
       await users.add('carol', USER_PASSWORD);
@@ -170,14 +189,15 @@ for (const transport of TRANSPORTS) {
       assert.equal(again.status, 200);
     });
 
-    test('a rotated cookie presented again gets 401 and revokes the family: the newest cookie fails too, and the user is signed out', async () => {
+    test('a rotated cookie presented again by another client (not the page’s binding) gets 401 and revokes the family: the newest cookie fails too, and the user is signed out', async () => {
       const login = await inviteLogin(server, 'Victim');
       const socket = await openSocket(server, login.token);
       const rotated = await post(server, '/api/token/refresh', { cookie: login.cookie });
       keep(login.token, login.cookie, rotated.cookie, rotated.body.token as string);
       assert.equal(rotated.status, 200);
 
-      const reuse = await post(server, '/api/token/refresh', { cookie: login.cookie });
+      // The page itself would be within the grace window (refreshSessions.test.ts); a copy of the cookie without its binding is not.
+      const reuse = await post(server, '/api/token/refresh', { cookie: login.cookie, headers: { 'x-parley-binding': 'not-the-pages-value' } });
       assert.equal(reuse.status, 401);
       assert.equal(reuse.body.code, 'unauthorized');
       assert.match(reuse.setCookie ?? '', /^parley_refresh=;.*Max-Age=0/, 'the cookie is cleared');

@@ -6,7 +6,7 @@ import { after, describe, test } from 'node:test';
 import { decodeJwt, decodeProtectedHeader, SignJWT } from 'jose';
 import { createTokenService, TokenClaims } from '../../server/auth/createTokenService.js';
 import { loadOrCreateSigningKey, type SigningKey } from '../../server/auth/loadOrCreateSigningKey.js';
-import { clearedRefreshCookie, readRefreshCookie, refreshCookie } from '../../server/auth/refreshCookie.js';
+import { clearedRefreshCookie, readRefreshCookies, refreshCookie } from '../../server/auth/refreshCookie.js';
 import { UnauthorizedError } from '../../server/ParleyError.js';
 
 const dirs: string[] = [];
@@ -132,12 +132,12 @@ describe('refresh cookie', () => {
     assert.equal(clearedRefreshCookie(false), 'parley_refresh=; HttpOnly; SameSite=Strict; Path=/api; Max-Age=0');
   });
 
-  test('reading the cookie: among others, joined with ";" or ",", absent, empty or repeated', () => {
-    assert.equal(readRefreshCookie('a=1; parley_refresh=x.y.z; b=2'), 'x.y.z');
-    assert.equal(readRefreshCookie('a=1, parley_refresh=x.y.z'), 'x.y.z');
-    assert.equal(readRefreshCookie(undefined), undefined);
-    assert.equal(readRefreshCookie('parley_refresh='), undefined);
-    assert.equal(readRefreshCookie('other_parley_refresh=x'), undefined);
-    assert.equal(readRefreshCookie('parley_refresh=a; parley_refresh=b'), undefined);
+  test('reading the cookie: among others, joined with ";" or ",", absent, empty or repeated (every distinct value, in order)', () => {
+    assert.deepEqual(readRefreshCookies('a=1; parley_refresh=x.y.z; b=2'), ['x.y.z']);
+    assert.deepEqual(readRefreshCookies('a=1, parley_refresh=x.y.z'), ['x.y.z']);
+    assert.deepEqual(readRefreshCookies(undefined), []);
+    assert.deepEqual(readRefreshCookies('parley_refresh='), []);
+    assert.deepEqual(readRefreshCookies('other_parley_refresh=x'), []);
+    assert.deepEqual(readRefreshCookies('parley_refresh=a; parley_refresh=b; parley_refresh=a'), ['a', 'b']);
   });
 });

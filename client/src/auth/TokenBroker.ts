@@ -15,16 +15,24 @@ export const RefreshResult = {
 export type RefreshResult = (typeof RefreshResult)[keyof typeof RefreshResult];
 
 const LEASE_KEY = 'parley.v1.refreshLease';
+/**
+ * The session's binding value. Storage is per origin, port included, so a web app on another
+ * port of this host, which can set and receive our cookies (cookies ignore ports), cannot read
+ * or set it. Kept in localStorage (every tab) and sessionStorage (survives a cleared
+ * localStorage while the tab lives).
+ */
+const BINDING_KEY = 'parley.v1.refreshBinding';
 const LEASE_MS = 8000;
 const CHANNEL = 'parley-auth';
 
 type Broadcast = { type: 'token'; token: TokenResponse } | { type: 'signed-out' };
 
 /**
- * Holds the access token and refreshes it through the httpOnly cookie.
+ * Holds the access token and refreshes it through the httpOnly cookie, sent together with the
+ * session's binding value, which this origin alone can read (see BINDING_KEY).
  *
- * Every refresh rotates the cookie and the server treats a rotated value coming back as theft,
- * so two tabs must never refresh at once: one tab takes a short lease in localStorage,
+ * Every refresh rotates the cookie and the server treats a rotated value coming back as theft
+ * (past a short grace window), so two tabs should not refresh at once: one tab takes a short lease in localStorage,
  * refreshes, and hands the new token to the others over a BroadcastChannel (both work on
  * plain-http origins, where Web Locks do not). Events: `token` (a new token, from this tab or
  * another), `signed-out` (another tab signed out).
@@ -51,6 +59,7 @@ export class TokenBroker extends EventTarget {
     this.issued(await requestToken(invite, name));
   }
 
+
   /** Now, on the server's clock. */
   serverNow(): number {
     return Date.now() + this.clockSkewMs;
@@ -66,9 +75,11 @@ export class TokenBroker extends EventTarget {
 
   async signOut(): Promise<void> {
     const token = this.token?.token;
+    const binding = readBinding();
     this.token = undefined;
     this.post({ type: 'signed-out' });
-    await logout(token);
+    await logout(token, binding);
+    writeBinding(undefined);
   }
 
   /** Drops the token without telling the server (it already refused it). */
@@ -81,7 +92,7 @@ export class TokenBroker extends EventTarget {
     for (let attempt = 0; attempt < 3; attempt++) {
       if (await this.acquireLease()) {
         try {
-          this.issued(await refreshToken());
+          this.issued(await refreshToken(readBinding()));
           return RefreshResult.ok;
         } catch (error) {
           if (!(error instanceof AuthError)) return RefreshResult.failed;
@@ -102,6 +113,7 @@ export class TokenBroker extends EventTarget {
   }
 
   private issued(issued: Issued): void {
+    if (issued.binding !== undefined) writeBinding(issued.binding);
     // Differences under 2 s are the header's rounding, not a wrong clock.
     if (issued.clockSkewMs !== undefined) this.clockSkewMs = Math.abs(issued.clockSkewMs) < 2000 ? 0 : issued.clockSkewMs;
     this.accept(issued.token, true);
@@ -168,6 +180,46 @@ export class TokenBroker extends EventTarget {
       // No storage: no lease to release.
     }
   }
+}
+
+function readBinding(): string | undefined {
+  for (const storage of storages()) {
+    try {
+      const value = storage.getItem(BINDING_KEY);
+      if (value) {
+        // Put back where it went missing (e.g. localStorage cleared while this tab lived).
+        writeBinding(value);
+        return value;
+      }
+    } catch {
+      // This storage is unavailable; try the next.
+    }
+  }
+  return undefined;
+}
+
+/** Stores the binding value in both storages; undefined removes it. */
+function writeBinding(value: string | undefined): void {
+  for (const storage of storages()) {
+    try {
+      if (value === undefined) storage.removeItem(BINDING_KEY);
+      else if (storage.getItem(BINDING_KEY) !== value) storage.setItem(BINDING_KEY, value);
+    } catch {
+      // Storage full or blocked: the other one may still hold it.
+    }
+  }
+}
+
+function storages(): Storage[] {
+  const found: Storage[] = [];
+  for (const get of [() => localStorage, () => sessionStorage]) {
+    try {
+      found.push(get());
+    } catch {
+      // Access denied (e.g. storage blocked for this origin).
+    }
+  }
+  return found;
 }
 
 function readLease(): { owner: string; until: number } | undefined {

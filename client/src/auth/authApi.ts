@@ -1,5 +1,5 @@
 import { ErrorCode } from '../../../shared/errorCodes.js';
-import { TokenResponse } from '../../../shared/protocol.js';
+import { REFRESH_BINDING_HEADER, TokenResponse } from '../../../shared/protocol.js';
 import { formatWait } from '../util/describeError.js';
 
 /** A refused or failed auth request, with a message for people. */
@@ -18,8 +18,11 @@ export class AuthError extends Error {
 
 /** A token, and how far the server's clock is ahead of this device's (from the `Date` header). */
 export interface Issued {
+  /** The access token and its expiry (never the binding: this is what tabs share and keep in memory). */
   readonly token: TokenResponse;
   readonly clockSkewMs: number | undefined;
+  /** On a sign-in: the session's binding value, to keep and send with every refresh and logout. */
+  readonly binding?: string;
 }
 
 /** POST /api/token: join with the invite. The response also sets the refresh cookie. */
@@ -27,32 +30,37 @@ export async function requestToken(invite: string, name: string): Promise<Issued
   return tokenRequest('/api/token', { invite, name });
 }
 
-/** POST /api/token/refresh: the cookie alone; rotates it. */
-export async function refreshToken(): Promise<Issued> {
-  return tokenRequest('/api/token/refresh');
+/**
+ * POST /api/token/refresh: the cookie and the session's binding value (the cookie alone
+ * refreshes nothing: another port of this host could have set it); rotates the cookie.
+ */
+export async function refreshToken(binding: string | undefined): Promise<Issued> {
+  return tokenRequest('/api/token/refresh', undefined, binding);
 }
 
 /** POST /api/logout: revokes the cookie and every live token of the user; their sockets close with 4403. */
-export async function logout(token: string | undefined): Promise<void> {
+export async function logout(token: string | undefined, binding: string | undefined): Promise<void> {
+  const headers: Record<string, string> = {};
+  if (token) headers.authorization = `Bearer ${token}`;
+  if (binding) headers[REFRESH_BINDING_HEADER] = binding;
   try {
-    await fetch('/api/logout', {
-      method: 'POST',
-      credentials: 'same-origin',
-      headers: token ? { authorization: `Bearer ${token}` } : {},
-    });
+    await fetch('/api/logout', { method: 'POST', credentials: 'same-origin', headers });
   } catch {
     // Signing out locally still happens; the cookie expires on its own.
   }
 }
 
-async function tokenRequest(path: string, body?: unknown): Promise<Issued> {
+async function tokenRequest(path: string, body?: unknown, binding?: string): Promise<Issued> {
+  const headers: Record<string, string> = {};
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  if (binding) headers[REFRESH_BINDING_HEADER] = binding;
   let response: Response;
   try {
     response = await fetch(path, {
       method: 'POST',
       credentials: 'same-origin',
       cache: 'no-store',
-      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      headers,
       body: body === undefined ? null : JSON.stringify(body),
     });
   } catch {
@@ -67,7 +75,10 @@ async function tokenRequest(path: string, body?: unknown): Promise<Issued> {
   if (response.ok) {
     const parsed = TokenResponse.safeParse(payload);
     const serverDate = Date.parse(response.headers.get('date') ?? '');
-    if (parsed.success) return { token: parsed.data, clockSkewMs: Number.isNaN(serverDate) ? undefined : serverDate - Date.now() };
+    if (parsed.success) {
+      const { refreshBinding, ...token } = parsed.data;
+      return { token, clockSkewMs: Number.isNaN(serverDate) ? undefined : serverDate - Date.now(), ...(refreshBinding === undefined ? {} : { binding: refreshBinding }) };
+    }
     throw new AuthError('The server sent an unexpected answer.', response.status, ErrorCode.internal);
   }
   const error = (payload ?? {}) as { code?: unknown; message?: unknown; retryAfterMs?: unknown };
@@ -81,7 +92,8 @@ function messageFor(status: number, code: string, retryAfterMs: number | undefin
     return `Too many attempts. Try again in ${formatWait(retryAfterMs ?? 60_000)}.`;
   }
   if (status === 401) return typeof serverMessage === 'string' && serverMessage ? serverMessage : 'Not signed in.';
-  if (status === 403) return 'This server does not accept requests from this address.';
+  // 403s: a refused origin, or a device, address or account an admin blocked; the server says which.
+  if (status === 403) return typeof serverMessage === 'string' && serverMessage ? serverMessage : 'This server does not accept requests from this address.';
   if (status === 404) return 'This server does not support that.';
   if (status === 400) return 'Pick a name of 1 to 64 characters.';
   return typeof serverMessage === 'string' && serverMessage ? serverMessage : `The server answered ${status}.`;
