@@ -6,6 +6,7 @@ import { createUpgradeAuthenticator } from './auth/authenticateUpgrade.js';
 import type { TokenService } from './auth/createTokenService.js';
 import type { Invite } from './auth/loadOrCreateInvite.js';
 import type { SessionStore } from './auth/SessionStore.js';
+import type { SignInBlocks } from './auth/SignInBlocks.js';
 import type { UserStore } from './auth/UserStore.js';
 import { ChatCore } from './chat/ChatCore.js';
 import { ClientSession } from './chat/ClientSession.js';
@@ -39,6 +40,8 @@ export interface ServerDeps {
   /** Refresh sessions and revocation epochs (also the token service's epoch source). */
   readonly sessions: SessionStore;
   readonly users: UserStore;
+  /** Devices and addresses of revoked invite users (`blocks.json`). */
+  readonly blocks: SignInBlocks;
   /** API keys for the /v1 API (`api-keys.json`). */
   readonly apiKeys: ApiKeyStore;
   /** Where conversations are kept (opened by the caller, closed by the caller). */
@@ -129,6 +132,7 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
       invite: deps.invite,
       sessions: deps.sessions,
       users: deps.users,
+      blocks: deps.blocks,
       limiters,
       refreshTtlSeconds: config.refreshTtlSeconds,
       secureCookies: config.tlsCert !== undefined,

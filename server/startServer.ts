@@ -7,6 +7,7 @@ import { createTokenService } from './auth/createTokenService.js';
 import { loadOrCreateInvite, type Invite } from './auth/loadOrCreateInvite.js';
 import { loadOrCreateSigningKey } from './auth/loadOrCreateSigningKey.js';
 import { SessionStore } from './auth/SessionStore.js';
+import { SignInBlocks } from './auth/SignInBlocks.js';
 import { UserStore } from './auth/UserStore.js';
 import type { Config } from './config.js';
 import { createServer, type ParleyServer } from './createServer.js';
@@ -79,8 +80,10 @@ export async function startServer(
   const key = await loadOrCreateSigningKey(config.dataDir);
   const history = await openHistory(config, logger);
   const invite = await loadOrCreateInvite(config.dataDir, config.invite);
+  if (invite.pinRotated) logger.warn({ event: 'pinned_invite_rotated' }, 'an admin rotated the --invite code: the code in invite-rotated.json is used until --invite names another one');
   const sessions = await SessionStore.load(config.dataDir);
   const users = new UserStore(config.dataDir);
+  const blocks = await SignInBlocks.load(config.dataDir, { keepSeenMs: config.refreshTtlSeconds * 1000 });
   const apiKeys = new ApiKeyStore(config.dataDir);
   const tokens = createTokenService({ key, ttlSeconds: config.tokenTtlSeconds, epochs: sessions });
   const staticFiles = await loadStaticFiles(options.clientDist ?? CLIENT_DIST);
@@ -89,7 +92,7 @@ export async function startServer(
   // Process metrics (CPU, memory, event loop, GC) go into this server's own registry, so
   // several servers in one process (the tests) each collect them without clashing.
   const metrics = new Metrics({ processMetrics: true });
-  const server = createServer(config, { logger, models, tokens, invite, transport: selected.factory, staticFiles, sessions, users, apiKeys, history: history.repository, limiterOverrides: options.limiterOverrides, metrics });
+  const server = createServer(config, { logger, models, tokens, invite, transport: selected.factory, staticFiles, sessions, users, blocks, apiKeys, history: history.repository, limiterOverrides: options.limiterOverrides, metrics });
   const { port } = await server.listen();
   logger.info({ host: config.host, port, transport: server.transport, tls: config.tlsCert !== undefined }, `listening on ${config.host}:${port}`);
   return {

@@ -289,6 +289,11 @@ export function isTerminalFrame(frame: ServerFrame): frame is TerminalFrame {
 export const TokenRequest = z.strictObject({
   invite: z.string().check(z.minLength(1), z.maxLength(256)),
   name: z.string().check(z.minLength(1), z.maxLength(64)),
+  /**
+   * A random id the page keeps (localStorage) and sends with every join: an admin's revocation
+   * of the user blocks joins from this device (and address) until lifted.
+   */
+  device: z.optional(z.string().check(z.regex(/^[A-Za-z0-9_-]{16,64}$/))),
 });
 export type TokenRequest = z.infer<typeof TokenRequest>;
 

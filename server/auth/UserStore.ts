@@ -23,6 +23,8 @@ const StoredUser = z.strictObject({
   /** `scrypt$N=…,r=…,p=…$<salt>$<hash>`, base64url. */
   password: z.string(),
   createdAt: z.string(),
+  /** Set when an admin revoked the account: it cannot sign in until an admin lifts the block. */
+  blockedAt: z.optional(z.string()),
 });
 type StoredUser = z.infer<typeof StoredUser>;
 
@@ -33,6 +35,8 @@ export interface Account {
   readonly id: string;
   readonly name: string;
   readonly role: Role;
+  /** Present (true) while an admin's block keeps the account from signing in. */
+  readonly blocked?: true;
 }
 
 export class UserStoreError extends Error {
@@ -92,6 +96,22 @@ export class UserStore {
     delete users[key(name)];
     await this.write({ ...file, users });
     return toAccount(user);
+  }
+
+  /**
+   * Blocks or unblocks an account, named by name (case-insensitive) or id; returns it as it is
+   * now, or undefined when there is no such account. A blocked account's right password is
+   * answered with a refusal, and its sessions cannot refresh.
+   */
+  async setBlocked(reference: string, blocked: boolean): Promise<Account | undefined> {
+    const file = await this.read();
+    const entry = Object.entries(file.users).find(([name, user]) => name === key(reference) || user.id === reference);
+    if (!entry) return undefined;
+    const [name, user] = entry;
+    const { blockedAt: _was, ...rest } = user;
+    const next: StoredUser = blocked ? { ...rest, blockedAt: user.blockedAt ?? new Date().toISOString() } : rest;
+    if (next.blockedAt !== user.blockedAt) await this.write({ ...file, users: { ...file.users, [name]: next } });
+    return toAccount(next);
   }
 
   /** The account when name and password match; undefined otherwise, after the same scrypt work. */
@@ -184,5 +204,5 @@ function lookup(file: UsersFile, name: string): StoredUser | undefined {
 }
 
 function toAccount(user: StoredUser): Account {
-  return { id: user.id, name: user.name, role: user.role };
+  return { id: user.id, name: user.name, role: user.role, ...(user.blockedAt === undefined ? {} : { blocked: true as const }) };
 }

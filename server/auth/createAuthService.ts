@@ -34,8 +34,11 @@ export type RefreshOutcome =
 
 export type PasswordLoginOutcome =
   | { readonly ok: true; readonly session: IssuedSession; readonly account: Account }
-  /** `knownName` is for the server's audit log only, never for the response. */
-  | { readonly ok: false; readonly knownName: boolean };
+  /**
+   * `knownName` is for the server's audit log only, never for the response. `blocked`: the
+   * password was right, but an admin's revocation blocks the account (UserStore.setBlocked).
+   */
+  | { readonly ok: false; readonly knownName: boolean; readonly blocked?: true };
 
 export interface AuthService {
   /** A new invite user: a fresh user id, role `user`. */
@@ -112,6 +115,7 @@ export function createAuthService(deps: {
     async loginWithPassword(name, password) {
       const account = await users.verify(name, password);
       if (!account) return { ok: false, knownName: (await users.find(name)) !== undefined };
+      if (account.blocked) return { ok: false, knownName: true, blocked: true };
       const session = await startSession({ userId: account.id, name: account.name, role: account.role }, 'account');
       return { ok: true, session, account };
     },
@@ -135,7 +139,8 @@ export function createAuthService(deps: {
       if (rotated.session.kind === 'account') {
         // The account decides name and role now, so `parley user remove` ends its sessions.
         const account = await users.findById(userId);
-        if (!account) {
+        // A blocked account's sessions were revoked with the block; one that slipped past ends here.
+        if (!account || account.blocked) {
           await sessions.revokeUser(userId);
           return { ok: false, reason: RefreshFailure.accountGone, userId, family };
         }

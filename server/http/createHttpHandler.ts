@@ -5,17 +5,19 @@ import { REFRESH_BINDING_HEADER, TokenRequest, type TokenResponse } from '../../
 import { LoginRequest, RevokeRequest, type RevokeResponse, type RotateInviteResponse } from '../../shared/protocol.js';
 import { createAuthService, type AuthService, type IssuedSession } from '../auth/createAuthService.js';
 import type { TokenService } from '../auth/createTokenService.js';
-import { InvitePinnedError, type Invite } from '../auth/loadOrCreateInvite.js';
+import type { Invite } from '../auth/loadOrCreateInvite.js';
 import { Role, type Principal } from '../auth/Principal.js';
 import { clearedRefreshCookie, readRefreshCookies, refreshCookie } from '../auth/refreshCookie.js';
 import type { ApiKeyStore } from '../auth/ApiKeyStore.js';
 import type { ApiKeyAuthenticator } from '../auth/authenticateApiKey.js';
 import type { SessionStore } from '../auth/SessionStore.js';
 import type { UserStore } from '../auth/UserStore.js';
+import type { SignInBlocks } from '../auth/SignInBlocks.js';
+import { isAccountId } from '../limits/budgetKeysOf.js';
 import type { ChatCore } from '../chat/ChatCore.js';
 import { LimitRefusedError } from '../limits/LimitRefusedError.js';
-import type { LimitDecision, Limiters } from '../limits/Limiters.js';
-import { BadRequestError, ConflictError, ForbiddenError, InternalError, NotFoundError, UnauthorizedError } from '../ParleyError.js';
+import { PasswordRefusal, type LimitDecision, type Limiters } from '../limits/Limiters.js';
+import { BadRequestError, ForbiddenError, InternalError, NotFoundError, UnauthorizedError } from '../ParleyError.js';
 import type { HttpHandler, HttpRequest, HttpResponse, HttpStreamResponse } from '../transport/Transport.js';
 import type { Metrics } from '../metrics/Metrics.js';
 import { authorizeMetrics, isLoopback } from './authorizeMetrics.js';
@@ -31,6 +33,8 @@ export interface HttpDeps {
   readonly invite: Invite;
   readonly sessions: SessionStore;
   readonly users: UserStore;
+  /** Devices and addresses of revoked invite users, refused at the next join until lifted. */
+  readonly blocks: SignInBlocks;
   readonly limiters: Limiters;
   readonly refreshTtlSeconds: number;
   /** Adds `Secure` to the refresh cookie; true when Parley serves TLS. */
@@ -72,6 +76,7 @@ const postRoutes: Readonly<Record<string, Route>> = {
   '/api/logout': logout,
   '/api/admin/revoke': adminRevoke,
   '/api/admin/rotate-invite': adminRotateInvite,
+  '/api/admin/unblock': adminUnblock,
 };
 
 /**
@@ -191,6 +196,12 @@ async function issueInviteToken(context: Context): Promise<HttpResponse> {
     return toHttpResponse(new UnauthorizedError('Wrong invite code.'));
   }
   await deps.limiters.loginSucceeded(ip);
+  // A revoked invite user's devices and addresses stay out until an admin lifts the block;
+  // before the identity count, so a refused join costs the address nothing.
+  if (deps.blocks.isBlocked(body.value.device, ip)) {
+    audit(deps, 'join_blocked', { ip }, 'join refused: device or address blocked by an admin');
+    return toHttpResponse(new ForbiddenError('An admin has blocked joins from this device or address.'));
+  }
   // Every invite login is a new user with fresh per-user budgets; the budgets that must hold
   // for the person are charged to the IP as well (budgetKeysOf), and this caps how many
   // identities one address can collect. Counted only once the invite was right.
@@ -198,6 +209,12 @@ async function issueInviteToken(context: Context): Promise<HttpResponse> {
   if (identities) return identities;
   const session = await auth.loginWithInvite(body.value.name.trim() || 'guest');
   audit(deps, 'login', { user: session.access.principal.userId, role: session.access.principal.role, method: 'invite', family: session.family, ip }, 'login with invite');
+  try {
+    await deps.blocks.recordJoin(session.access.principal.userId, body.value.device, ip);
+  } catch (error) {
+    // The join stands; only a later revocation could not block this device and address.
+    deps.logger.error({ err: error, user: session.access.principal.userId }, 'could not record the join in blocks.json');
+  }
   return sessionResponse(deps, session);
 }
 
@@ -208,19 +225,33 @@ async function login(context: Context): Promise<HttpResponse> {
   if (refused) return refused;
   const body = readJson(context.request, LoginRequest, 'Expected {"name": string, "password": string}.');
   if (!body.ok) return body.response;
-  // Failures also count per account name, so a valid login from one address cannot reset the
-  // count that protects another account, and guesses spread over addresses still lock.
-  const accountKey = `account:${body.value.name.toLowerCase()}`;
-  const locked = limitRefusal(await deps.limiters.loginAllowed(accountKey), 'Too many failed attempts; try again later.');
-  if (locked) return locked;
+  // Wrong guesses lock the (address, account) pair and only slow the account down, so a
+  // stranger cannot lock the owner out from another address (Limiters.passwordAttempt).
+  const account = body.value.name.toLowerCase();
+  const attempt = await deps.limiters.passwordAttempt(ip, account);
+  if (!attempt.ok) {
+    const message =
+      attempt.reason === PasswordRefusal.slowedDown
+        ? 'This account has had many failed sign-ins; try again shortly.'
+        : 'Too many failed attempts for this account from this address; try again later.';
+    return toHttpResponse(new LimitRefusedError(attempt, message));
+  }
   const outcome = await auth.loginWithPassword(body.value.name, body.value.password);
   if (!outcome.ok) {
+    if (outcome.blocked) {
+      audit(deps, 'login_blocked', { method: 'password', account: body.value.name, ip }, 'sign-in refused: account blocked by an admin');
+      return toHttpResponse(new ForbiddenError('An admin has blocked this account.'));
+    }
     // The name is logged only when it is an account: a password typed into the name field stays out of the log.
-    await loginFailed(context, [ip, accountKey], { method: 'password', account: outcome.knownName ? body.value.name : undefined });
+    const details = { method: 'password', account: outcome.knownName ? body.value.name : undefined };
+    await loginFailed(context, [ip], details);
+    const counted = await deps.limiters.passwordFailed(ip, account);
+    if (counted.pairLocked) audit(deps, 'lockout', { key: 'pair', ...details, ip }, 'login locked out for this account from this address');
+    if (counted.slowdownBegan) audit(deps, 'login_slowdown', { ...details, ip }, 'account slowed down after many failed sign-ins');
     return toHttpResponse(new UnauthorizedError('Wrong name or password.'));
   }
   await deps.limiters.loginSucceeded(ip);
-  await deps.limiters.loginSucceeded(accountKey);
+  await deps.limiters.passwordSucceeded(ip, account);
   const { principal } = outcome.session.access;
   audit(deps, 'login', { user: principal.userId, role: principal.role, method: 'password', account: outcome.account.name, family: outcome.session.family, ip }, 'login with password');
   return sessionResponse(deps, outcome.session);
@@ -312,7 +343,12 @@ async function logout(context: Context): Promise<HttpResponse> {
 
 // ---- admin ------------------------------------------------------------------
 
-/** POST /api/admin/revoke {user}: ends every session and token of a user (account name or id). */
+/**
+ * POST /api/admin/revoke {user}: ends every session and token of a user (account name or id),
+ * and keeps them out: an account is blocked from signing in, an invite user's devices and
+ * addresses from joining, until an admin lifts it (/api/admin/unblock). Blocked first, so no
+ * sign-in slips in between.
+ */
 async function adminRevoke(context: Context): Promise<HttpResponse> {
   const { deps, auth, ip } = context;
   const admin = await requireAdmin(context);
@@ -321,8 +357,11 @@ async function adminRevoke(context: Context): Promise<HttpResponse> {
   if (!body.ok) return body.response;
   const userId = await auth.resolveUser(body.value.user);
   if (userId === undefined) return toHttpResponse(new NotFoundError('No such user.'));
+  const blocked = isAccountId(userId)
+    ? { account: (await deps.users.setBlocked(userId, true)) !== undefined }
+    : await deps.blocks.block(userId).then(({ devices, addresses }) => ({ devices, addresses: addresses.length }));
   await auth.revokeUser(userId);
-  audit(deps, 'revoked', { user: userId, by: admin.principal.userId, ip }, 'user revoked by an admin');
+  audit(deps, 'revoked', { user: userId, by: admin.principal.userId, ip, blocked }, 'user revoked by an admin');
   deps.onRevoked(userId);
   const response: RevokeResponse = { user: userId };
   return json(200, response);
@@ -333,15 +372,30 @@ async function adminRotateInvite(context: Context): Promise<HttpResponse> {
   const { deps, ip } = context;
   const admin = await requireAdmin(context);
   if (!admin.ok) return admin.response;
-  let invite: string;
-  try {
-    invite = await deps.invite.rotate();
-  } catch (error) {
-    if (!(error instanceof InvitePinnedError)) throw error;
-    return toHttpResponse(new ConflictError(error.message));
-  }
-  audit(deps, 'invite_rotated', { by: admin.principal.userId, ip }, 'invite rotated');
+  // A pinned code (--invite) is rotated too, and stays replaced across restarts until --invite
+  // names another code (loadOrCreateInvite): the complete way to cut off an invite holder.
+  const invite = await deps.invite.rotate();
+  audit(deps, 'invite_rotated', { by: admin.principal.userId, ip, pinned: deps.invite.pinned }, 'invite rotated');
   const response: RotateInviteResponse = { invite };
+  return json(200, response);
+}
+
+/**
+ * POST /api/admin/unblock {user}: lifts the block a revocation put on an account (name or id)
+ * or on an invite user's devices and addresses (user id). Unknown, or nothing blocked: 404.
+ */
+async function adminUnblock(context: Context): Promise<HttpResponse> {
+  const { deps, ip } = context;
+  const admin = await requireAdmin(context);
+  if (!admin.ok) return admin.response;
+  const body = readJson(context.request, RevokeRequest, 'Expected {"user": account name or user id}.');
+  if (!body.ok) return body.response;
+  const reference = body.value.user;
+  let userId = (await deps.users.setBlocked(reference, false))?.id;
+  if (userId === undefined && (await deps.blocks.unblock(reference))) userId = reference;
+  if (userId === undefined) return toHttpResponse(new NotFoundError('No such account, and no blocked user with that id.'));
+  audit(deps, 'unblocked', { user: userId, by: admin.principal.userId, ip }, 'block lifted by an admin');
+  const response: RevokeResponse = { user: userId };
   return json(200, response);
 }
 

@@ -25,6 +25,7 @@ export type LimiterConfig = Pick<
   | 'maxConnectionsPerUser'
   | 'inviteUsersPerHour'
   | 'logoutsPerMinute'
+  | 'refreshTtlSeconds'
 >;
 
 /** Limiters as far as Parley uses them. Tests inject failing ones. */
@@ -49,6 +50,12 @@ export interface LimiterSet {
   /** Logout requests per IP. */
   readonly logouts: ConsumeLimiter;
   readonly loginFailures: LockoutLimiter;
+  /** Wrong passwords per (IP, account) pair: the pair locks, the account does not. */
+  readonly passwordPairFailures: LockoutLimiter;
+  /** Wrong passwords per account from anywhere; only counted, never locking. */
+  readonly accountFailures: LockoutLimiter;
+  /** Password attempts per account while it is slowed down (see passwordAttempt). */
+  readonly accountAttempts: ConsumeLimiter;
   /** New invite users (identities) per IP. */
   readonly inviteUsers: ConsumeLimiter;
 }
@@ -56,12 +63,27 @@ export interface LimiterSet {
 /** Milliseconds a refused caller is told to wait when the limiter itself failed. */
 const FAILED_RETRY_MS = 1000;
 
+/** Why a password attempt was refused before the password was looked at. */
+export const PasswordRefusal = {
+  /** This address made too many wrong guesses for this account: the pair is locked. */
+  pairLocked: 'pair_locked',
+  /** The account is slowed down and its next attempt from an unrecognised address is not due yet. */
+  slowedDown: 'slowed_down',
+} as const;
+export type PasswordRefusal = (typeof PasswordRefusal)[keyof typeof PasswordRefusal];
+
+export type PasswordDecision = { readonly ok: true } | { readonly ok: false; readonly retryAfterMs: number; readonly failed: boolean; readonly reason: PasswordRefusal };
+
+/** (IP, account) pairs that signed in, kept at most this many (oldest forgotten first). */
+const MAX_RECOGNISED_PAIRS = 10_000;
+
 /**
  * Every rate limit Parley enforces, in one place (rate-limiter-flexible, in memory).
  * Keys: connection id for frames; the budget keys of `budgetKeysOf` for generations and tokens
  * (the JWT `sub`, shared by all of a user's sockets and kept across reconnects, plus `ip:<addr>`
  * for invite users, so re-joining does not reset them; address keys go to the per-IP limiters);
- * client IP for upgrades, logins and new invite users.
+ * client IP for upgrades, logins and new invite users; for passwords also the (IP, account
+ * name) pair, which locks, and the account name, which is slowed down but never locked.
  *
  * Invariants: a limiter error is a refusal, never a pass (fail closed). A call charged to
  * several keys is admitted only if every key admits it, and a refused call leaves every key as
@@ -72,6 +94,8 @@ export class Limiters {
   private readonly set: LimiterSet;
   private readonly connectionsByIp = new Map<string, number>();
   private readonly connectionsByUser = new Map<string, number>();
+  /** (IP, account) pairs that signed in with the right password, and until when they count (ms). */
+  private readonly recognisedPairs = new Map<string, number>();
 
   constructor(
     private readonly config: LimiterConfig,
@@ -154,6 +178,69 @@ export class Limiters {
     }
   }
 
+  /**
+   * Whether a password for `account` (a lower-cased name, known or not) from `ip` may be
+   * checked now; asked after loginAllowed(ip), before the password is looked at.
+   *
+   * Wrong guesses lock the (IP, account) pair, never the account: a stranger who guesses at the
+   * admin's password locks only their own address out of that account. The account as a whole
+   * is slowed instead: once it has had `loginFailuresBeforeLockout` failures within
+   * `lockoutSeconds` from anywhere, attempts from addresses that have not signed in to it
+   * before share one attempt per `lockoutSeconds / loginFailuresBeforeLockout` (the pace one
+   * address gets), so guesses spread over many addresses gain nothing. An address that signed
+   * in to the account before (within `refreshTtlSeconds`, in this process) is not slowed.
+   */
+  async passwordAttempt(ip: string, account: string): Promise<PasswordDecision> {
+    const pair = pairKey(ip, account);
+    try {
+      const pairState = await this.set.passwordPairFailures.get(pair);
+      if (pairState && pairState.consumedPoints >= this.config.loginFailuresBeforeLockout) {
+        this.onRejected('passwordPairLockout');
+        return { ok: false, retryAfterMs: Math.max(1, pairState.msBeforeNext), failed: false, reason: PasswordRefusal.pairLocked };
+      }
+      if (this.recognised(pair)) return { ok: true };
+      const accountState = await this.set.accountFailures.get(account);
+      if (!accountState || accountState.consumedPoints < this.config.loginFailuresBeforeLockout) return { ok: true };
+    } catch (error) {
+      this.onFailure(error, 'passwordPairFailures');
+      return { ok: false, retryAfterMs: FAILED_RETRY_MS, failed: true, reason: PasswordRefusal.pairLocked };
+    }
+    const slot = await this.consume('accountAttempts', account, 1);
+    return slot.ok ? slot : { ...slot, reason: PasswordRefusal.slowedDown };
+  }
+
+  /**
+   * Counts a wrong password against the (IP, account) pair and the account (the IP itself is
+   * counted by loginFailed). Says whether this failure began the pair's lockout or the
+   * account's slowdown, so each is logged once.
+   */
+  async passwordFailed(ip: string, account: string): Promise<{ readonly pairLocked: boolean; readonly slowdownBegan: boolean }> {
+    const threshold = this.config.loginFailuresBeforeLockout;
+    const pairCount = await this.count('passwordPairFailures', pairKey(ip, account));
+    const accountCount = await this.count('accountFailures', account);
+    return { pairLocked: pairCount === threshold, slowdownBegan: accountCount === threshold };
+  }
+
+  /**
+   * The right password: clears the pair's count and recognises the pair, so this address is
+   * not slowed for this account later. The account's count stays: someone else's success does
+   * not speed up the guessing of a stranger.
+   */
+  async passwordSucceeded(ip: string, account: string, now = Date.now()): Promise<void> {
+    const pair = pairKey(ip, account);
+    try {
+      await this.set.passwordPairFailures.delete(pair);
+    } catch (error) {
+      this.onFailure(error, 'passwordPairFailures');
+    }
+    this.recognisedPairs.delete(pair);
+    this.recognisedPairs.set(pair, now + this.config.refreshTtlSeconds * 1000);
+    for (const oldest of this.recognisedPairs.keys()) {
+      if (this.recognisedPairs.size <= MAX_RECOGNISED_PAIRS) break;
+      this.recognisedPairs.delete(oldest);
+    }
+  }
+
   /** Whether one more socket fits under the per-IP and per-user caps. */
   connectionAllowed(ip: string, userId: string): boolean {
     const allowed =
@@ -171,6 +258,27 @@ export class Limiters {
   connectionClosed(ip: string, userId: string): void {
     bump(this.connectionsByIp, ip, -1);
     bump(this.connectionsByUser, userId, -1);
+  }
+
+  private recognised(pair: string, now = Date.now()): boolean {
+    const until = this.recognisedPairs.get(pair);
+    if (until === undefined) return false;
+    if (until > now) return true;
+    this.recognisedPairs.delete(pair);
+    return false;
+  }
+
+  /** Adds one to a counting limiter and returns its count (0 when the limiter failed). */
+  private async count(name: 'passwordPairFailures' | 'accountFailures', key: string): Promise<number> {
+    try {
+      const result = await this.set[name].consume(key, 1);
+      return (result as RateLimiterRes).consumedPoints;
+    } catch (error) {
+      // A working limiter past its points still counted the failure.
+      if (error instanceof RateLimiterRes) return error.consumedPoints;
+      this.onFailure(error, name);
+      return 0;
+    }
   }
 
   /** Charges `points` to each key in turn; on a refusal, gives back everything this call charged. */
@@ -241,6 +349,14 @@ function createDefaultLimiters(config: LimiterConfig): LimiterSet {
       duration: config.lockoutSeconds,
       blockDuration: config.lockoutSeconds,
     }),
+    passwordPairFailures: new RateLimiterMemory({
+      keyPrefix: 'lpair',
+      points: config.loginFailuresBeforeLockout,
+      duration: config.lockoutSeconds,
+      blockDuration: config.lockoutSeconds,
+    }),
+    accountFailures: new RateLimiterMemory({ keyPrefix: 'lacct', points: config.loginFailuresBeforeLockout, duration: config.lockoutSeconds }),
+    accountAttempts: new RateLimiterMemory({ keyPrefix: 'lslow', points: 1, duration: slowdownSeconds(config) }),
   };
 }
 
@@ -255,6 +371,16 @@ type Budget = (typeof Budget)[keyof typeof Budget];
 function limiterFor(budget: Budget, key: string): 'generations' | 'tokens' | 'generationsPerIp' | 'tokensPerIp' {
   if (!isAddressKey(key)) return budget;
   return budget === Budget.generations ? 'generationsPerIp' : 'tokensPerIp';
+}
+
+/** While an account is slowed down, one attempt per this many seconds: the pace one address gets before its lockout. */
+export function slowdownSeconds(config: Pick<LimiterConfig, 'lockoutSeconds' | 'loginFailuresBeforeLockout'>): number {
+  return Math.max(1, Math.ceil(config.lockoutSeconds / config.loginFailuresBeforeLockout));
+}
+
+/** A password attempt's (IP, account) pair; no address contains `|`, so the first one splits the key. */
+function pairKey(ip: string, account: string): string {
+  return `${ip}|${account}`;
 }
 
 function asKeys(keys: BudgetKeys): readonly string[] {

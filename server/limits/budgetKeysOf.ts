@@ -5,6 +5,11 @@ const ACCOUNT_ID_PREFIX = 'a_';
 /** Marks the key of an address; no user id starts with it. */
 const ADDRESS_KEY_PREFIX = 'ip:';
 
+/** Whether a user id is a named account's (`a_…`) rather than an invite user's. */
+export function isAccountId(userId: string): boolean {
+  return userId.startsWith(ACCOUNT_ID_PREFIX);
+}
+
 /** Whether a budget key is an address's (charged to the per-address limiters) rather than a user's. */
 export function isAddressKey(key: string): boolean {
   return key.startsWith(ADDRESS_KEY_PREFIX);
@@ -21,6 +26,6 @@ export function isAddressKey(key: string): boolean {
  * charged to its address until it is deliberately exempted here.
  */
 export function budgetKeysOf(principal: Pick<Principal, 'userId'>, ip: string): readonly string[] {
-  if (principal.userId.startsWith(ACCOUNT_ID_PREFIX)) return [principal.userId];
+  if (isAccountId(principal.userId)) return [principal.userId];
   return [principal.userId, `${ADDRESS_KEY_PREFIX}${ip}`];
 }

@@ -253,7 +253,9 @@ for (const transport of TRANSPORTS) {
       await eventually(async () => (await store.list(kimId)).every((key) => key.revokedAt !== undefined), 'the key is marked revoked');
       assert.equal((await check(server, bearer(created.key), '10.1.1.4')).status, 401);
       assert.equal((await check(server, bearer(bystander.key))).status, 200, "another user's key is untouched");
-      // Signing in again gives a new epoch: a key made now works.
+      // The revocation blocks kim's account; once an admin lifts it, signing in again gives a
+      // new epoch: a key made now works.
+      assert.equal((await api(server, 'POST', '/api/admin/unblock', { bearer: rootToken, json: { user: 'kim' } })).status, 200);
       const again = await login(server, 'kim', PASSWORD);
       const fresh = remember(await createKey(server, again, 'after'));
       assert.equal((await check(server, bearer(fresh.key))).status, 200);

@@ -120,6 +120,22 @@ describe('UserStore', () => {
     assert.equal(await verifyPassword('password-1', good), true);
   });
 
+  test('a blocked account is marked on verify, find and findById until unblocked, by name or id; unknown names get undefined', async () => {
+    const dir = await freshDataDir();
+    const store = new UserStore(dir);
+    const bob = await store.add('Bob', 'password-1');
+    assert.deepEqual(await store.setBlocked('BOB', true), { ...bob, blocked: true });
+    assert.deepEqual(await store.verify('bob', 'password-1'), { ...bob, blocked: true }, 'the right password finds the account, marked blocked');
+    assert.equal(await store.verify('bob', 'password-2'), undefined);
+    assert.deepEqual(await store.findById(bob.id), { ...bob, blocked: true });
+    // Another store on the same dir (the CLI beside a running server) sees the block.
+    assert.deepEqual(await new UserStore(dir).find('bob'), { ...bob, blocked: true });
+    assert.deepEqual(await store.setBlocked(bob.id, false), bob);
+    assert.deepEqual(await store.verify('bob', 'password-1'), bob);
+    assert.equal(await store.setBlocked('nobody', true), undefined);
+    assert.equal(await store.setBlocked('__proto__', true), undefined);
+  });
+
   test('a corrupt users file is reported, not treated as empty', async () => {
     const dir = await freshDataDir();
     await writeFile(join(dir, USERS_FILE), 'not json', { mode: 0o600 });

@@ -1,6 +1,7 @@
 import { ErrorCode } from '../../../shared/errorCodes.js';
 import { REFRESH_BINDING_HEADER, TokenResponse } from '../../../shared/protocol.js';
 import { formatWait } from '../util/describeError.js';
+import { deviceId } from './deviceId.js';
 
 /** A refused or failed auth request, with a message for people. */
 export class AuthError extends Error {
@@ -27,7 +28,8 @@ export interface Issued {
 
 /** POST /api/token: join with the invite. The response also sets the refresh cookie. */
 export async function requestToken(invite: string, name: string): Promise<Issued> {
-  return tokenRequest('/api/token', { invite, name });
+  const device = deviceId();
+  return tokenRequest('/api/token', { invite, name, ...(device === undefined ? {} : { device }) });
 }
 
 /**
