@@ -22,7 +22,7 @@
  * carried: a histogram of tokens per decode, with the graph computations llama.cpp splits it into
  * and the time per decode, and where the wall time went (inside llama_decode, inside sampling,
  * neither). It counts by wrapping the native context's initBatch/addToBatch/decodeBatch/
- * sampleToken/setThreads, which every decode and sample of node-llama-cpp 3.22.1 goes through
+ * sampleToken/setThreads, which every decode and sample of node-llama-cpp 3.21.1 goes through
  * (dist/evaluator/LlamaContext/LlamaContext.js).
  *
  * Default model: the generated 0.5B-shape bench model (ensureModel('bench'), 831 MB, built on

@@ -1,7 +1,7 @@
 import type { LlamaContext, LlamaContextSequence } from 'node-llama-cpp';
 
 /**
- * A decode request as node-llama-cpp 3.22.1 queues it: the tokens of one sequence, placed from
+ * A decode request as node-llama-cpp 3.21.1 queues it: the tokens of one sequence, placed from
  * `firstTokenSequenceIndex` on, with `logits[i]` saying whether token i's logits are wanted. It
  * resolves with the mapped logits of those tokens, in order.
  */
@@ -12,7 +12,7 @@ interface DecodeRequest {
   readonly firstTokenSequenceIndex?: number;
 }
 
-/** The internal entry point every decode of a LlamaContext goes through in node-llama-cpp 3.22.1. */
+/** The internal entry point every decode of a LlamaContext goes through in node-llama-cpp 3.21.1. */
 type DecodeTokens = (request: DecodeRequest, logitDataMapper: unknown) => Promise<unknown>;
 
 interface HeldDecode {
@@ -47,7 +47,7 @@ export interface DecodeBarrierOptions {
  * the next token of every generation, in ascending sequence order.
  *
  * Why: llama.cpp reads every weight once per graph computation, so a decode of N tokens costs
- * little more than a decode of one. node-llama-cpp 3.22.1 defeats that twice over:
+ * little more than a decode of one. node-llama-cpp 3.21.1 defeats that twice over:
  * - Phase splitting. Each generation samples and runs its JS between tokens on its own, and the
  *   context's dispatch loop decodes whatever is queued the moment the previous decode's samples
  *   are in; so a step carries the generations that were quick enough, and the others go into a
@@ -75,7 +75,7 @@ export interface DecodeBarrierOptions {
  * Invariant: a held request is always released, by the last arrival, by end(), by the timer, or
  * by dispose(); it is never dropped, so node-llama-cpp's promise for it always settles.
  *
- * This wraps an internal method of node-llama-cpp (LlamaContext._decodeTokens), pinned at 3.22.1.
+ * This wraps an internal method of node-llama-cpp (LlamaContext._decodeTokens), pinned at 3.21.1.
  * When the method is missing, install() returns undefined and decoding runs unchanged.
  */
 export class DecodeBarrier {

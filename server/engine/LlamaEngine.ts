@@ -56,7 +56,7 @@ const MIN_REPLY_TOKENS = 8;
 /**
  * Tokens kept free beyond the counted prompt. The session may evaluate a few tokens more than
  * the wrapper's rendering counts (BOS, separators), and a reply that runs past the context
- * makes node-llama-cpp 3.22.1 spin, so the reply budget never reaches the last tokens.
+ * makes node-llama-cpp spin (seen with 3.22.1), so the reply budget never reaches the last tokens.
  */
 const CONTEXT_MARGIN = 16;
 /** Distinct response formats whose grammars are kept compiled. */

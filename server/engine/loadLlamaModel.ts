@@ -196,7 +196,7 @@ function deviceServes(device: LlamaDevice, gpu: GpuChoice): boolean {
 /**
  * One Llama per process. Each `getLlama` call builds a new instance (about a second here, as it
  * test-runs the binary) and re-registers the process-wide native log callback; with
- * node-llama-cpp 3.22.1 the callback it replaces is finalized afterwards and switches native
+ * node-llama-cpp 3.21.1 the callback it replaces is finalized afterwards and switches native
  * logging off, so every second instance would lose llama.cpp's messages. Sharing one instance
  * avoids both costs. `auto` accepts whichever binary and backend run; an explicit choice must
  * match them.

@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
  * 45-49 ms against llama.cpp's 38-39 ms with the same source and options.
  *
  * The pool follows the context's thread count (node-llama-cpp sets it before each decode) and is
- * freed with the context. Pinned to node-llama-cpp 3.22.1's addon sources: an anchor that is not
+ * freed with the context. Pinned to node-llama-cpp 3.21.1's addon sources: an anchor that is not
  * found fails the build with ThreadpoolPatchError rather than compiling something unknown.
  */
 export class ThreadpoolPatchError extends Error {
@@ -100,7 +100,7 @@ export async function withThreadpoolPatch<T>(work: () => Promise<T>, directory =
     const source = patched.get(edit.file) ?? '';
     const at = source.indexOf(edit.anchor);
     if (at < 0 || source.indexOf(edit.anchor, at + 1) >= 0) {
-      throw new ThreadpoolPatchError(`node-llama-cpp's ${edit.file} has changed (an anchor of Parley's thread-pool patch is missing or repeated); this patch is for node-llama-cpp 3.22.1`);
+      throw new ThreadpoolPatchError(`node-llama-cpp's ${edit.file} has changed (an anchor of Parley's thread-pool patch is missing or repeated); this patch is for node-llama-cpp 3.21.1`);
     }
     patched.set(edit.file, source.replace(edit.anchor, edit.replacement));
   }

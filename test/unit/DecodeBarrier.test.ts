@@ -6,7 +6,7 @@ import { DecodeBarrier } from '../../server/engine/DecodeBarrier.js';
 /** Lets every promise chain and I/O callback in flight run; timers do not advance. */
 const flush = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
-/** A decode request as node-llama-cpp 3.22.1 queues it (the fields the barrier reads). */
+/** A decode request as node-llama-cpp 3.21.1 queues it (the fields the barrier reads). */
 interface Request {
   sequenceId: number;
   tokens?: number[];
