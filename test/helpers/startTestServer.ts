@@ -14,7 +14,20 @@ import { LogSink } from './LogSink.js';
 import { rawRequest } from './rawRequest.js';
 import { TestClient } from './TestClient.js';
 
-export const TRANSPORTS = ['uws', 'ws'] as const;
+/**
+ * The transports the integration suites run over: both, unless PARLEY_TEST_TRANSPORTS names some
+ * (comma-separated). `npm run test:platforms` sets it: ws only on Node 24 with a glibc where no uWS
+ * binary loads, uws only in its Debian 13 root.
+ */
+export const TRANSPORTS = testTransports(process.env.PARLEY_TEST_TRANSPORTS);
+
+function testTransports(named: string | undefined): readonly ('uws' | 'ws')[] {
+  if (named === undefined || named.trim() === '') return ['uws', 'ws'];
+  const names = named.split(',').map((name) => name.trim());
+  const unknown = names.filter((name) => name !== 'uws' && name !== 'ws');
+  if (unknown.length > 0) throw new Error(`PARLEY_TEST_TRANSPORTS names unknown transports: ${unknown.join(', ')}`);
+  return names as ('uws' | 'ws')[];
+}
 export const TEST_INVITE = 'test-invite-code-1234';
 
 /** Loads the tiny model once per test file; greedy decoding makes its replies deterministic. */

