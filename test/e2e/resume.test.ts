@@ -126,7 +126,13 @@ async function login(origin: string, name: string, password: string): Promise<Wa
   await guarded.page.goto(`${origin}/`);
   await guarded.page.locator('chat-join').waitFor();
   const status = await guarded.page.evaluate(
-    async (body) => (await fetch('/api/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })).status,
+    async (body) => {
+      const response = await fetch('/api/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      // Kept as the page keeps a sign-in's binding value: the cookie alone refreshes nothing.
+      const { refreshBinding } = (await response.json()) as { refreshBinding?: string };
+      if (refreshBinding) localStorage.setItem('parley.v1.refreshBinding', refreshBinding);
+      return response.status;
+    },
     { name, password },
   );
   assert.equal(status, 200);

@@ -88,12 +88,13 @@ describe('a refresh racing a revocation', () => {
   test('a revocation that lands while the access token is being signed leaves that token dead', async () => {
     const arrived = latch();
     const release = latch();
+    let holding = false;
     const { auth, tokens } = await setup({
-      // Signing is async: hold the issue itself, after every check of the refresh has passed.
+      // Signing is async: hold the refresh's issue itself, after every check of the refresh has passed.
       wrapTokens: (real) => ({
         ...real,
         async issueAccessToken(user, options) {
-          if (options?.epoch !== undefined) {
+          if (holding) {
             arrived.open();
             await release.promise;
           }
@@ -102,6 +103,7 @@ describe('a refresh racing a revocation', () => {
       }),
     });
     const login = await auth.loginWithInvite('A');
+    holding = true;
     const pending = auth.refresh([login.refresh.token], login.binding);
     await arrived.promise;
     await auth.revokeUser(login.access.principal.userId);
