@@ -183,7 +183,12 @@ export const DoneFrame = z.strictObject({
   type: z.literal('done'),
   id: requestId,
   stopReason: z.enum([StopReason.endOfText, StopReason.maxTokens, StopReason.timeLimit, StopReason.contextFull]),
-  usage: z.strictObject({ promptTokens: nonNegativeInt, completionTokens: nonNegativeInt }),
+  usage: z.strictObject({
+    promptTokens: nonNegativeInt,
+    completionTokens: nonNegativeInt,
+    /** Of the prompt tokens, those served from the KV cache (the conversation's earlier turns). */
+    cachedPromptTokens: z.optional(nonNegativeInt),
+  }),
   timing: z.strictObject({
     /** Milliseconds from leaving the queue to the first delta. */
     firstTokenMs: z.number().check(z.gte(0)),
