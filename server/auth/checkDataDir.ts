@@ -1,7 +1,8 @@
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { API_KEYS_FILE } from './ApiKeyStore.js';
-import { INVITE_FILE } from './loadOrCreateInvite.js';
+import { INVITE_FILE, ROTATED_PIN_FILE } from './loadOrCreateInvite.js';
+import { BLOCKS_FILE } from './SignInBlocks.js';
 import { SIGNING_KEY_FILE } from './loadOrCreateSigningKey.js';
 import { SESSIONS_FILE } from './SessionStore.js';
 import { USERS_FILE } from './UserStore.js';
@@ -15,7 +16,7 @@ export class DataDirPermissionError extends Error {
 }
 
 /** Every file in the data dir that holds a secret or private data. */
-const SECRET_FILES = [SIGNING_KEY_FILE, INVITE_FILE, USERS_FILE, SESSIONS_FILE, API_KEYS_FILE, HISTORY_KEY_FILE, HISTORY_FILE, `${HISTORY_FILE}-wal`, `${HISTORY_FILE}-shm`];
+const SECRET_FILES = [SIGNING_KEY_FILE, INVITE_FILE, ROTATED_PIN_FILE, BLOCKS_FILE, USERS_FILE, SESSIONS_FILE, API_KEYS_FILE, HISTORY_KEY_FILE, HISTORY_FILE, `${HISTORY_FILE}-wal`, `${HISTORY_FILE}-shm`];
 
 /**
  * Checks the data dir and every secret file in it (and `extraFiles`, such as a history key kept

@@ -12,7 +12,7 @@ describe('checkDataDir', { skip: process.platform === 'win32' && 'no POSIX modes
     root = await mkdtemp(join(tmpdir(), 'parley-perm-'));
     dataDir = join(root, 'data');
     await mkdir(dataDir, { mode: 0o700 });
-    for (const name of ['invite.txt', 'users.json', 'sessions.json', 'api-keys.json', 'history.key', 'history.sqlite', 'signing-key.jwk.json']) {
+    for (const name of ['invite.txt', 'invite-rotated.json', 'blocks.json', 'users.json', 'sessions.json', 'api-keys.json', 'history.key', 'history.sqlite', 'signing-key.jwk.json']) {
       await writeFile(join(dataDir, name), 'x', { mode: 0o600 });
     }
   });
@@ -26,7 +26,7 @@ describe('checkDataDir', { skip: process.platform === 'win32' && 'no POSIX modes
   });
 
   test('every secret file, and the dir, that other users can write stops the start, naming the file and the fix', async () => {
-    for (const name of ['invite.txt', 'users.json', 'sessions.json', 'api-keys.json', 'history.key', 'history.sqlite', 'signing-key.jwk.json']) {
+    for (const name of ['invite.txt', 'invite-rotated.json', 'blocks.json', 'users.json', 'sessions.json', 'api-keys.json', 'history.key', 'history.sqlite', 'signing-key.jwk.json']) {
       const file = join(dataDir, name);
       await chmod(file, 0o620);
       await assert.rejects(checkDataDir(dataDir), (error: unknown) => error instanceof DataDirPermissionError && error.message.includes(file) && error.message.includes(`chmod 600 ${file}`), name);
