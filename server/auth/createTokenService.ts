@@ -3,6 +3,7 @@ import { SignJWT, jwtVerify } from 'jose';
 import { UnauthorizedError } from '../ParleyError.js';
 import { isRole, Role, type Principal } from './Principal.js';
 import type { SigningKey } from './loadOrCreateSigningKey.js';
+import { ed25519PublicKey, verifyEdDsaJwt } from './verifyEdDsaJwt.js';
 
 export const TokenClaims = {
   issuer: 'parley',
@@ -64,6 +65,7 @@ const noEpochs: EpochSource = { epochOf: () => 0 };
 export function createTokenService(options: { key: SigningKey; ttlSeconds: number; epochs?: EpochSource; now?: () => number }): TokenService {
   const now = options.now ?? Date.now;
   const epochs = options.epochs ?? noEpochs;
+  const accessKey = ed25519PublicKey(options.key.publicKey);
   const verifyOptions = (audience: string, typ: string, required: string[]) => ({
     algorithms: [TokenClaims.algorithm],
     issuer: TokenClaims.issuer,
@@ -95,7 +97,16 @@ export function createTokenService(options: { key: SigningKey; ttlSeconds: numbe
 
     async verifyAccessToken(token) {
       try {
-        const { payload } = await jwtVerify(token, options.key.publicKey, verifyOptions(TokenClaims.audience, TokenClaims.accessType, ['role', 'ep']));
+        // Synchronous (node:crypto, not jose's WebCrypto): the promise settles without leaving the
+        // caller's turn, so uWS upgrades inside its own callback (see uwsTransport.ts).
+        const payload = verifyEdDsaJwt(token, accessKey, {
+          typ: TokenClaims.accessType,
+          issuer: TokenClaims.issuer,
+          audience: TokenClaims.audience,
+          requiredClaims: ['exp', 'iat', 'sub', 'iss', 'aud', 'role', 'ep'],
+          clockToleranceSeconds: TokenClaims.clockToleranceSeconds,
+          nowSeconds: Math.floor(now() / 1000),
+        });
         const { sub, name, role, ep, exp } = payload;
         if (typeof sub !== 'string' || typeof name !== 'string' || typeof exp !== 'number' || !isRole(role) || !Number.isSafeInteger(ep) || (ep as number) < 0) {
           throw new Error('token claims have the wrong types');

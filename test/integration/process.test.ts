@@ -249,6 +249,33 @@ for (const transport of TRANSPORTS) {
   });
 }
 
+for (const transport of TRANSPORTS) {
+  describe(`process: WebSocket upgrades over ${transport}`, () => {
+    test('many concurrent upgrades: every socket gets ready and stays open, and nothing is printed on stderr per connection', async () => {
+      const parley = await ServingParley.start(transport, [
+        '--max-connections-per-user', '1000', '--max-connections-per-ip', '1000', '--upgrades-per-minute', '10000', '--frames-per-second', '100',
+      ]);
+      const token = await parley.token('crowd');
+      const stderrAtStart = parley.process.stderr.length;
+      // Three waves of 40 at once: the dead-socket bug of uWS's corked async upgrade
+      // (uWebSockets #1928) closed a fresh socket right after `open`, after its first frame.
+      for (let wave = 0; wave < 3; wave++) {
+        const clients = await Promise.all(Array.from({ length: 40 }, () => parley.connect(token)));
+        await Promise.all(clients.map((client) => client.waitForType('ready')));
+        // Each socket still answers afterwards: a frame that is not JSON gets its error frame.
+        for (const client of clients) client.sendRaw('not json');
+        await Promise.all(clients.map((client) => client.waitFor((frame) => frame.type === 'error' && frame.code === 'bad_json')));
+        for (const client of clients) client.close();
+      }
+      // uWS prints "Warning: uWS.HttpResponse writes must be made from within a corked callback"
+      // for an upgrade written outside uWS's callback; the upgrade must stay inside it.
+      assert.doesNotMatch(parley.process.stderr.slice(stderrAtStart), /corked|Warning/);
+      parley.process.signal('SIGTERM');
+      assert.deepEqual(await parley.process.exit(), { code: 0, signal: null });
+    });
+  });
+}
+
 describe('process: forced stop', () => {
   test('a second signal during the drain cancels the reply with its terminal frame and exits 143 (128 + SIGTERM)', async () => {
     const parley = await ServingParley.start('ws', ['--shutdown-timeout-ms', '120000']);
