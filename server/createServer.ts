@@ -153,6 +153,7 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
       maxApiBodyBytes: config.maxApiBodyBytes,
       idleTimeoutSeconds: config.idleTimeoutSeconds,
       highWaterBytes: config.highWaterBytes,
+      maxHttpConnectionsPerIp: config.maxHttpConnectionsPerIp,
     },
     onError: (error, context) => logger.error({ err: error, context }, 'transport error'),
     socket: {

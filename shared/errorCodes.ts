@@ -75,6 +75,8 @@ export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 export const CloseCode = {
   normal: 1000,
   goingAway: 1001,
+  /** A text frame that is not UTF-8 (ws sends it; uWS drops the TCP connection instead, see uwsTransport.ts). */
+  invalidPayload: 1007,
   policyViolation: 1008,
   messageTooBig: 1009,
   internalError: 1011,

@@ -77,11 +77,20 @@ export interface SocketHandlers {
   message(connection: Connection, data: string | null): void;
   /** The transport's send buffer fell below its low-water mark. */
   drain(connection: Connection): void;
+  /**
+   * `code` says why: the close code received or sent, or what the transport detected when it
+   * dropped the connection without one (1009 for an over-limit frame and 1007 for invalid UTF-8
+   * on uWS); 1006 for any other drop.
+   */
   close(connection: Connection, code: number): void;
 }
 
 export interface TransportLimits {
-  /** Largest WebSocket message accepted; larger closes the socket with 1009. */
+  /**
+   * Largest WebSocket message accepted, and the most either transport buffers for one message.
+   * Larger closes the socket: with 1009 on ws; on uWS without a close frame (the peer sees 1006),
+   * while `SocketHandlers.close` still gets 1009 (see uwsTransport.ts).
+   */
   readonly maxFrameBytes: number;
   /** Largest HTTP request body accepted; larger gets 413. */
   readonly maxHttpBodyBytes: number;
@@ -91,6 +100,11 @@ export interface TransportLimits {
   readonly idleTimeoutSeconds: number;
   /** Buffered bytes above which `send` reports backpressure. */
   readonly highWaterBytes: number;
+  /**
+   * HTTP connections with a request in progress per client IP (see HttpConnectionCap); the next
+   * gets 429 with Retry-After and is closed.
+   */
+  readonly maxHttpConnectionsPerIp: number;
 }
 
 /** PEM files for https and wss. uWS reads them by name; ws reads them once at creation. */

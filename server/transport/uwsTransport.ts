@@ -8,7 +8,9 @@ import { internalError } from './internalError.js';
 import { maxBodyBytes } from './maxBodyBytes.js';
 import { payloadTooLarge } from './payloadTooLarge.js';
 import { streamHeaders } from './streamHeaders.js';
+import { HttpConnectionCap } from './HttpConnectionCap.js';
 import type { UwsModule } from './loadUws.js';
+import { tooManyConnections } from './tooManyConnections.js';
 import { UwsHttpStream } from './UwsHttpStream.js';
 
 interface SocketData {
@@ -60,6 +62,7 @@ export function uwsTransport(uws: UwsModule) {
     const streams = new Set<UwsHttpStream>();
     let listenSocket: us_listen_socket | undefined;
     let nextId = 0;
+    const httpCap = new HttpConnectionCap(limits.maxHttpConnectionsPerIp);
     const extraHeaders = options.responseHeaders ?? {};
     const writeResponse = (res: UwsHttpResponse, response: HttpResponse, closeConnection = false) =>
       writeUwsResponse(res, { ...response, headers: { ...extraHeaders, ...response.headers } }, closeConnection);
@@ -87,9 +90,13 @@ export function uwsTransport(uws: UwsModule) {
 
     app.ws<SocketData>(options.wsPath, {
       compression: uws.DISABLED,
-      // uWS drops an over-limit socket without a close frame (1006). Let frames up to a hard
-      // ceiling in and enforce maxFrameBytes in `message`, so both transports close with 1009.
-      maxPayloadLength: Math.max(limits.maxFrameBytes * 4, 1 << 20),
+      // uWS checks a frame's declared length against this in C++ as soon as the frame's header
+      // arrives, and reserves the whole declared length for a frame that spans reads: the limit
+      // is also the most it buffers per socket. Past it, and for a text frame that is not UTF-8,
+      // it closes the TCP connection with no close frame (the peer sees 1006; by design, see
+      // uWebSockets #1321 and #1025), and no JavaScript runs before that. So no close frame with
+      // 1009 or 1007 can be sent on uWS; `close` below still reports them to Parley.
+      maxPayloadLength: limits.maxFrameBytes,
       idleTimeout: limits.idleTimeoutSeconds,
       sendPingsAutomatically: true,
       // Above the outbox's high-water mark with room for one frame; reaching it means a dead peer.
@@ -107,20 +114,24 @@ export function uwsTransport(uws: UwsModule) {
         res.onAborted(() => {
           aborted = true;
         });
+        // The decision normally settles within this callback's turn: every step of the upgrade
+        // handler (origin policy, in-memory limiters, the node:crypto token check) is synchronous
+        // behind its promise, and uWS calls JavaScript through node::MakeCallback, which runs the
+        // microtasks before returning to C++. `res.upgrade` then runs inside uWS's upgrade
+        // callback, where the socket is corked and uWS counts the call as corked: the synchronous
+        // upgrade, with no warning on stderr and no `res.cork`.
+        //
+        // `res.cork` is never used for the upgrade: after an upgrade made inside it, cork() in
+        // v20.30 may read HTTP state from the new WebSocket's memory and close it right after
+        // `open` (uWebSockets #1928; fixed by PR #1929, which v20.30 lacks; docs/DEVELOPERS.md).
+        // A decision that does go asynchronous (a limiter that awaits I/O) upgrades uncorked:
+        // uWS then prints "writes must be made from within a corked callback" on stderr for it,
+        // which is better than a dead socket. upgradeWarning.test.ts guards the normal path.
         options
           .upgrade({ path, headers, remoteAddress })
           .then((decision) => {
             if (aborted) return;
-            // Known v20.30 bug (uWebSockets#1928, fixed upstream by PR #1929): after an upgrade made
-            // inside res.cork, cork() may read the old HTTP state from the new WebSocket's memory
-            // and close the fresh socket (1006 right after `open`), depending on heap layout.
-            // Upgrading outside cork avoids it but makes uWS print a warning per upgrade on stderr;
-            // see docs/DEVELOPERS.md. Clients reconnect.
             if (decision.accept) {
-              // NOT corked: in uWS v20.30 an asynchronous upgrade inside `res.cork` sometimes kills
-              // the new socket, because cork() then reads HTTP state from the reallocated WebSocket
-              // (uWebSockets#1928, fixed upstream by PR #1929, not in this binary). Uncorked, uWS
-              // prints a performance warning to stderr per upgrade; a dead socket is worse.
               res.upgrade<SocketData>({ principal: decision.principal, remoteAddress }, key, decision.protocol, extensions, context);
             } else {
               res.cork(() => writeResponse(res, decision.response));
@@ -143,10 +154,7 @@ export function uwsTransport(uws: UwsModule) {
       message: (ws, message, isBinary) => {
         const connection = ws.getUserData().connection;
         if (!connection) return;
-        if (message.byteLength > limits.maxFrameBytes) {
-          connection.close(CloseCode.messageTooBig, 'message too big');
-          return;
-        }
+        // No message exceeds maxFrameBytes here: maxPayloadLength closed the socket first.
         // `message` is only valid during this call: decode before anything async.
         options.socket.message(connection, isBinary ? null : decoder.decode(message));
       },
@@ -156,12 +164,12 @@ export function uwsTransport(uws: UwsModule) {
         if (connection && connection.bufferedAmount() < limits.highWaterBytes) options.socket.drain(connection);
       },
 
-      close: (ws, code) => {
+      close: (ws, code, message) => {
         const connection = ws.getUserData().connection;
         if (!connection) return;
         connection.isOpen = false;
         open.delete(connection);
-        options.socket.close(connection, code);
+        options.socket.close(connection, closeReason(code, message));
       },
     });
 
@@ -171,6 +179,12 @@ export function uwsTransport(uws: UwsModule) {
       const query = req.getQuery() ?? '';
       const headers = readHeaders(req);
       const remoteAddress = decoder.decode(res.getRemoteAddressAsText());
+      const release = httpCap.admit(remoteAddress);
+      if (!release) {
+        // Still inside uWS's request callback: corked, and the body (if any) is never read.
+        writeResponse(res, tooManyConnections(), true);
+        return;
+      }
       const limit = maxBodyBytes(path, limits);
       let aborted = false;
       let stream: UwsHttpStream | undefined;
@@ -178,9 +192,15 @@ export function uwsTransport(uws: UwsModule) {
       const peer = new AbortController();
       res.onAborted(() => {
         aborted = true;
+        release();
         peer.abort();
         stream?.peerLeft();
       });
+      /** Writes the whole response and gives the connection's place back. */
+      const respond = (response: HttpResponse, closeConnection = false) => {
+        release();
+        res.cork(() => writeResponse(res, response, closeConnection));
+      };
 
       const chunks: Buffer[] = [];
       let size = 0;
@@ -192,16 +212,18 @@ export function uwsTransport(uws: UwsModule) {
             if (isStreamResponse(response)) {
               // Assigned before `start` runs, so onAborted reaches the stream from the first write on.
               stream = new UwsHttpStream(res, options.onError);
+              // A stream holds its connection's place until it ends or its reader leaves.
+              stream.onClose(release);
               startStream(stream, response, aborted);
             } else if (!aborted) {
-              res.cork(() => writeResponse(res, response));
+              respond(response);
             }
           })
           .catch((error: unknown) => {
             options.onError(error, 'http');
             // Once a stream's head may be out, a 500 cannot follow it: cut the connection instead.
             if (stream) stream.abort();
-            else if (!aborted) res.cork(() => writeResponse(res, internalError()));
+            else if (!aborted) respond(internalError());
           });
       };
 
@@ -216,7 +238,7 @@ export function uwsTransport(uws: UwsModule) {
           tooLarge = true;
           if (!aborted) {
             aborted = true;
-            res.cork(() => writeResponse(res, payloadTooLarge(), true));
+            respond(payloadTooLarge(), true);
           }
           return;
         }
@@ -254,6 +276,20 @@ export function uwsTransport(uws: UwsModule) {
       },
     };
   };
+}
+
+/**
+ * Why a socket closed, for Parley. uWS closes the TCP connection itself for an over-limit frame
+ * and for invalid UTF-8, without a close frame, and reports 1006 with its reason as the message:
+ * those become 1009 and 1007, the codes ws sends for the same frames.
+ */
+function closeReason(code: number, message: ArrayBuffer): number {
+  if (code !== 1006) return code;
+  const reason = decoder.decode(message);
+  // "Received too big message" (and ", or other inflation error" with compression, which is off).
+  if (reason.startsWith('Received too big message')) return CloseCode.messageTooBig;
+  if (reason === 'Received invalid UTF-8') return CloseCode.invalidPayload;
+  return code;
 }
 
 function readHeaders(req: { forEach(cb: (key: string, value: string) => void): void }): Record<string, string> {

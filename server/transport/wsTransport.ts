@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage, type RequestListener, type Server, 
 import { createServer as createHttpsServer } from 'node:https';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { CloseCode } from '../../shared/errorCodes.js';
 import { toHttpResponse } from '../http/toHttpResponse.js';
 import { BadRequestError, NotFoundError } from '../ParleyError.js';
 import type { Principal } from '../auth/Principal.js';
@@ -14,6 +15,14 @@ import { maxBodyBytes } from './maxBodyBytes.js';
 import { NodeHttpStream } from './NodeHttpStream.js';
 import { payloadTooLarge } from './payloadTooLarge.js';
 import { streamHeaders } from './streamHeaders.js';
+import { HttpConnectionCap } from './HttpConnectionCap.js';
+import { tooManyConnections } from './tooManyConnections.js';
+
+/** The close codes `ws` sends for the frames Parley's limits refuse, by its error code. */
+const REFUSAL_CLOSE_CODES: Readonly<Record<string, number>> = {
+  WS_ERR_UNSUPPORTED_MESSAGE_LENGTH: CloseCode.messageTooBig,
+  WS_ERR_INVALID_UTF8: CloseCode.invalidPayload,
+};
 
 class WsConnection implements Connection {
   readonly transport = TransportName.ws;
@@ -68,6 +77,7 @@ export function wsTransport() {
     const open = new Set<WsConnection>();
     const streams = new Set<NodeHttpStream>();
     const alive = new WeakMap<WebSocket, boolean>();
+    const httpCap = new HttpConnectionCap(limits.maxHttpConnectionsPerIp);
     const extraHeaders = options.responseHeaders ?? {};
     const withExtra = (response: HttpResponse): HttpResponse => ({ ...response, headers: { ...extraHeaders, ...response.headers } });
 
@@ -88,10 +98,18 @@ export function wsTransport() {
     });
 
     const onRequest: RequestListener = (req, res) => {
+      const release = httpCap.admit(req.socket.remoteAddress ?? '');
+      if (!release) {
+        // The body (if any) is never read: the connection closes after this answer.
+        writeResponse(res, withExtra(tooManyConnections()), true);
+        return;
+      }
       let stream: NodeHttpStream | undefined;
       // `close` also follows a response that finished; only an unfinished one means the peer left.
       const peer = new AbortController();
       res.on('close', () => {
+        // Written, streamed to its end or cut: the connection's place is free either way.
+        release();
         if (!res.writableFinished) peer.abort();
       });
       const serve = async () => {
@@ -181,13 +199,16 @@ export function wsTransport() {
               alive.set(ws, true);
               options.socket.message(connection, isBinary ? null : rawToString(data));
             });
-            ws.on('error', () => {
-              // `ws` emits 'error' (e.g. 1009 too big, invalid UTF-8) and then closes; 'close' does the cleanup.
+            // `ws` emits 'error' for a frame it refuses, sends its close frame and ends the socket;
+            // 'close' then reports 1006 (no close frame came back), so keep the code it sent.
+            let refusedWith: number | undefined;
+            ws.on('error', (error: Error & { code?: string }) => {
+              refusedWith = error.code === undefined ? undefined : REFUSAL_CLOSE_CODES[error.code];
             });
             ws.on('close', (code) => {
               connection.isOpen = false;
               open.delete(connection);
-              options.socket.close(connection, code);
+              options.socket.close(connection, refusedWith ?? code);
             });
             options.socket.open(connection);
           });

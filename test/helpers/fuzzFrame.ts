@@ -8,7 +8,8 @@ import { CLIENT_FRAME_TYPES } from '../../shared/protocol.js';
  *   never admits it as a reply (valid sends are only ever too long or aimed at an unknown
  *   conversation), so no `accepted`/`delta`/`done` can follow.
  * - `binary`: a binary frame within maxFrameBytes: one `binary_frame` error.
- * - `oversize`: a text or binary frame past maxFrameBytes: the socket closes with 1009.
+ * - `oversize`: a text or binary frame past maxFrameBytes: the socket closes (1009 on ws; uWS
+ *   drops the TCP connection, which the client sees as 1006).
  * - `badUtf8`: a text frame that is not UTF-8: the transport closes the socket (RFC 6455 says
  *   1007; uWS drops the TCP connection, which the client sees as 1006).
  */

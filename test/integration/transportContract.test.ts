@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { request as httpRequest } from 'node:http';
+import { randomBytes } from 'node:crypto';
 import { connect as netConnect, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { WebSocket } from 'ws';
@@ -41,7 +42,7 @@ interface Harness {
   lastSignal?: AbortSignal;
 }
 
-async function startHarness(name: 'uws' | 'ws'): Promise<Harness> {
+async function startHarness(name: 'uws' | 'ws', maxHttpConnectionsPerIp = 64): Promise<Harness> {
   const harness = { connections: [], messages: [], drains: 0, closes: [], streams: [], held: 0, heldAborted: 0 } as unknown as Harness;
   const streamed = (): HttpStreamResponse => ({
     status: 200,
@@ -83,7 +84,7 @@ async function startHarness(name: 'uws' | 'ws'): Promise<Harness> {
       drain: () => harness.drains++,
       close: (_connection, code) => harness.closes.push(code),
     },
-    limits: { maxFrameBytes: MAX_FRAME, maxHttpBodyBytes: MAX_HTTP_BODY, maxApiBodyBytes: MAX_API_BODY, idleTimeoutSeconds: 60, highWaterBytes: HIGH_WATER },
+    limits: { maxFrameBytes: MAX_FRAME, maxHttpBodyBytes: MAX_HTTP_BODY, maxApiBodyBytes: MAX_API_BODY, idleTimeoutSeconds: 60, highWaterBytes: HIGH_WATER, maxHttpConnectionsPerIp },
     onError: (error) => {
       throw error;
     },
@@ -120,8 +121,8 @@ class RawClient {
   private data = Buffer.alloc(0);
   closed = false;
 
-  constructor(port: number, path: string) {
-    this.socket = netConnect(port, '127.0.0.1');
+  constructor(port: number, path: string, localAddress?: string) {
+    this.socket = netConnect({ port, host: '127.0.0.1', ...(localAddress ? { localAddress } : {}) });
     this.socket.on('data', (chunk: Buffer) => {
       this.data = Buffer.concat([this.data, chunk]);
     });
@@ -176,6 +177,65 @@ function postStatus(port: number, path: string, bytes: number): Promise<number> 
   });
 }
 
+/** A WebSocket opened by hand on a raw TCP socket, so a test can write any bytes after the 101. */
+async function rawWebSocket(port: number): Promise<{ socket: Socket; readonly closed: boolean; closeFrameCode(): number | undefined }> {
+  const socket = netConnect(port, '127.0.0.1');
+  let data = Buffer.alloc(0);
+  let closed = false;
+  socket.on('data', (chunk: Buffer) => {
+    data = Buffer.concat([data, chunk]);
+  });
+  socket.on('error', () => undefined);
+  socket.on('close', () => {
+    closed = true;
+  });
+  socket.write(
+    [
+      'GET /ws HTTP/1.1',
+      'Host: 127.0.0.1',
+      'Upgrade: websocket',
+      'Connection: Upgrade',
+      `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}`,
+      'Sec-WebSocket-Version: 13',
+      'Sec-WebSocket-Protocol: parley.v1, let-me-in',
+      '',
+      '',
+    ].join('\r\n'),
+  );
+  await until(() => data.includes('\r\n\r\n'), 'the 101');
+  assert.match(data.toString('latin1'), /^HTTP\/1\.1 101 /);
+  const headEnd = data.indexOf('\r\n\r\n') + 4;
+  return {
+    socket,
+    get closed() {
+      return closed;
+    },
+    /** The code of a close frame (opcode 8, unmasked, short) among the frames received after the 101. */
+    closeFrameCode() {
+      let at = headEnd;
+      while (at + 2 <= data.length) {
+        const opcode = (data[at] as number) & 0x0f;
+        const length = (data[at + 1] as number) & 0x7f;
+        if (length > 125) return undefined;
+        if (opcode === 8 && length >= 2 && at + 4 <= data.length) return data.readUInt16BE(at + 2);
+        at += 2 + length;
+      }
+      return undefined;
+    },
+  };
+}
+
+/** Status and headers of a GET from `localAddress`, read raw so a refusal that closes at once is seen whole. */
+async function rawGet(port: number, path: string, localAddress: string): Promise<{ status: number; headers: Record<string, string>; closed: boolean }> {
+  const client = new RawClient(port, path, localAddress);
+  await until(() => client.closed || client.parse().status !== 0, 'the answer');
+  const { status, headers } = client.parse();
+  if (status === 429) await until(() => client.closed, 'the refused connection to close');
+  const result = { status, headers, closed: client.closed };
+  client.socket.destroy();
+  return result;
+}
+
 test('native uWebSockets.js loads on this machine and auto selects it', { skip: !TRANSPORTS.includes('uws') && 'PARLEY_TEST_TRANSPORTS leaves uws out' }, () => {
   const uws = loadUws();
   assert.equal(uws.native, true, uws.native ? '' : uws.reason);
@@ -224,12 +284,54 @@ for (const name of TRANSPORTS) {
       socket.close();
     });
 
-    test('a frame over maxFrameBytes closes the socket with 1009', async () => {
+    // uWS closes the TCP connection for these without a close frame, before any JavaScript runs
+    // (uwsTransport.ts), so its peer sees 1006; Parley's close handler gets the reason on both.
+    const peerSees = (code: number) => (name === 'uws' ? 1006 : code);
+
+    for (const size of [MAX_FRAME + 1, 70_000, 1 << 20, 4 << 20]) {
+      test(`a ${size}-byte frame closes the socket: 1009 (the peer sees ${name === 'uws' ? 1006 : 1009}) and is never delivered`, async () => {
+        const socket = await connect(harness.port);
+        await until(() => harness.connections.at(-1)?.isOpen === true, 'open');
+        const messages = harness.messages.length;
+        const closes = harness.closes.length;
+        const closed = new Promise<number>((resolve) => socket.once('close', (code) => resolve(code)));
+        socket.on('error', () => undefined);
+        socket.send('x'.repeat(size));
+        assert.equal(await closed, peerSees(1009));
+        await until(() => harness.closes.length > closes, 'the close handler');
+        assert.equal(harness.closes.at(-1), 1009);
+        assert.equal(harness.messages.length, messages);
+      });
+    }
+
+    test(`a text frame that is not UTF-8 closes the socket: 1007 (the peer sees ${name === 'uws' ? 1006 : 1007})`, async () => {
       const socket = await connect(harness.port);
+      await until(() => harness.connections.at(-1)?.isOpen === true, 'open');
+      const messages = harness.messages.length;
+      const closes = harness.closes.length;
       const closed = new Promise<number>((resolve) => socket.once('close', (code) => resolve(code)));
-      socket.send('x'.repeat(MAX_FRAME + 1));
-      const code = await closed;
-      assert.equal(code, 1009);
+      socket.on('error', () => undefined);
+      socket.send(Buffer.from([0x7b, 0xff, 0xfe, 0x7d]), { binary: false });
+      assert.equal(await closed, peerSees(1007));
+      await until(() => harness.closes.length > closes, 'the close handler');
+      assert.equal(harness.closes.at(-1), 1007);
+      assert.equal(harness.messages.length, messages);
+    });
+
+    test('a frame header that declares more than maxFrameBytes ends the socket before any payload is sent', async () => {
+      // Nothing past the header is ever written: the transport must decide on the declared
+      // length, so neither buffers (nor reserves) more than maxFrameBytes for a message.
+      const raw = await rawWebSocket(harness.port);
+      const header = Buffer.alloc(14);
+      header[0] = 0x81; // FIN, text
+      header[1] = 0x80 | 127; // masked, 64-bit length
+      header.writeBigUInt64BE(BigInt(1 << 30), 2);
+      raw.socket.write(header); // the 4 mask bytes are zero
+      await until(() => raw.closed || raw.closeFrameCode() !== undefined, 'the server to end the socket');
+      // ws answers with a close frame first; uWS just closes the connection.
+      if (name === 'ws') assert.equal(raw.closeFrameCode(), 1009);
+      else assert.equal(raw.closed, true);
+      raw.socket.destroy();
     });
 
     test('a reader that stops reading causes backpressure, then drain, and every byte arrives in order', async () => {
@@ -416,6 +518,40 @@ for (const name of TRANSPORTS) {
       assert.equal(connection.send('late'), SendStatus.closed);
       connection.close(4000, 'twice');
     });
+  });
+
+  test(`over ${name}, HTTP connections with a request in progress are capped per IP: the next gets 429 and is closed, other IPs are served`, async () => {
+    const own = await startHarness(name, 3);
+    try {
+      // Three places taken from 127.0.0.1: two requests the handler holds and one open stream.
+      const held = [new RawClient(own.port, '/hold'), new RawClient(own.port, '/hold')];
+      await until(() => own.held === 2, 'the handler to hold both requests');
+      const streamClient = new RawClient(own.port, '/stream');
+      const probe = await nextStream(own, 0);
+      probe.stream.write('data: 0\n\n');
+
+      const refused = await rawGet(own.port, '/plain', '127.0.0.1');
+      assert.equal(refused.status, 429);
+      assert.equal(refused.headers['retry-after'], '5');
+      assert.equal(refused.headers['x-content-type-options'], 'nosniff', 'the transport’s headers are on the refusal too');
+      assert.equal(refused.closed, true, 'the refused connection is closed');
+      assert.equal(own.held, 2, 'no handler ran for it');
+
+      assert.equal((await rawGet(own.port, '/plain', '127.0.0.2')).status, 200, 'another address is served');
+
+      // A peer that leaves gives its place back, and so does a stream that ends.
+      (held[0] as RawClient).socket.destroy();
+      await until(() => own.heldAborted === 1, 'the held request to be aborted');
+      assert.equal((await rawGet(own.port, '/plain', '127.0.0.1')).status, 200);
+      probe.stream.end();
+      await until(() => streamClient.parse().ended, 'the stream to end');
+      const again = new RawClient(own.port, '/hold');
+      await until(() => own.held === 3, 'a held request in the freed place');
+      assert.equal((await rawGet(own.port, '/plain', '127.0.0.1')).status, 200, 'the stream’s place was freed');
+      for (const client of [...held, again, streamClient]) client.socket.destroy();
+    } finally {
+      await own.transport.close(1001, 'bye');
+    }
   });
 
   test(`close() over ${name} ends an open stream: its onClose(true) runs and shutdown does not wait for it`, async () => {
