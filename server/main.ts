@@ -69,7 +69,7 @@ program
 
 /** Numeric limits: one flag and one PARLEY_* variable each, named after the config key. */
 const limitFlags = [
-  ['maxFrameBytes', 'largest WebSocket frame in bytes; larger closes with 1009'],
+  ['maxFrameBytes', 'largest WebSocket frame in bytes; larger closes the socket (1009; on uws the connection drops: 1006)'],
   ['maxApiBodyBytes', 'largest request body in bytes under /v1/ (the OpenAI-compatible API); larger gets 413'],
   ['maxQueuedPerUser', 'requests one user may have waiting'],
   ['idleTimeoutSeconds', 'close sockets silent this long (pings keep live ones open)'],
