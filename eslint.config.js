@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'client/dist/', 'models/generated/', 'models/pulled/', 'data/', 'test-artifacts/'] },
+  { ignores: ['node_modules/', 'client/dist/', 'models/generated/', 'models/pulled/', 'data/', 'test-artifacts/', '.platforms/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
