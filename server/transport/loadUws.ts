@@ -115,7 +115,7 @@ function probePackage(candidate: UwsPackage, target: UwsTarget, deps: UwsProbeDe
   try {
     uws = deps.load(binary) as Partial<UwsModule>;
   } catch (error) {
-    return `${binary} failed to load: ${firstLine((error as Error).message)}`;
+    return `${binary} failed to load: ${firstLine((error as Error).message).replace(` (required by ${binary})`, '')}`;
   }
   // The JS emulation lacks SSLApp; its presence proves the native addon loaded.
   if (typeof uws.SSLApp !== 'function' || typeof uws.App !== 'function') return `${binary} did not export the native uWS API`;
