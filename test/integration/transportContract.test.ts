@@ -281,7 +281,10 @@ for (const name of TRANSPORTS) {
       await until(() => harness.messages.includes(null), 'binary frame');
       assert.equal(harness.connections.at(-1)?.principal.userId, 'u_test');
       assert.equal(harness.connections.at(-1)?.transport, name);
+      // Closed in full before the next test opens its socket.
+      const closed = new Promise((resolve) => socket.once('close', resolve));
       socket.close();
+      await closed;
     });
 
     // uWS closes the TCP connection for these without a close frame, before any JavaScript runs
@@ -290,8 +293,10 @@ for (const name of TRANSPORTS) {
 
     for (const size of [MAX_FRAME + 1, 70_000, 1 << 20, 4 << 20]) {
       test(`a ${size}-byte frame closes the socket: 1009 (the peer sees ${name === 'uws' ? 1006 : 1009}) and is never delivered`, async () => {
+        // This socket's own server side, not the previous test's (which may still be closing).
+        const opened = harness.connections.length;
         const socket = await connect(harness.port);
-        await until(() => harness.connections.at(-1)?.isOpen === true, 'open');
+        await until(() => harness.connections.length > opened && harness.connections.at(-1)?.isOpen === true, 'open');
         const messages = harness.messages.length;
         const closes = harness.closes.length;
         const closed = new Promise<number>((resolve) => socket.once('close', (code) => resolve(code)));
