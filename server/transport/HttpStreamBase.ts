@@ -1,4 +1,4 @@
-import type { HttpStream } from './Transport.js';
+import type { HttpStream, HttpStreamResponse } from './Transport.js';
 
 export const StreamPhase = {
   /** Writes go to the peer. */
@@ -30,6 +30,29 @@ export abstract class HttpStreamBase implements HttpStream {
   protected abstract endResponse(): void;
   /** Drops the connection at once, so the client sees a cut body rather than a complete one. */
   protected abstract cutConnection(): void;
+  /** Writes the status line and headers. */
+  abstract open(status: number, headers: Readonly<Record<string, string>>): void;
+
+  /**
+   * Hands this stream to `response.start`. It is opened with `headers` and kept in `live` until it
+   * closes; a peer that left before the head gets a stream that is already closed, so `onClose(true)`
+   * still reaches the handler. A `start` that throws cuts the stream.
+   */
+  startResponse(response: HttpStreamResponse, headers: Readonly<Record<string, string>>, live: Set<HttpStreamBase>, peerGone: boolean): void {
+    if (peerGone) {
+      this.peerLeft();
+    } else {
+      this.open(response.status, headers);
+      live.add(this);
+      this.onClose(() => live.delete(this));
+    }
+    try {
+      response.start(this);
+    } catch (error) {
+      this.onError(error, 'http stream');
+      this.abort();
+    }
+  }
 
   get closed(): boolean {
     return this.phase !== StreamPhase.open;

@@ -2,7 +2,7 @@ import type { HttpResponse as UwsHttpResponse, WebSocket as UwsWebSocket, us_lis
 import { CloseCode } from '../../shared/errorCodes.js';
 import type { Principal } from '../auth/Principal.js';
 import { SendStatus, TransportName, type Connection } from './Connection.js';
-import { isStreamResponse, type HttpResponse, type HttpStreamResponse, type Transport, type TransportOptions } from './Transport.js';
+import { isStreamResponse, type HttpResponse, type Transport, type TransportOptions } from './Transport.js';
 import { httpStatusLine } from './httpStatusLine.js';
 import { internalError } from './internalError.js';
 import { maxBodyBytes } from './maxBodyBytes.js';
@@ -66,22 +66,6 @@ export function uwsTransport(uws: UwsModule) {
     const extraHeaders = options.responseHeaders ?? {};
     const writeResponse = (res: UwsHttpResponse, response: HttpResponse, closeConnection = false) =>
       writeUwsResponse(res, { ...response, headers: { ...extraHeaders, ...response.headers } }, closeConnection);
-    /** Hands the body to the handler. A peer that left before the head gets a stream that is already closed, so `onClose(true)` still reaches the handler. */
-    const startStream = (stream: UwsHttpStream, response: HttpStreamResponse, peerGone: boolean): void => {
-      if (peerGone) {
-        stream.peerLeft();
-      } else {
-        stream.open(response.status, streamHeaders(extraHeaders, response.headers));
-        streams.add(stream);
-        stream.onClose(() => streams.delete(stream));
-      }
-      try {
-        response.start(stream);
-      } catch (error) {
-        options.onError(error, 'http stream');
-        stream.abort();
-      }
-    };
 
     silenceVersionHeader(uws);
     // SSLApp throws "App construction failed" for unreadable or mismatched PEM files;
@@ -214,7 +198,7 @@ export function uwsTransport(uws: UwsModule) {
               stream = new UwsHttpStream(res, options.onError);
               // A stream holds its connection's place until it ends or its reader leaves.
               stream.onClose(release);
-              startStream(stream, response, aborted);
+              stream.startResponse(response, streamHeaders(extraHeaders, response.headers), streams, aborted);
             } else if (!aborted) {
               respond(response);
             }

@@ -129,20 +129,7 @@ export function wsTransport() {
         if (!isStreamResponse(response)) return writeResponse(res, withExtra(response));
         const opened = new NodeHttpStream(res, options.onError);
         stream = opened;
-        // A peer that left before the head gets a stream that is already closed, so `onClose(true)` still reaches the handler.
-        if (res.destroyed) {
-          opened.peerLeft();
-        } else {
-          opened.open(response.status, streamHeaders(extraHeaders, response.headers));
-          streams.add(opened);
-          opened.onClose(() => streams.delete(opened));
-        }
-        try {
-          response.start(opened);
-        } catch (error) {
-          options.onError(error, 'http stream');
-          opened.abort();
-        }
+        opened.startResponse(response, streamHeaders(extraHeaders, response.headers), streams, res.destroyed);
       };
       serve().catch((error: unknown) => {
         options.onError(error, 'http');
