@@ -6,11 +6,8 @@ import { after, afterEach, before, describe, test } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
 import { ensureModel } from '../../models/ensureModel.js';
 import type { ConfigInput } from '../../server/config.js';
-import type { Engine } from '../../server/engine/Engine.js';
-import { LlamaBuildChoice } from '../../server/engine/LlamaBuild.js';
-import { LlamaEngine } from '../../server/engine/LlamaEngine.js';
 import { readModelFile, type ModelFile } from '../../server/models/ModelFile.js';
-import { ModelPool } from '../../server/models/ModelPool.js';
+import { heldModelPool, type HeldModelPool } from '../helpers/heldModelPool.js';
 import { startTestServer, TEST_INVITE, type TestServer } from '../helpers/startTestServer.js';
 import { ARTIFACTS, assertClean, connected, LAN_HOST, lastReplyStatus, launchChromium, openPage, typeAndSend, type GuardedPage } from './browser.js';
 
@@ -222,37 +219,23 @@ describe('several models: the picker', () => {
 
 describe('several models: a model that loads on first use', () => {
   let server: TestServer;
-  let pool: ModelPool;
+  let models: HeldModelPool;
   let releaseLoad: (() => void) | undefined;
-  let held: Promise<void> | undefined;
   before(async () => {
-    pool = new ModelPool({
-      files: [files.tiny, files.demo],
-      defaultModel: TINY,
-      maxLoaded: 2,
-      idleMs: 0,
-      memoryLimitBytes: 4096 * 1024 * 1024,
-      slots: 2,
-      contextSize: 1024,
-      load: async (file, slots): Promise<Engine> => {
-        if (file.id === DEMO) await held;
-        // `auto`: whichever llama.cpp binary this process already runs (the servers above chose it).
-        return LlamaEngine.load({ modelPath: file.path, displayName: file.displayName, demo: file.demo, threads: 1, slots, contextSize: 1024, temperature: 0, build: LlamaBuildChoice.auto });
-      },
-    });
-    server = await startTestServer('ws', pool, SERVER_CONFIG);
+    models = heldModelPool([files.tiny, files.demo]);
+    server = await startTestServer('ws', models.pool, SERVER_CONFIG);
   });
   after(async () => {
     releaseLoad?.();
     await server?.stop();
-    await pool?.close();
+    await models?.pool.close();
   });
 
   test('the reply says the model is loading (its place in line) until the server accepts it, then streams', async () => {
     // A phone: the picker and the line that says the model loads fit its screen.
     const { guarded } = await join(server, 'waiter', { viewport: { width: 390, height: 760 }, isMobile: true, hasTouch: true });
     const { page } = guarded;
-    held = new Promise<void>((resolve) => (releaseLoad = resolve));
+    releaseLoad = models.holdLoad(DEMO);
     await picker(page).selectOption(DEMO);
     await typeAndSend(page, 'the cat sat on the');
     await lastReplyStatus(page, 'loading_model');

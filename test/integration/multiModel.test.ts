@@ -3,12 +3,10 @@ import assert from 'node:assert/strict';
 import OpenAI, { APIError } from 'openai';
 import { ensureModel } from '../../models/ensureModel.js';
 import type { ReadyFrame } from '../../shared/protocol.js';
-import type { Engine } from '../../server/engine/Engine.js';
-import { LlamaEngine } from '../../server/engine/LlamaEngine.js';
 import { readModelFile, type ModelFile } from '../../server/models/ModelFile.js';
-import { ModelPool, type ModelPoolOptions } from '../../server/models/ModelPool.js';
 import { createApiKey } from '../helpers/createApiKey.js';
 import { GatedEngine } from '../helpers/GatedEngine.js';
+import { heldModelPool, type HeldModelPool } from '../helpers/heldModelPool.js';
 import { startTestServer, type TestServer } from '../helpers/startTestServer.js';
 import { waitUntil } from '../helpers/waitUntil.js';
 
@@ -20,53 +18,10 @@ import { waitUntil } from '../helpers/waitUntil.js';
 const TINY = 'parley-tiny';
 const DEMO = 'parley-demo';
 
-interface Models {
-  readonly pool: ModelPool;
-  /** The gated engine of each model once loaded (the latest load). */
-  readonly engines: Map<string, GatedEngine>;
-  /** Holds the next load of `id` until the returned function is called. */
-  holdLoad(id: string): () => void;
-  readonly loads: string[];
-}
-
 async function modelFiles(): Promise<ModelFile[]> {
   const tiny = await ensureModel('tiny');
   const demo = await ensureModel('demo');
   return [await readModelFile(tiny.path), await readModelFile(demo.path)];
-}
-
-function gatedPool(files: ModelFile[], overrides: Partial<ModelPoolOptions> = {}): Models {
-  const engines = new Map<string, GatedEngine>();
-  const held = new Map<string, Promise<void>>();
-  const loads: string[] = [];
-  const pool = new ModelPool({
-    files,
-    defaultModel: TINY,
-    maxLoaded: 2,
-    idleMs: 0,
-    memoryLimitBytes: 4096 * 1024 * 1024,
-    slots: 2,
-    contextSize: 1024,
-    load: async (file, slots): Promise<Engine> => {
-      loads.push(file.id);
-      await held.get(file.id);
-      held.delete(file.id);
-      const engine = new GatedEngine(await LlamaEngine.load({ modelPath: file.path, displayName: file.displayName, demo: false, threads: 1, slots, contextSize: 1024, temperature: 0 }));
-      engines.set(file.id, engine);
-      return engine;
-    },
-    ...overrides,
-  });
-  return {
-    pool,
-    engines,
-    loads,
-    holdLoad(id) {
-      let release!: () => void;
-      held.set(id, new Promise<void>((resolve) => { release = resolve; }));
-      return () => release();
-    },
-  };
 }
 
 function sendTo(client: { sendFrame(frame: Record<string, unknown>): void }, text: string, extra: Record<string, unknown> = {}): string {
@@ -86,10 +41,10 @@ describe('several models', () => {
   });
 
   describe('choosing and loading on demand', () => {
-    let models: Models;
+    let models: HeldModelPool;
     let server: TestServer;
     before(async () => {
-      models = gatedPool(files);
+      models = heldModelPool(files);
       server = await startTestServer('ws', models.pool, { maxTokens: 24 });
     });
     after(async () => {
@@ -156,10 +111,10 @@ describe('several models', () => {
   });
 
   describe('one model loaded at a time', () => {
-    let models: Models;
+    let models: HeldModelPool;
     let server: TestServer;
     before(async () => {
-      models = gatedPool(files, { maxLoaded: 1 });
+      models = heldModelPool(files, { maxLoaded: 1 });
       server = await startTestServer('ws', models.pool, { maxTokens: 24 });
     });
     after(async () => {
