@@ -46,42 +46,34 @@ async function setup(options: { afterRotate?: (family: string) => Promise<void>;
   return { auth, tokens, sessions, clock };
 }
 
+/** Starts a refresh, holds it just after its rotation, runs `interrupt` there, then lets it finish. */
+async function refreshInterruptedAfterRotate(interrupt: (auth: Awaited<ReturnType<typeof setup>>['auth'], sessions: Awaited<ReturnType<typeof setup>>['sessions'], userId: string) => Promise<unknown>) {
+  const arrived = latch();
+  const release = latch();
+  const { auth, tokens, sessions } = await setup({
+    afterRotate: async () => {
+      arrived.open();
+      await release.promise;
+    },
+  });
+  const login = await auth.loginWithInvite('A');
+  const pending = auth.refresh([login.refresh.token], login.binding);
+  await arrived.promise;
+  await interrupt(auth, sessions, login.access.principal.userId);
+  release.open();
+  return { outcome: await pending, tokens };
+}
+
 describe('a refresh racing a revocation', () => {
   test('a revocation that lands between the rotation and the token gets no token out: the refresh is refused', async () => {
-    const arrived = latch();
-    const release = latch();
-    const { auth, tokens } = await setup({
-      afterRotate: async () => {
-        arrived.open();
-        await release.promise;
-      },
-    });
-    const login = await auth.loginWithInvite('A');
-    const pending = auth.refresh([login.refresh.token], login.binding);
-    await arrived.promise;
-    await auth.revokeUser(login.access.principal.userId);
-    release.open();
-    const outcome = await pending;
+    const { outcome, tokens } = await refreshInterruptedAfterRotate((auth, _sessions, userId) => auth.revokeUser(userId));
     if (outcome.ok) await assert.rejects(tokens.verifyAccessToken(outcome.session.access.token), 'a token handed out after the revocation must not verify');
     assert.equal(outcome.ok, false);
     assert.equal(!outcome.ok && outcome.reason, 'revoked');
   });
 
   test('an epoch raised at that point (the user signed out elsewhere) refuses the refresh too', async () => {
-    const arrived = latch();
-    const release = latch();
-    const { auth, sessions } = await setup({
-      afterRotate: async () => {
-        arrived.open();
-        await release.promise;
-      },
-    });
-    const login = await auth.loginWithInvite('A');
-    const pending = auth.refresh([login.refresh.token], login.binding);
-    await arrived.promise;
-    await sessions.bumpEpoch(login.access.principal.userId);
-    release.open();
-    const outcome = await pending;
+    const { outcome } = await refreshInterruptedAfterRotate((_auth, sessions, userId) => sessions.bumpEpoch(userId));
     assert.equal(outcome.ok, false);
   });
 
