@@ -20,7 +20,7 @@ const STOP_TIMEOUT_MS = 10_000;
  */
 export class LlamaServerProcess {
   private readonly exited: Promise<void>;
-  private stderrTail = '';
+  private stderrTailText = '';
 
   private constructor(
     private readonly child: ChildProcess,
@@ -30,10 +30,15 @@ export class LlamaServerProcess {
   ) {
     this.exited = new Promise((resolve) => child.once('exit', () => resolve()));
     child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
-      this.stderrTail = (this.stderrTail + chunk).slice(-4000);
+      this.stderrTailText = (this.stderrTailText + chunk).slice(-4000);
     });
     // Its stdout carries request logs: drain it so the pipe never blocks the server.
     child.stdout?.resume();
+  }
+
+  /** The last 4,000 characters llama-server wrote to stderr: its log, for error messages. */
+  get stderrTail(): string {
+    return this.stderrTailText;
   }
 
   static async start(binary: string, model: BenchModel, slots: number): Promise<LlamaServerProcess> {

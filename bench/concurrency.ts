@@ -6,7 +6,6 @@ import { streamChatCompletion } from './streamChatCompletion.js';
 import { BenchClient } from './BenchClient.js';
 import type { Benchmark, BenchContext } from './Benchmark.js';
 import { chatServerSpec } from './chatServerSpec.js';
-import { compareColumns } from './compareColumns.js';
 import { LlamaServerProcess } from './LlamaServerProcess.js';
 import { PROMPTS } from './prompts.js';
 import { cell, type Table } from './renderTable.js';
@@ -31,7 +30,8 @@ interface Sample {
 
 interface Level {
   readonly clients: number;
-  readonly samples: readonly Sample[];
+  /** One list of samples per round, in round order. */
+  readonly rounds: Sample[][];
 }
 
 interface Column {
@@ -39,53 +39,104 @@ interface Column {
   readonly running?: string;
   /** The llama.cpp binary and the device that computed this column, as the table shows them. */
   readonly ranOn?: string;
-  readonly levels: readonly Level[];
+  readonly levels: Level[];
   readonly unavailable?: string;
+}
+
+/** One column while the benchmark runs: opened once, then asked for one level at a time. */
+interface Runner {
+  readonly column: Column;
+  /** `clients` concurrent clients, each sending the workload's requests one after another. */
+  level(clients: number): Promise<Sample[]>;
+  close(): Promise<void>;
 }
 
 export const concurrency: Benchmark = {
   name: 'concurrency',
   summary: 'N clients (different users) each sending fresh requests: aggregate and per-client tok/s, TTFT p50/p95, slots vs queue',
-  run: (context) => compareColumns<Column>(context, {
-    inProcess,
-    throughServer,
-    extra: async (context, model) => [
-      await throughOpenAiApi(context, model),
-      ...(context.llamaServer === undefined ? [] : [await throughLlamaServer(context, model, context.llamaServer)]),
-    ],
-    table,
-    data: (column) => ({
-      path: column.path,
-      running: column.running,
-      ranOn: column.ranOn,
-      unavailable: column.unavailable,
-      levels: column.levels.map((level) => ({ clients: level.clients, ...figures(level) })),
-    }),
-  }),
+  async run(context) {
+    const tables: Table[] = [];
+    const data: Record<string, unknown> = {};
+    for (const model of context.models) {
+      const columns = await runInterleaved(context, model);
+      tables.push(table(context, model, columns));
+      data[model.kind] = columns.map((column) => ({
+        path: column.path,
+        running: column.running,
+        ranOn: column.ranOn,
+        unavailable: column.unavailable,
+        levels: column.levels.map((level) => ({ clients: level.clients, ...figures(level), rounds: level.rounds.map((samples) => roundFigures(level.clients, samples)) })),
+      }));
+    }
+    return { tables, data };
+  },
 };
+
+/**
+ * Opens every column (in process, each transport, /v1, llama-server), then runs each client count
+ * in rounds: in every round each column runs the level once, the columns taking turns in an order
+ * that rotates from round to round. The machine's speed drifts over minutes (a shared vCPU), and
+ * running the columns one after another put that drift into their ratios; interleaved, each
+ * round compares columns measured within seconds of each other. Only one column runs at a time.
+ */
+async function runInterleaved(context: BenchContext, model: BenchModel): Promise<Column[]> {
+  const opened: Array<Runner | Column> = [];
+  try {
+    opened.push(await inProcess(context, model));
+    for (const transport of context.transports) opened.push(await throughServer(context, model, transport));
+    opened.push(await throughOpenAiApi(context, model));
+    if (context.llamaServer !== undefined) opened.push(await throughLlamaServer(model, context.slots, context.llamaServer));
+    const runners = opened.filter((entry): entry is Runner => 'level' in entry);
+    const rounds = model.workload.concurrencyRounds;
+    for (const clients of CLIENT_COUNTS) {
+      const levels = runners.map((runner) => {
+        const level: Level = { clients, rounds: [] };
+        runner.column.levels.push(level);
+        return level;
+      });
+      for (let round = 0; round < rounds; round++) {
+        for (let turn = 0; turn < runners.length; turn++) {
+          const index = (round + turn) % runners.length;
+          const runner = runners[index] as Runner;
+          context.progress(`concurrency: ${model.kind}, ${runner.column.path}, ${clients} client${clients === 1 ? '' : 's'}, round ${round + 1} of ${rounds}`);
+          levels[index]?.rounds.push(await runner.level(clients));
+        }
+      }
+    }
+    return opened.map((entry) => ('level' in entry ? entry.column : entry));
+  } finally {
+    for (const entry of opened) if ('level' in entry) await entry.close();
+  }
+}
 
 /**
  * The baseline: N concurrent loops driving the engine through Parley's own Scheduler (the same
  * slots and fair queue the server uses), with no sockets, frames or limiters.
  */
-async function inProcess(context: BenchContext, model: BenchModel): Promise<Column> {
+async function inProcess(context: BenchContext, model: BenchModel): Promise<Runner> {
   const engine = await context.engines.get(model, context.slots);
-  const levels: Level[] = [];
   let conversation = 0;
   await scheduled(new Scheduler({ slots: context.slots, maxQueue: 1, maxQueuedPerUser: 1 }), engine, model, 0, 'conc-warm-up', 'warm-up');
-  for (const clients of CLIENT_COUNTS) {
-    context.progress(`concurrency: ${model.kind}, in-process, ${clients} client${clients === 1 ? '' : 's'}`);
-    const scheduler = new Scheduler({ slots: context.slots, maxQueue: 1024, maxQueuedPerUser: 64 });
-    const loop = async (client: number): Promise<Sample[]> => {
-      const samples: Sample[] = [];
-      for (let request = 0; request < model.workload.requestsPerClient; request++) {
-        samples.push(await scheduled(scheduler, engine, model, client, `conc-${++conversation}`, PROMPTS[(client + request) % PROMPTS.length] ?? 'Hello'));
-      }
-      return samples;
-    };
-    levels.push({ clients, samples: (await Promise.all(Array.from({ length: clients }, (_, client) => loop(client)))).flat() });
-  }
-  return { path: 'in-process', ranOn: ranOn(engine.build, engine.device), levels };
+  return {
+    column: { path: 'in-process', ranOn: ranOn(engine.build, engine.device), levels: [] },
+    async level(clients) {
+      const scheduler = new Scheduler({ slots: context.slots, maxQueue: 1024, maxQueuedPerUser: 64 });
+      const loop = async (client: number): Promise<Sample[]> => {
+        const samples: Sample[] = [];
+        for (let request = 0; request < model.workload.requestsPerClient; request++) {
+          samples.push(await scheduled(scheduler, engine, model, client, `conc-${++conversation}`, promptFor(client, request, conversation)));
+        }
+        return samples;
+      };
+      return (await Promise.all(Array.from({ length: clients }, (_, client) => loop(client)))).flat();
+    },
+    close: async () => undefined,
+  };
+}
+
+/** Fresh text for each request: different clients and rounds ask different prompts. */
+function promptFor(client: number, request: number, salt: number): string {
+  return PROMPTS[(client + request + salt) % PROMPTS.length] ?? 'Hello';
 }
 
 /** `native, CPU` or `prebuilt, cuda`: which llama.cpp binary ran, and on what. */
@@ -119,11 +170,9 @@ function scheduled(scheduler: Scheduler, engine: Engine, model: BenchModel, clie
   });
 }
 
-async function throughServer(context: BenchContext, model: BenchModel, transport: BenchTransport): Promise<Column> {
+async function throughServer(context: BenchContext, model: BenchModel, transport: BenchTransport): Promise<Runner | Column> {
   const server = await context.servers.getOrReason(chatServerSpec(model, transport, context.slots));
   if ('unavailable' in server) return { path: transport, levels: [], unavailable: server.unavailable };
-  const levels: Level[] = [];
-  let running: string | undefined;
   // One reply before the clock starts, as in process and in llama-server (which warms up at
   // start): a fresh server's first request pays for JIT compilation of the whole request path.
   const warmUp = await BenchClient.connect(server.wsUrl, server.origin, await server.token('concurrent-warm-up'));
@@ -132,29 +181,34 @@ async function throughServer(context: BenchContext, model: BenchModel, transport
   } finally {
     warmUp.close();
   }
-  for (const clients of CLIENT_COUNTS) {
-    context.progress(`concurrency: ${model.kind}, ${transport}, ${clients} client${clients === 1 ? '' : 's'}`);
-    // Connected before the clock starts: this measures generation, not sign-in and upgrade.
-    const sockets = await Promise.all(
-      Array.from({ length: clients }, async (_, client) => BenchClient.connect(server.wsUrl, server.origin, await server.token(`concurrent-${client}`))),
-    );
-    running = sockets[0]?.transport;
-    try {
-      const loop = async (socket: BenchClient, client: number): Promise<Sample[]> => {
-        const samples: Sample[] = [];
-        for (let request = 0; request < model.workload.requestsPerClient; request++) {
-          const trace = await socket.send(PROMPTS[(client + request) % PROMPTS.length] ?? 'Hello').ended;
-          if (trace.terminal !== 'done' || trace.endedAt === undefined) throw new Error(`a request ended in ${trace.terminal} ${trace.errorCode ?? ''}`);
-          samples.push({ client, sentAt: trace.sentAt, firstAt: trace.firstDeltaAt ?? trace.endedAt, endedAt: trace.endedAt, tokens: trace.completionTokens, queued: trace.queued, cut: trace.stopReason === 'time_limit' });
-        }
-        return samples;
-      };
-      levels.push({ clients, samples: (await Promise.all(sockets.map((socket, client) => loop(socket, client)))).flat() });
-    } finally {
-      for (const socket of sockets) socket.close();
-    }
-  }
-  return { path: transport, running, ranOn: ranOn(server.llamaBuild, server.device), levels };
+  const column: { path: string; running?: string; ranOn: string; levels: Level[] } = { path: transport, ranOn: ranOn(server.llamaBuild, server.device), levels: [] };
+  let salt = 0;
+  return {
+    column,
+    async level(clients) {
+      // Connected before the clock starts: this measures generation, not sign-in and upgrade.
+      const sockets = await Promise.all(
+        Array.from({ length: clients }, async (_, client) => BenchClient.connect(server.wsUrl, server.origin, await server.token(`concurrent-${client}`))),
+      );
+      column.running = sockets[0]?.transport;
+      salt++;
+      try {
+        const loop = async (socket: BenchClient, client: number): Promise<Sample[]> => {
+          const samples: Sample[] = [];
+          for (let request = 0; request < model.workload.requestsPerClient; request++) {
+            const trace = await socket.send(promptFor(client, request, salt)).ended;
+            if (trace.terminal !== 'done' || trace.endedAt === undefined) throw new Error(`a request ended in ${trace.terminal} ${trace.errorCode ?? ''}`);
+            samples.push({ client, sentAt: trace.sentAt, firstAt: trace.firstDeltaAt ?? trace.endedAt, endedAt: trace.endedAt, tokens: trace.completionTokens, queued: trace.queued, cut: trace.stopReason === 'time_limit' });
+          }
+          return samples;
+        };
+        return (await Promise.all(sockets.map((socket, client) => loop(socket, client)))).flat();
+      } finally {
+        for (const socket of sockets) socket.close();
+      }
+    },
+    close: async () => undefined,
+  };
 }
 
 /**
@@ -162,7 +216,7 @@ async function throughServer(context: BenchContext, model: BenchModel, transport
  * the first chosen transport, one API key per client: the same client code as the llama-server
  * column, against the same protocol.
  */
-async function throughOpenAiApi(context: BenchContext, model: BenchModel): Promise<Column> {
+async function throughOpenAiApi(context: BenchContext, model: BenchModel): Promise<Runner | Column> {
   const transport = context.transports[0] ?? 'uws';
   const server = await context.servers.getOrReason(chatServerSpec(model, transport, context.slots));
   const path = `/v1 (${transport})`;
@@ -171,20 +225,23 @@ async function throughOpenAiApi(context: BenchContext, model: BenchModel): Promi
   const modelId = await modelIdOf(server.origin, keys[0] as string);
   const ask = (client: number, text: string) => streamChatCompletion(server.origin, { text, maxTokens: model.workload.maxTokens, temperature: 0, apiKey: keys[client], model: modelId, signal: AbortSignal.timeout(REPLY_TIME_CAP_MS) });
   await ask(0, 'warm-up');
-  const levels: Level[] = [];
-  for (const clients of CLIENT_COUNTS) {
-    context.progress(`concurrency: ${model.kind}, ${path}, ${clients} client${clients === 1 ? '' : 's'}`);
-    const loop = async (client: number): Promise<Sample[]> => {
-      const samples: Sample[] = [];
-      for (let request = 0; request < model.workload.requestsPerClient; request++) {
-        const trace = await ask(client, PROMPTS[(client + request) % PROMPTS.length] ?? 'Hello');
-        samples.push({ client, sentAt: trace.sentAt, firstAt: trace.firstAt ?? trace.endedAt, endedAt: trace.endedAt, tokens: trace.tokens, queued: false, cut: false });
-      }
-      return samples;
-    };
-    levels.push({ clients, samples: (await Promise.all(Array.from({ length: clients }, (_, client) => loop(client)))).flat() });
-  }
-  return { path, running: transport, ranOn: ranOn(server.llamaBuild, server.device), levels };
+  let salt = 0;
+  return {
+    column: { path, running: transport, ranOn: ranOn(server.llamaBuild, server.device), levels: [] },
+    async level(clients) {
+      salt++;
+      const loop = async (client: number): Promise<Sample[]> => {
+        const samples: Sample[] = [];
+        for (let request = 0; request < model.workload.requestsPerClient; request++) {
+          const trace = await ask(client, promptFor(client, request, salt));
+          samples.push({ client, sentAt: trace.sentAt, firstAt: trace.firstAt ?? trace.endedAt, endedAt: trace.endedAt, tokens: trace.tokens, queued: false, cut: false });
+        }
+        return samples;
+      };
+      return (await Promise.all(Array.from({ length: clients }, (_, client) => loop(client)))).flat();
+    },
+    close: async () => undefined,
+  };
 }
 
 /** A new API key of the user behind `accessToken` (POST /api/keys, as the page does). */
@@ -203,65 +260,94 @@ async function modelIdOf(origin: string, apiKey: string): Promise<string> {
  * llama.cpp's llama-server with the same model, threads and slots: the usual way to serve
  * several users, and the reference Parley's aggregate is compared with.
  */
-async function throughLlamaServer(context: BenchContext, model: BenchModel, binary: string): Promise<Column> {
+async function throughLlamaServer(model: BenchModel, slots: number, binary: string): Promise<Runner | Column> {
   let server: LlamaServerProcess;
   try {
-    server = await LlamaServerProcess.start(binary, model, context.slots);
+    server = await LlamaServerProcess.start(binary, model, slots);
   } catch (error) {
     return { path: LLAMA_SERVER, levels: [], unavailable: error instanceof Error ? error.message : String(error) };
   }
-  try {
-    const levels: Level[] = [];
-    let conversation = 0;
-    for (const clients of CLIENT_COUNTS) {
-      context.progress(`concurrency: ${model.kind}, llama-server, ${clients} client${clients === 1 ? '' : 's'}`);
+  let salt = 0;
+  return {
+    column: { path: LLAMA_SERVER, ranOn: "llama.cpp's own build", levels: [] },
+    async level(clients) {
+      salt++;
       const loop = async (client: number): Promise<Sample[]> => {
         const samples: Sample[] = [];
         for (let request = 0; request < model.workload.requestsPerClient; request++) {
-          const text = PROMPTS[(client + request + conversation++) % PROMPTS.length] ?? 'Hello';
-          const trace = await server.complete(text, model.workload.maxTokens, AbortSignal.timeout(REPLY_TIME_CAP_MS));
+          const trace = await server.complete(promptFor(client, request, salt), model.workload.maxTokens, AbortSignal.timeout(REPLY_TIME_CAP_MS)).catch((error: unknown) => {
+            throw new Error(`llama-server: ${String(error)} (${String((error as { cause?: unknown }).cause)}); its log ends: ${server.stderrTail.trim().slice(-800)}`);
+          });
           samples.push({ client, sentAt: trace.sentAt, firstAt: trace.firstAt ?? trace.endedAt, endedAt: trace.endedAt, tokens: trace.tokens, queued: false, cut: false });
         }
         return samples;
       };
-      levels.push({ clients, samples: (await Promise.all(Array.from({ length: clients }, (_, client) => loop(client)))).flat() });
-    }
-    return { path: LLAMA_SERVER, ranOn: "llama.cpp's own build", levels };
-  } finally {
-    await server.stop();
-  }
+      return (await Promise.all(Array.from({ length: clients }, (_, client) => loop(client)))).flat();
+    },
+    close: () => server.stop(),
+  };
 }
 
 const LLAMA_SERVER = 'llama-server';
 
 /**
- * Aggregate: every token over the level's wall time (first send to last end). Per client: each
- * client's tokens over its own busy time, averaged. TTFT runs from the request to its first
- * text, so it includes any wait in the queue.
+ * One round of a level. Aggregate: every token over the round's wall time (first send to last
+ * end). Per client: each client's tokens over its own busy time, averaged.
  */
-function figures(level: Level) {
-  const { samples } = level;
+function roundFigures(clients: number, samples: readonly Sample[]) {
   const start = Math.min(...samples.map((sample) => sample.sentAt));
   const end = Math.max(...samples.map((sample) => sample.endedAt));
   const tokens = samples.reduce((total, sample) => total + sample.tokens, 0);
-  const perClient = Array.from({ length: level.clients }, (_, client) => {
+  const perClient = Array.from({ length: clients }, (_, client) => {
     const mine = samples.filter((sample) => sample.client === client);
     const busyMs = Math.max(...mine.map((sample) => sample.endedAt)) - Math.min(...mine.map((sample) => sample.sentAt));
     return mine.length === 0 ? Number.NaN : (mine.reduce((total, sample) => total + sample.tokens, 0) * 1000) / busyMs;
   });
-  const ttft = summarize(samples.map((sample) => sample.firstAt - sample.sentAt));
   return {
-    requests: samples.length,
     tokens,
     wallMs: samples.length === 0 ? undefined : end - start,
     aggregateTokensPerSecond: samples.length === 0 ? undefined : (tokens * 1000) / (end - start),
     perClientTokensPerSecond: summarize(perClient).mean,
+  };
+}
+
+/**
+ * A level over its rounds: the median round's aggregate and per-client figures, TTFT over every
+ * request of every round (it includes any wait in the queue), and request counts summed.
+ */
+function figures(level: Level) {
+  const rounds = level.rounds.map((samples) => roundFigures(level.clients, samples));
+  const samples = level.rounds.flat();
+  const ttft = summarize(samples.map((sample) => sample.firstAt - sample.sentAt));
+  return {
+    requests: samples.length,
+    tokens: samples.reduce((total, sample) => total + sample.tokens, 0),
+    aggregateTokensPerSecond: median(rounds.map((round) => round.aggregateTokensPerSecond)),
+    perClientTokensPerSecond: median(rounds.map((round) => round.perClientTokensPerSecond)),
     ttftP50Ms: ttft.p50,
     ttftP95Ms: ttft.p95,
     servedBySlot: samples.filter((sample) => !sample.queued).length,
     queued: samples.filter((sample) => sample.queued).length,
     cutByTimeCap: samples.filter((sample) => sample.cut).length,
   };
+}
+
+/**
+ * A column's aggregate against the reference's: the median over rounds of the ratio within each
+ * round, so each ratio compares runs made a few seconds apart.
+ */
+function ratioTo(level: Level, reference: Level): number | undefined {
+  const ratios = level.rounds.map((samples, round) => {
+    const mine = roundFigures(level.clients, samples).aggregateTokensPerSecond;
+    const theirs = reference.rounds[round] === undefined ? undefined : roundFigures(reference.clients, reference.rounds[round]).aggregateTokensPerSecond;
+    return mine === undefined || theirs === undefined ? undefined : mine / theirs;
+  });
+  return median(ratios);
+}
+
+/** The middle value (the lower of the two middle ones for an even count); undefined when none. */
+function median(values: ReadonlyArray<number | undefined>): number | undefined {
+  return summarize(values.filter((value): value is number => value !== undefined)).p50;
 }
 
 function table(context: BenchContext, model: BenchModel, columns: readonly Column[]): Table {
@@ -282,9 +368,13 @@ function table(context: BenchContext, model: BenchModel, columns: readonly Colum
       row('TTFT p50 / p95 ms', (entry) => `${cell(entry.ttftP50Ms, 0)} / ${cell(entry.ttftP95Ms, 0)}`),
       row('slot / queued', (entry) => `${entry.servedBySlot} / ${entry.queued}`),
     );
-    const reference = at[columns.findIndex((column) => column.path === LLAMA_SERVER)]?.aggregateTokensPerSecond;
+    const reference = columns.find((column) => column.path === LLAMA_SERVER && column.unavailable === undefined)?.levels.find((level) => level.clients === clients);
     if (reference !== undefined) {
-      rows.push(row('aggregate vs llama-server', (entry) => (entry.aggregateTokensPerSecond === undefined ? '–' : `${(entry.aggregateTokensPerSecond / reference).toFixed(2)}×`)));
+      rows.push([String(clients), 'aggregate vs llama-server', ...columns.map((column) => {
+        const level = column.levels.find((candidate) => candidate.clients === clients);
+        const ratio = level === undefined ? undefined : ratioTo(level, reference);
+        return column.unavailable ? 'unavailable' : ratio === undefined ? '–' : `${ratio.toFixed(2)}×`;
+      })]);
     }
   }
   const cut = columns.flatMap((column) => column.levels.map((level) => ({ path: column.path, clients: level.clients, cut: figures(level).cutByTimeCap }))).filter((entry) => entry.cut > 0);
@@ -293,6 +383,8 @@ function table(context: BenchContext, model: BenchModel, columns: readonly Colum
     rows,
     notes: [
       `Each client is a different user sending ${model.workload.requestsPerClient} fresh request${model.workload.requestsPerClient === 1 ? '' : 's'} of ${model.workload.maxTokens} tokens, one at a time. ` +
+        `Every column ran each client count ${model.workload.concurrencyRounds} time${model.workload.concurrencyRounds === 1 ? '' : 's'}, the columns taking turns; ` +
+        'tok/s are the median round\'s, "vs llama-server" is the median of the ratios within a round, TTFT is over every request. ' +
         '"slot / queued": requests that started at once / that waited for a slot (a `queued` frame). TTFT includes the wait.',
       ...(columns.some((column) => column.path === LLAMA_SERVER)
         ? [`llama-server: ${context.llamaServer ?? ''}, same model, threads and slots (-np), fresh greedy streamed chat completions with the prompt cache off; it has no queue frame, so its slot / queued shows every request as placed.`]

@@ -18,6 +18,11 @@ export interface Workload {
   readonly streamRuns: number;
   /** Sequential fresh requests each concurrent client sends. */
   readonly requestsPerClient: number;
+  /**
+   * Rounds of the concurrency benchmark: every column runs each client count this many times,
+   * the columns taking turns, so a drift in the machine's speed falls on all of them alike.
+   */
+  readonly concurrencyRounds: number;
   /** Cancels measured per path. */
   readonly cancels: number;
   /** How long a reply streams before it is cancelled, so the cancel hits a running decode. */
@@ -43,16 +48,16 @@ export interface BenchModel {
  */
 const workloads: Readonly<Record<BenchModelKind, { readonly quick: Workload; readonly full: Workload }>> = {
   tiny: {
-    quick: { maxTokens: 256, streamRuns: 6, requestsPerClient: 2, cancels: 20, cancelAfterMs: 20 },
-    full: { maxTokens: 512, streamRuns: 12, requestsPerClient: 4, cancels: 100, cancelAfterMs: 20 },
+    quick: { maxTokens: 256, streamRuns: 6, requestsPerClient: 2, concurrencyRounds: 1, cancels: 20, cancelAfterMs: 20 },
+    full: { maxTokens: 512, streamRuns: 12, requestsPerClient: 4, concurrencyRounds: 3, cancels: 100, cancelAfterMs: 20 },
   },
   bench: {
-    quick: { maxTokens: 32, streamRuns: 2, requestsPerClient: 1, cancels: 5, cancelAfterMs: 150 },
-    full: { maxTokens: 128, streamRuns: 3, requestsPerClient: 1, cancels: 30, cancelAfterMs: 150 },
+    quick: { maxTokens: 32, streamRuns: 2, requestsPerClient: 1, concurrencyRounds: 1, cancels: 5, cancelAfterMs: 150 },
+    full: { maxTokens: 128, streamRuns: 3, requestsPerClient: 1, concurrencyRounds: 5, cancels: 30, cancelAfterMs: 150 },
   },
   'bench-q4': {
-    quick: { maxTokens: 32, streamRuns: 2, requestsPerClient: 1, cancels: 5, cancelAfterMs: 150 },
-    full: { maxTokens: 128, streamRuns: 3, requestsPerClient: 1, cancels: 30, cancelAfterMs: 150 },
+    quick: { maxTokens: 32, streamRuns: 2, requestsPerClient: 1, concurrencyRounds: 1, cancels: 5, cancelAfterMs: 150 },
+    full: { maxTokens: 128, streamRuns: 3, requestsPerClient: 1, concurrencyRounds: 5, cancels: 30, cancelAfterMs: 150 },
   },
 };
 
