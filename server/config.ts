@@ -49,6 +49,13 @@ export const defaults = {
   maxHttpBodyBytes: 16 * 1024,
   // Request bodies under /v1/ (the OpenAI-compatible API sends whole conversations); others keep maxHttpBodyBytes.
   maxApiBodyBytes: 1024 * 1024,
+  // Documents in the chat (POST /api/documents): one file's bytes, files per message and per
+  // conversation, one user's stored bytes, and the characters of text one file may yield.
+  maxDocumentBytes: 10 * 1024 * 1024,
+  maxDocumentsPerMessage: 5,
+  maxDocumentsPerConversation: 20,
+  maxDocumentStorageBytes: 100 * 1024 * 1024,
+  maxDocumentChars: 12_000_000,
   maxQueue: 32,
   maxQueuedPerUser: 4,
   // Stored conversations per user; at the cap the least recently updated one is deleted.
@@ -149,6 +156,11 @@ const ConfigSchema = z.strictObject({
   maxFrameBytes: z.int().check(z.gte(1024), z.lte(16 * 1024 * 1024)),
   maxHttpBodyBytes: z.int().check(z.gte(1024), z.lte(1024 * 1024)),
   maxApiBodyBytes: z.int().check(z.gte(1024), z.lte(64 * 1024 * 1024)),
+  maxDocumentBytes: z.int().check(z.gte(1024), z.lte(1024 * 1024 * 1024)),
+  maxDocumentsPerMessage: z.int().check(z.gte(1), z.lte(100)),
+  maxDocumentsPerConversation: z.int().check(z.gte(1), z.lte(1000)),
+  maxDocumentStorageBytes: z.int().check(z.gte(1024)),
+  maxDocumentChars: z.int().check(z.gte(1000), z.lte(1_000_000_000)),
   maxQueue: z.int().check(z.gte(0)),
   maxQueuedPerUser: z.int().check(z.gte(0)),
   maxConversationsPerUser: positiveInt,

@@ -71,6 +71,11 @@ program
 const limitFlags = [
   ['maxFrameBytes', 'largest WebSocket frame in bytes; larger closes the socket (1009; on uws the connection drops: 1006)'],
   ['maxApiBodyBytes', 'largest request body in bytes under /v1/ (the OpenAI-compatible API); larger gets 413'],
+  ['maxDocumentBytes', 'largest document upload in bytes (POST /api/documents); larger is cut off with 413'],
+  ['maxDocumentsPerMessage', 'documents one message may attach'],
+  ['maxDocumentsPerConversation', 'documents one conversation may hold'],
+  ['maxDocumentStorageBytes', 'bytes of uploaded documents one user may keep'],
+  ['maxDocumentChars', 'characters of text one document may yield'],
   ['maxQueuedPerUser', 'requests one user may have waiting'],
   ['idleTimeoutSeconds', 'close sockets silent this long (pings keep live ones open)'],
   ['framesPerSecond', 'frames per second per connection'],

@@ -66,6 +66,16 @@ export const ErrorCode = {
    * (`--model-memory-mib`), or its file failed to load. The message says which.
    */
   modelUnavailable: 'model_unavailable',
+  /** A document upload that is neither a PDF nor UTF-8 text (HTTP 415); the message names what it looks like. */
+  documentUnsupported: 'document_unsupported',
+  /** A document upload over the size limit (HTTP 413), cut off while it arrived. */
+  documentTooLarge: 'document_too_large',
+  /** A document's text is longer than the character limit (HTTP 413). */
+  documentTooLong: 'document_too_long',
+  /** Too many documents (per message or conversation: 409) or too many bytes stored by the user (429). */
+  documentLimit: 'document_limit',
+  /** The document does not exist, or belongs to someone else (indistinguishable by design). */
+  documentNotFound: 'document_not_found',
   /** Anything unexpected. The message never carries internals. */
   internal: 'internal',
 } as const;
