@@ -9,6 +9,8 @@ export const ProtocolLimits = {
   maxConversationIdLength: 64,
   /** Hard ceiling on message text characters; the configured limit may be lower. */
   maxTextCharsCeiling: 100_000,
+  /** Most document ids one `send` may carry; the configured per-message limit may be lower. */
+  maxDocumentsPerSend: 100,
 } as const;
 
 export const PROTOCOL_VERSION = 'parley.v1';

@@ -17,6 +17,12 @@ const conversationId = z.string().check(
   z.regex(/^[A-Za-z0-9_-]+$/, 'conversationId must be 1-64 characters of A-Z a-z 0-9 _ -'),
 );
 const nonNegativeInt = z.int().check(z.gte(0));
+/** A document's id: server-issued by POST /api/documents. */
+const documentId = z.string().check(
+  z.minLength(1),
+  z.maxLength(ProtocolLimits.maxIdLength),
+  z.regex(/^[A-Za-z0-9_-]+$/, 'a document id is 1-64 characters of A-Z a-z 0-9 _ -'),
+);
 /** A model's id: what `ready.models` lists, `send.model` names and the API's `model` field carries. */
 const modelId = z.string().check(
   z.minLength(1),
@@ -41,6 +47,11 @@ export const SendFrame = z.strictObject({
    * message and reply out of the prompt and stores this exchange in their place.
    */
   regenerate: z.optional(z.literal(true)),
+  /**
+   * Ids of the sender's uploads (POST /api/documents) to attach to this message and its
+   * conversation. An unknown or foreign id ends the request with `document_not_found`.
+   */
+  documents: z.optional(z.array(documentId).check(z.minLength(1), z.maxLength(ProtocolLimits.maxDocumentsPerSend))),
 });
 export type SendFrame = z.infer<typeof SendFrame>;
 
@@ -179,6 +190,26 @@ export const StopReason = {
 } as const;
 export type StopReason = (typeof StopReason)[keyof typeof StopReason];
 
+/** One passage (chunk) of a document that went into a reply's prompt. `chunk` is its index in the document, from 0. */
+export const DocumentSource = z.strictObject({
+  documentId,
+  name: z.string(),
+  chunk: nonNegativeInt,
+});
+export type DocumentSource = z.infer<typeof DocumentSource>;
+
+export const DocumentKind = { text: 'text', pdf: 'pdf' } as const;
+export type DocumentKind = (typeof DocumentKind)[keyof typeof DocumentKind];
+
+/** A document attached to a stored user message. */
+export const AttachedDocument = z.strictObject({
+  id: documentId,
+  name: z.string(),
+  size: nonNegativeInt,
+  kind: z.enum([DocumentKind.text, DocumentKind.pdf]),
+});
+export type AttachedDocument = z.infer<typeof AttachedDocument>;
+
 export const DoneFrame = z.strictObject({
   type: z.literal('done'),
   id: requestId,
@@ -195,6 +226,8 @@ export const DoneFrame = z.strictObject({
     /** Completion tokens per second after the first token. */
     tokensPerSecond: z.number().check(z.gte(0)),
   }),
+  /** The document passages that went into the prompt, when the conversation has documents. */
+  sources: z.optional(z.array(DocumentSource)),
 });
 export type DoneFrame = z.infer<typeof DoneFrame>;
 
@@ -371,6 +404,10 @@ export const StoredMessageInfo = z.strictObject({
   outcome: z.optional(StoredOutcome),
   /** Replies only: the request that produced it. */
   requestId: z.optional(z.string()),
+  /** User messages only: the documents sent with it. */
+  documents: z.optional(z.array(AttachedDocument)),
+  /** Replies only: the document passages that went into its prompt. */
+  sources: z.optional(z.array(DocumentSource)),
 });
 export type StoredMessageInfo = z.infer<typeof StoredMessageInfo>;
 
@@ -419,3 +456,25 @@ export const CreateApiKeyResponse = z.strictObject({
   createdAt: nonNegativeInt,
 });
 export type CreateApiKeyResponse = z.infer<typeof CreateApiKeyResponse>;
+
+// ---- HTTP: documents (POST /api/documents?name=…, GET/DELETE /api/documents/{id}, bearer access token) ----
+
+/** An upload, as the server keeps it: its text only (the file's bytes are not kept). */
+export const DocumentInfo = z.strictObject({
+  id: documentId,
+  /** The file name as given, sanitised for display (never a path). */
+  name: z.string(),
+  /** Bytes uploaded. */
+  size: nonNegativeInt,
+  kind: z.enum([DocumentKind.text, DocumentKind.pdf]),
+  /** Characters of extracted text. */
+  chars: nonNegativeInt,
+  createdAt: nonNegativeInt,
+  /** The conversation it is attached to; absent while it is an unsent upload. */
+  conversationId: z.optional(z.string()),
+});
+export type DocumentInfo = z.infer<typeof DocumentInfo>;
+
+/** POST /api/documents (201) and GET /api/documents/{id}. */
+export const DocumentResponse = z.strictObject({ document: DocumentInfo });
+export type DocumentResponse = z.infer<typeof DocumentResponse>;
