@@ -26,6 +26,12 @@ export class MemoryConversationRepository implements ConversationRepository {
   private readonly byOwner = new Map<string, Set<string>>();
   /** Message id to conversation id: message ids are unique across the store. */
   private readonly messageHome = new Map<string, string>();
+  private readonly removedListeners: Array<(conversationId: string) => void> = [];
+
+  /** Tells `listener` the id of every conversation removed from now on (deleted, purged, closed): what hangs off it goes too. */
+  onRemoved(listener: (conversationId: string) => void): void {
+    this.removedListeners.push(listener);
+  }
 
   async open(): Promise<void> {}
 
@@ -154,6 +160,7 @@ export class MemoryConversationRepository implements ConversationRepository {
   }
 
   async close(): Promise<void> {
+    for (const entry of [...this.conversations.values()]) this.remove(entry);
     this.conversations.clear();
     this.byOwner.clear();
     this.messageHome.clear();
@@ -191,6 +198,7 @@ export class MemoryConversationRepository implements ConversationRepository {
     owned?.delete(id);
     if (owned?.size === 0) this.byOwner.delete(ownerId);
     for (const message of entry.messages) this.messageHome.delete(message.id);
+    for (const listener of this.removedListeners) listener(id);
   }
 }
 

@@ -65,6 +65,11 @@ export class SqliteConversationRepository implements ConversationRepository {
     return join(this.directory, HISTORY_FILE);
   }
 
+  /** The open database, for the stores that share this file (SqliteDocumentRepository). */
+  get database(): Database.Database {
+    return this.ready().db;
+  }
+
   async open(): Promise<void> {
     if (this.state.phase !== 'created') throw new Error(`open() runs once; the history store is ${this.state.phase}`);
     await mkdir(this.directory, { recursive: true, mode: 0o700 });

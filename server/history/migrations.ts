@@ -59,4 +59,46 @@ export const migrations: readonly Migration[] = [
       `);
     },
   },
+  {
+    version: 2,
+    name: 'documents, their chunks and what messages say about them',
+    up: (db) => {
+      db.exec(`
+        -- An upload: unattached (conversation_id NULL) until a message sends it. Its name is
+        -- encrypted; the bytes uploaded are not kept, only the extracted text in chunks.
+        CREATE TABLE documents (
+          id TEXT PRIMARY KEY,
+          owner_id TEXT NOT NULL,
+          conversation_id TEXT REFERENCES conversations (id) ON DELETE CASCADE,
+          name BLOB NOT NULL,
+          size INTEGER NOT NULL,
+          kind TEXT NOT NULL CHECK (kind IN ('text', 'pdf')),
+          chars INTEGER NOT NULL,
+          created_at INTEGER NOT NULL
+        ) STRICT;
+        -- A user's stored bytes (the storage limit), and delete-all.
+        CREATE INDEX documents_by_owner ON documents (owner_id);
+        -- A conversation's documents, and the cascade when it is deleted.
+        CREATE INDEX documents_by_conversation ON documents (conversation_id) WHERE conversation_id IS NOT NULL;
+        -- The sweep of unsent uploads.
+        CREATE INDEX documents_unattached ON documents (created_at) WHERE conversation_id IS NULL;
+
+        -- Extracted text in order, each chunk encrypted. No FTS table here: a full-text index
+        -- would hold the text in plain; it is built in memory when needed (ChunkIndex).
+        CREATE TABLE document_chunks (
+          document_id TEXT NOT NULL REFERENCES documents (id) ON DELETE CASCADE,
+          seq INTEGER NOT NULL,
+          text BLOB NOT NULL,
+          PRIMARY KEY (document_id, seq)
+        ) STRICT;
+
+        -- What a message says about documents (a user message's attachments, a reply's
+        -- sources), encrypted JSON; goes with its message.
+        CREATE TABLE message_documents (
+          message_id TEXT PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
+          value BLOB NOT NULL
+        ) STRICT;
+      `);
+    },
+  },
 ];

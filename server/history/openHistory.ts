@@ -1,5 +1,8 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
+import type { DocumentRepository } from '../documents/DocumentRepository.js';
+import { MemoryDocumentRepository } from '../documents/MemoryDocumentRepository.js';
+import { SqliteDocumentRepository } from '../documents/SqliteDocumentRepository.js';
 import type { ConversationRepository } from './ConversationRepository.js';
 import { HistoryCipher } from './HistoryCipher.js';
 import { loadOrCreateHistoryKey } from './loadOrCreateHistoryKey.js';
@@ -8,6 +11,8 @@ import { SqliteConversationRepository } from './SqliteConversationRepository.js'
 
 export interface OpenedHistory {
   readonly repository: ConversationRepository;
+  /** Uploaded documents, in the same store (deleted with their conversations). */
+  readonly documents: DocumentRepository;
   /** Stops the purge timer and closes the store. */
   close(): Promise<void>;
 }
@@ -23,11 +28,17 @@ const PURGE_EVERY_MS = 3600 * 1000;
  */
 export async function openHistory(config: Pick<Config, 'history' | 'historyDays' | 'historyKeyFile' | 'dataDir'>, logger: Logger): Promise<OpenedHistory> {
   let repository: ConversationRepository;
+  let documents: DocumentRepository;
   if (config.history === 'off') {
-    repository = new MemoryConversationRepository();
+    const memory = new MemoryConversationRepository();
+    repository = memory;
+    documents = new MemoryDocumentRepository(memory);
   } else {
     const key = await loadOrCreateHistoryKey({ dataDir: config.dataDir, ...(config.historyKeyFile === undefined ? {} : { keyFile: config.historyKeyFile }) });
-    repository = new SqliteConversationRepository({ directory: config.dataDir, cipher: new HistoryCipher(key) });
+    const cipher = new HistoryCipher(key);
+    const sqlite = new SqliteConversationRepository({ directory: config.dataDir, cipher });
+    repository = sqlite;
+    documents = new SqliteDocumentRepository(sqlite, cipher);
   }
   await repository.open();
   const interrupted = await repository.markInterrupted();
@@ -45,6 +56,7 @@ export async function openHistory(config: Pick<Config, 'history' | 'historyDays'
   logger.info({ history: config.history, historyDays: config.historyDays }, config.history === 'off' ? 'history: memory only' : 'history: encrypted SQLite in the data dir');
   return {
     repository,
+    documents,
     async close() {
       clearInterval(timer);
       await repository.close();
