@@ -1,13 +1,15 @@
 import { css, html, LitElement, nothing } from 'lit';
 import { customElement, query, state } from 'lit/decorators.js';
-import type { ServerFrame } from '../../../shared/protocol.js';
+import type { AttachedDocument, ServerFrame } from '../../../shared/protocol.js';
 import { ApiKeysApi } from '../api/ApiKeysApi.js';
 import { ConversationApi, type ExportFormat } from '../api/ConversationApi.js';
+import { DocumentApi } from '../api/DocumentApi.js';
 import { AuthError } from '../auth/authApi.js';
 import { RefreshResult, TokenBroker } from '../auth/TokenBroker.js';
 import { ChatController } from '../controllers/ChatController.js';
 import { ConnectionController, ConnectionState, NoticeTone } from '../controllers/ConnectionController.js';
 import { ConversationSync } from '../controllers/ConversationSync.js';
+import { FileDropController } from '../controllers/FileDropController.js';
 import { chosenModel } from '../state/chosenModel.js';
 import { ConversationStore } from '../state/ConversationStore.js';
 import type { ChatComposer } from './chat-composer.js';
@@ -52,6 +54,13 @@ export class ChatApp extends LitElement {
   });
   private readonly chat: ChatController = new ChatController(this, this.store, this.connection, (text) => this.announce(text));
   private readonly keysApi = new ApiKeysApi(this.broker);
+  private readonly documentApi = new DocumentApi(this.broker);
+  /** Files dropped anywhere on the chat (thread or composer) are attached to the message being written. */
+  private readonly fileDrop = new FileDropController(
+    this,
+    () => this.phase === Phase.chat && this.composer?.acceptsFiles === true,
+    (files) => this.composer?.addFiles(files),
+  );
   private readonly sync = new ConversationSync(this, this.store, this.connection, this.chat, new ConversationApi(this.broker), (text) => this.announce(text));
   /** Kept in memory only, to fill the form again if the session ends. */
   private invite = '';
@@ -129,6 +138,20 @@ export class ChatApp extends LitElement {
         min-width: 0;
         display: flex;
         flex-direction: column;
+        position: relative;
+      }
+      .drop-zone {
+        position: absolute;
+        inset: 0.5rem;
+        z-index: 1;
+        display: grid;
+        place-items: center;
+        border: 2px dashed var(--accent);
+        border-radius: 1rem;
+        background: color-mix(in srgb, var(--info-bg) 88%, transparent);
+        color: var(--text);
+        font-weight: 600;
+        pointer-events: none;
       }
       .demo-banner {
         margin: 0.75rem auto 0;
@@ -295,7 +318,8 @@ export class ChatApp extends LitElement {
           @delete-all=${() => void this.sync.removeAll()}
         ></chat-sidebar>
       </aside>
-      <main>
+      <main @dragenter=${this.fileDrop.dragenter} @dragover=${this.fileDrop.dragover} @dragleave=${this.fileDrop.dragleave} @drop=${this.fileDrop.drop}>
+        ${this.fileDrop.active ? html`<div class="drop-zone" role="status">Drop files to attach them to your message</div>` : nothing}
         ${model?.demo
           ? html`<p class="demo-banner">
               This is <strong>Parley's demo model</strong>: a toy that strings words together. It is not an assistant.
@@ -326,7 +350,8 @@ export class ChatApp extends LitElement {
           ?generating=${currentGenerating}
           ?connected=${this.connection.connected && current?.unfetched !== true}
           .maxChars=${ready?.limits.maxTextChars ?? 0}
-          @send-message=${(event: CustomEvent<{ text: string }>) => this.chat.send(event.detail.text)}
+          .documentApi=${this.documentApi}
+          @send-message=${(event: CustomEvent<{ text: string; documents: AttachedDocument[] }>) => this.chat.send(event.detail.text, event.detail.documents)}
           @stop-reply=${() => this.chat.stop()}
         ></chat-composer>
       </main>

@@ -1,12 +1,20 @@
-import { css, html, LitElement } from 'lit';
+import { css, html, LitElement, nothing } from 'lit';
 import { customElement, property, query, state } from 'lit/decorators.js';
+import type { AttachedDocument } from '../../../shared/protocol.js';
+import type { DocumentApi } from '../api/DocumentApi.js';
+import { AttachmentsController } from '../controllers/AttachmentsController.js';
 import { visuallyHidden } from './sharedStyles.js';
+import './chat-attachments.js';
 
 /**
  * The message box. Enter sends, Shift+Enter starts a new line (and Enter while an input method
  * is composing does neither). While a reply runs, Send gives way to Stop.
  *
- * Events (bubble, composed): `send-message` with `detail.text`, `stop-reply`.
+ * Files (the attach button, or dropped here or on the chat: see `addFiles`) upload as soon as
+ * they are attached, and go with the next message once the server has read them. Sending waits
+ * until no file is still uploading or being read; a refused file is left out and never blocks.
+ *
+ * Events (bubble, composed): `send-message` with `detail.text` and `detail.documents`, `stop-reply`.
  */
 @customElement('chat-composer')
 export class ChatComposer extends LitElement {
@@ -15,9 +23,13 @@ export class ChatComposer extends LitElement {
   /** The socket is ready. */
   @property({ type: Boolean }) connected = false;
   @property({ type: Number }) maxChars = 0;
+  /** Where attached files go; without it, nothing can be attached. */
+  @property({ attribute: false }) documentApi: DocumentApi | undefined;
 
   @state() private value = '';
   @query('textarea') private textarea!: HTMLTextAreaElement;
+  @query('input[type=file]') private fileInput!: HTMLInputElement | null;
+  private readonly attachments = new AttachmentsController(this, () => this.documentApi);
 
   static override styles = [
     visuallyHidden,
@@ -63,6 +75,27 @@ export class ChatComposer extends LitElement {
     .hint.over {
       color: var(--danger);
     }
+    .hint.waiting {
+      color: var(--text);
+    }
+    .attach {
+      flex: none;
+      display: grid;
+      place-items: center;
+      width: 2.75rem;
+      padding: 0;
+      color: var(--muted);
+      background: var(--surface);
+      border: 1px solid var(--border);
+    }
+    .attach:hover:not(:disabled) {
+      color: var(--text);
+      border-color: var(--muted);
+    }
+    .attach svg {
+      width: 1.25rem;
+      height: 1.25rem;
+    }
     @media (max-width: 760px) {
       .keys {
         visibility: hidden;
@@ -98,14 +131,35 @@ export class ChatComposer extends LitElement {
     this.textarea?.focus();
   }
 
+  /** Attaches files (picked, or dropped here or on the chat) and starts their uploads. */
+  addFiles(files: Iterable<File>): void {
+    this.attachments.add(files);
+  }
+
+  /** Files can be attached here (the server takes documents). */
+  get acceptsFiles(): boolean {
+    return this.documentApi !== undefined;
+  }
+
   protected override render() {
     const length = this.value.length;
     const over = this.maxChars > 0 && length > this.maxChars;
     const nearLimit = this.maxChars > 0 && length > this.maxChars * 0.8;
-    const canSend = this.connected && !this.generating && this.value.trim().length > 0 && !over;
+    const pending = this.attachments.pending;
+    const canSend = this.connected && !this.generating && this.value.trim().length > 0 && !over && pending === 0;
     const rows = Math.min(8, Math.max(1, this.value.split('\n').length));
     return html`
+      <chat-attachments .items=${this.attachments.list} @remove-attachment=${this.onRemoveAttachment}></chat-attachments>
+      <span class="visually-hidden" role="status">${this.attachments.announcement}</span>
       <form @submit=${this.onSubmit}>
+        ${this.acceptsFiles
+          ? html`<input type="file" multiple hidden tabindex="-1" @change=${this.onFilesPicked} />
+              <button type="button" class="attach" aria-label="Attach files" title="Attach files (text or PDF)" @click=${this.pickFiles}>
+                <svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round" aria-hidden="true">
+                  <path d="M21.44 11.05l-9.19 9.19a6 6 0 0 1-8.49-8.49l9.19-9.19a4 4 0 0 1 5.66 5.66l-9.2 9.19a2 2 0 0 1-2.83-2.83l8.49-8.48" />
+                </svg>
+              </button>`
+          : nothing}
         <div class="field">
           <label for="message" class="visually-hidden">Message</label>
           <textarea
@@ -117,10 +171,12 @@ export class ChatComposer extends LitElement {
             @input=${this.onInput}
             @keydown=${this.onKeydown}
           ></textarea>
-          <span id="hint" class="hint ${over ? 'over' : ''}">
+          <span id="hint" class="hint ${over ? 'over' : pending > 0 ? 'waiting' : ''}">
             ${nearLimit
               ? `${length.toLocaleString('en')} / ${this.maxChars.toLocaleString('en')} characters${over ? ': too long to send' : ''}`
-              : html`<span class="keys">Enter sends · Shift+Enter for a new line${this.generating ? ' · Esc stops' : ''}</span>`}
+              : pending > 0
+                ? `Sending waits for ${pending === 1 ? 'a file' : `${pending} files`} to finish uploading.`
+                : html`<span class="keys">Enter sends · Shift+Enter for a new line${this.generating ? ' · Esc stops' : ''}</span>`}
           </span>
         </div>
         ${this.generating
@@ -151,8 +207,29 @@ export class ChatComposer extends LitElement {
     const text = this.value.trim();
     if (!text || !this.connected || this.generating) return;
     if (this.maxChars > 0 && text.length > this.maxChars) return;
-    this.dispatchEvent(new CustomEvent('send-message', { detail: { text }, bubbles: true, composed: true }));
+    if (this.attachments.pending > 0) return;
+    const documents: AttachedDocument[] = this.attachments.take();
+    this.dispatchEvent(new CustomEvent('send-message', { detail: { text, documents }, bubbles: true, composed: true }));
     this.value = '';
+  }
+
+  private pickFiles(): void {
+    this.fileInput?.click();
+  }
+
+  private onFilesPicked(event: Event): void {
+    const input = event.target as HTMLInputElement;
+    if (input.files) this.addFiles([...input.files]);
+    // The same file can be picked again after its chip was removed.
+    input.value = '';
+    this.textarea?.focus();
+  }
+
+  private async onRemoveAttachment(event: CustomEvent<{ key: string }>): Promise<void> {
+    this.attachments.remove(event.detail.key);
+    // The chip and its button are gone: the focus goes back to the message.
+    await this.updateComplete;
+    this.textarea?.focus();
   }
 
   private async onStop(): Promise<void> {

@@ -1,9 +1,11 @@
 import { css, html, LitElement, nothing, type PropertyValues } from 'lit';
 import { customElement, property, query, state } from 'lit/decorators.js';
+import type { AttachedDocument, DocumentSource } from '../../../shared/protocol.js';
 import { loadHighlighter, renderMarkdown } from '../markdown/renderMarkdown.js';
 import { MessageStatus, Sender, TRANSIENT_STATUSES, type ReplyStats } from '../state/ChatMessage.js';
 import type { ReplyStream } from '../state/ReplyStream.js';
 import { copyText } from '../util/copyText.js';
+import { formatBytes } from '../util/formatBytes.js';
 
 const stopReasons: Record<ReplyStats['stopReason'], string> = {
   eos: '',
@@ -17,6 +19,17 @@ function ordinal(n: number): string {
   const tens = n % 100;
   const suffix = tens >= 11 && tens <= 13 ? 'th' : (['th', 'st', 'nd', 'rd'][n % 10] ?? 'th');
   return `${n}${suffix}`;
+}
+
+/** One line per document: its name and the parts (1-based) a reply drew on, in the order given. */
+function sourcesByDocument(sources: readonly DocumentSource[]): { name: string; parts: number[] }[] {
+  const byId = new Map<string, { name: string; parts: number[] }>();
+  for (const { documentId, name, chunk } of sources) {
+    const entry = byId.get(documentId) ?? { name, parts: [] };
+    if (!entry.parts.includes(chunk + 1)) entry.parts.push(chunk + 1);
+    byId.set(documentId, entry);
+  }
+  return [...byId.values()];
 }
 
 /**
@@ -38,6 +51,10 @@ export class ChatMessageElement extends LitElement {
   /** Show the regenerate button (the last reply of a conversation). */
   @property({ type: Boolean }) regenerable = false;
   @property({ attribute: false }) stream: ReplyStream | undefined;
+  /** A user's message: the documents sent with it. */
+  @property({ attribute: false }) documents: readonly AttachedDocument[] | undefined;
+  /** A reply: the document passages it drew on. */
+  @property({ attribute: false }) sources: readonly DocumentSource[] | undefined;
 
   @state() private copied = false;
   /** Bumped when the highlighter arrives, to render code blocks again. */
@@ -178,6 +195,58 @@ export class ChatMessageElement extends LitElement {
     .hljs-deletion {
       color: var(--danger);
     }
+    .documents {
+      list-style: none;
+      margin: 0.45rem 0 0;
+      padding: 0;
+      display: flex;
+      flex-wrap: wrap;
+      gap: 0.3rem;
+    }
+    .documents li {
+      display: flex;
+      align-items: center;
+      gap: 0.35rem;
+      min-width: 0;
+      max-width: 100%;
+      box-sizing: border-box;
+      padding: 0.2rem 0.55rem;
+      border: 1px solid var(--border);
+      border-radius: 0.5rem;
+      background: var(--surface);
+      font-size: 0.8rem;
+    }
+    .documents svg {
+      flex: none;
+      width: 0.95rem;
+      height: 0.95rem;
+      color: var(--muted);
+    }
+    .doc-name {
+      font-weight: 600;
+      overflow: hidden;
+      text-overflow: ellipsis;
+      white-space: nowrap;
+    }
+    .doc-size {
+      flex: none;
+      color: var(--muted);
+    }
+    .sources {
+      margin-top: 0.6rem;
+      padding-top: 0.4rem;
+      border-top: 1px solid var(--border);
+      font-size: 0.8rem;
+    }
+    .sources-title {
+      margin: 0 0 0.2rem;
+      font-weight: 600;
+      color: var(--muted);
+    }
+    .sources ul {
+      margin: 0;
+      padding-left: 1.1rem;
+    }
     .image-blocked {
       color: var(--muted);
       font-style: italic;
@@ -264,6 +333,7 @@ export class ChatMessageElement extends LitElement {
           ? // No Lit part inside: updated() owns this element's children.
             html`<div class="body markdown" @click=${this.onBodyClick}></div>`
           : html`<div class="body plain">${this.text}</div>`}
+        ${this.renderDocuments()}${this.renderSources()}
         <footer>${this.renderState()}${this.renderActions()}</footer>
       </article>
     `;
@@ -275,6 +345,34 @@ export class ChatMessageElement extends LitElement {
       this.body?.replaceChildren(fragment);
       if (wantsHighlighter) void loadHighlighter().then(() => this.highlighterReady++);
     }
+  }
+
+  private renderDocuments() {
+    if (this.from !== Sender.user || !this.documents?.length) return nothing;
+    return html`<ul class="documents" aria-label="Attached documents">
+      ${this.documents.map(
+        (document) => html`<li title=${document.name}>
+          <svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round" aria-hidden="true">
+            <path d="M14 2H6a2 2 0 0 0-2 2v16a2 2 0 0 0 2 2h12a2 2 0 0 0 2-2V8z" />
+            <path d="M14 2v6h6" />
+          </svg>
+          <span class="doc-name">${document.name}</span>
+          <span class="doc-size">${formatBytes(document.size)}</span>
+        </li>`,
+      )}
+    </ul>`;
+  }
+
+  private renderSources() {
+    if (this.from !== Sender.assistant || !this.sources?.length) return nothing;
+    return html`<section class="sources" aria-label="Sources">
+      <p class="sources-title">Sources</p>
+      <ul>
+        ${sourcesByDocument(this.sources).map(
+          ({ name, parts }) => html`<li>${name} · ${parts.length === 1 ? `part ${parts[0]}` : `parts ${parts.join(', ')}`}</li>`,
+        )}
+      </ul>
+    </section>`;
   }
 
   private renderState() {

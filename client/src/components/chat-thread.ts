@@ -139,6 +139,8 @@ export class ChatThread extends LitElement {
               .stats=${message.stats}
               .error=${message.error}
               .notice=${message.notice}
+              .documents=${message.documents}
+              .sources=${message.sources}
               .stream=${this.streamFor(message.id)}
               ?regenerable=${message.id === lastAssistant && !this.generating && this.connected}
             ></chat-message>`,

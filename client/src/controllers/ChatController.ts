@@ -1,6 +1,6 @@
 import type { ReactiveController, ReactiveControllerHost } from 'lit';
 import { ErrorCode } from '../../../shared/errorCodes.js';
-import type { ServerFrame } from '../../../shared/protocol.js';
+import type { AttachedDocument, ServerFrame } from '../../../shared/protocol.js';
 import { MessageStatus, Sender, type ChatMessage, type Conversation } from '../state/ChatMessage.js';
 import { modelToSend } from '../state/chosenModel.js';
 import { PAGE_CLOSED, type ConversationStore } from '../state/ConversationStore.js';
@@ -88,15 +88,15 @@ export class ChatController implements ReactiveController {
     return false;
   }
 
-  /** Sends a message in the current conversation (a new one if there is none). */
-  send(text: string): boolean {
+  /** Sends a message, with the documents uploaded for it, in the current conversation (a new one if there is none). */
+  send(text: string, documents: readonly AttachedDocument[] = []): boolean {
     const trimmed = text.trim();
     if (!trimmed || !this.connection.connected) return false;
     const conversation = this.store.current ?? this.store.create();
     if (this.isGenerating(conversation.id) || conversation.unfetched) return false;
     this.store.autoTitle(conversation, trimmed);
-    conversation.messages.push({ id: newId('m'), from: Sender.user, text: trimmed, status: MessageStatus.done });
-    this.startReply(conversation, trimmed);
+    conversation.messages.push({ id: newId('m'), from: Sender.user, text: trimmed, status: MessageStatus.done, ...(documents.length > 0 ? { documents: [...documents] } : {}) });
+    this.startReply(conversation, trimmed, false, documents.map((document) => document.id));
     return true;
   }
 
@@ -154,14 +154,14 @@ export class ChatController implements ReactiveController {
     this.store.clear();
   }
 
-  private startReply(conversation: Conversation, text: string, regenerate = false): void {
+  private startReply(conversation: Conversation, text: string, regenerate = false, documents: readonly string[] = []): void {
     const message: ChatMessage = { id: newId('m'), from: Sender.assistant, text: '', status: MessageStatus.sending };
     conversation.messages.push(message);
     this.store.touch(conversation);
-    this.submit(conversation, message, text, regenerate);
+    this.submit(conversation, message, text, regenerate, documents);
   }
 
-  private submit(conversation: Conversation, message: ChatMessage, text: string, regenerate: boolean): void {
+  private submit(conversation: Conversation, message: ChatMessage, text: string, regenerate: boolean, documents: readonly string[]): void {
     const id = newId('r');
     const model = modelToSend(conversation, this.connection.ready);
     message.requestId = id;
@@ -172,6 +172,8 @@ export class ChatController implements ReactiveController {
       text,
       ...(model === undefined ? {} : { model }),
       ...(conversation.serverId ? { conversationId: conversation.serverId, ...(regenerate ? { regenerate: true as const } : {}) } : {}),
+      // Only with documents: a server without them refuses the unknown key.
+      ...(documents.length > 0 ? { documents: [...documents] } : {}),
     });
     if (!sent) {
       this.running.delete(id);
@@ -256,6 +258,7 @@ export class ChatController implements ReactiveController {
         return;
       case 'done':
         message.status = MessageStatus.done;
+        if (frame.sources && frame.sources.length > 0) message.sources = frame.sources.map(({ documentId, name, chunk }) => ({ documentId, name, chunk }));
         message.stats = {
           tokensPerSecond: frame.timing.tokensPerSecond,
           firstTokenMs: frame.timing.firstTokenMs,

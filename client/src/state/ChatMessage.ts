@@ -1,4 +1,4 @@
-import type { StopReason } from '../../../shared/protocol.js';
+import type { AttachedDocument, DocumentSource, StopReason } from '../../../shared/protocol.js';
 
 /** Where a message is in its life. Transient states end in exactly one of the last four. */
 export const MessageStatus = {
@@ -55,6 +55,10 @@ export interface ChatMessage {
   error?: string;
   /** Something the user should know about this reply, shown above it. */
   notice?: string;
+  /** A user's message: the documents sent with it. */
+  documents?: AttachedDocument[];
+  /** A reply: the passages of documents it drew on. */
+  sources?: DocumentSource[];
   /**
    * The request that fills this reply, while it runs. Stored with the message, so a page
    * reloaded mid-reply can resume it.

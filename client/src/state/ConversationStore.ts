@@ -1,5 +1,5 @@
 import * as z from 'zod/mini';
-import type { ConversationSummary, StoredConversationInfo } from '../../../shared/protocol.js';
+import { AttachedDocument, DocumentSource, type ConversationSummary, type StoredConversationInfo } from '../../../shared/protocol.js';
 import { newId } from '../util/newId.js';
 import { MessageStatus, Sender, TitleSource, TRANSIENT_STATUSES, type ChatMessage, type Conversation } from './ChatMessage.js';
 import type { ServerCopy } from './messagesFromServer.js';
@@ -35,6 +35,8 @@ const StoredMessage = z.object({
   error: z.optional(z.string()),
   notice: z.optional(z.string()),
   requestId: z.optional(z.string()),
+  documents: z.optional(z.array(AttachedDocument)),
+  sources: z.optional(z.array(DocumentSource)),
 });
 const StoredConversation = z.object({
   id: z.string(),
@@ -230,7 +232,11 @@ export class ConversationStore extends EventTarget {
     const before = conversation.messages;
     conversation.messages = copy.messages.map((message, index) => {
       const mine = before[index];
-      return mine && mine.from === message.from && mine.text === message.text && mine.status === message.status ? mine : message;
+      if (!mine || mine.from !== message.from || mine.text !== message.text || mine.status !== message.status) return message;
+      // The server's attachments and sources hold for the message kept here too.
+      if (message.documents) mine.documents = message.documents;
+      if (message.sources) mine.sources = message.sources;
+      return mine;
     });
     if (!conversation.titlePending) conversation.title = serverTitle(info.title);
     this.setModel(conversation, info.model);

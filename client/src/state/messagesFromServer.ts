@@ -38,6 +38,8 @@ export function messagesFromServer(response: ConversationResponse): ServerCopy {
 
 function toMessage(stored: StoredMessageInfo): ChatMessage {
   const message: ChatMessage = { id: stored.id, from: stored.role, text: stored.text, status: MessageStatus.done };
+  if (stored.documents && stored.documents.length > 0) message.documents = stored.documents;
+  if (stored.sources && stored.sources.length > 0) message.sources = stored.sources;
   if (stored.role !== Sender.assistant) return message;
   switch (stored.outcome) {
     case 'stopped':
