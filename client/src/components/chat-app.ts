@@ -151,6 +151,8 @@ export class ChatApp extends LitElement {
         background: color-mix(in srgb, var(--info-bg) 88%, transparent);
         color: var(--text);
         font-weight: 600;
+        text-align: center;
+        padding: 1rem;
         pointer-events: none;
       }
       .demo-banner {
