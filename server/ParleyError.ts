@@ -81,6 +81,25 @@ export class EngineError extends ParleyError {
 }
 
 /**
+ * The content filter refused a message (input) or stopped a reply (output): HTTP 400, and on a
+ * socket an error frame for that request, never a close. The message names the rule's label,
+ * never its pattern, so the rules file does not leak to those it filters.
+ */
+export class ContentFilteredError extends ParleyError {
+  override name = 'ContentFilteredError';
+  constructor(
+    readonly rule: string,
+    readonly direction: 'input' | 'output',
+  ) {
+    super(
+      ErrorCode.contentFiltered,
+      direction === 'input' ? `Your message was refused by the content filter (rule "${rule}").` : `The reply was stopped by the content filter (rule "${rule}").`,
+      { httpStatus: 400 },
+    );
+  }
+}
+
+/**
  * A request the server cannot read: bad JSON, a body of the wrong shape or type, a malformed
  * handshake, a method the route does not take. The code is always `bad_request`; the status
  * says which kind (400, 405 with an `allow` header, 415, 431).

@@ -209,6 +209,8 @@ const ConfigSchema = z.strictObject({
    * answers loopback peers and admin access tokens only.
    */
   metricsToken: z.optional(z.string().check(z.minLength(16, 'metricsToken must be at least 16 characters'), z.maxLength(256))),
+  /** The content filter's rules (JSON Lines, server/filter/loadFilterRules.ts), read and checked at start; absent: no filter. */
+  filterRules: z.optional(z.string().check(z.minLength(1))),
 });
 
 export type Config = Readonly<z.infer<typeof ConfigSchema>>;
@@ -249,6 +251,7 @@ export function loadConfig(input: ConfigInput = {}): Config {
   if (config.tlsCert !== undefined) config.tlsCert = resolve(config.tlsCert);
   if (config.tlsKey !== undefined) config.tlsKey = resolve(config.tlsKey);
   if (config.historyKeyFile !== undefined) config.historyKeyFile = resolve(config.historyKeyFile);
+  if (config.filterRules !== undefined) config.filterRules = resolve(config.filterRules);
   return Object.freeze({ ...config, models: Object.freeze([...config.models]), allowedOrigins: Object.freeze([...config.allowedOrigins]), allowedHosts: Object.freeze([...config.allowedHosts]) });
 }
 

@@ -13,6 +13,7 @@ import { ClientSession } from './chat/ClientSession.js';
 import { Conversations } from './chat/Conversations.js';
 import type { Config } from './config.js';
 import type { ConversationRepository } from './history/ConversationRepository.js';
+import type { ContentFilter } from './filter/ContentFilter.js';
 import { createHttpHandler } from './http/createHttpHandler.js';
 import { createOriginPolicy, type OriginPolicy } from './http/createOriginPolicy.js';
 import { localHostNames } from './http/localHostNames.js';
@@ -50,6 +51,8 @@ export interface ServerDeps {
   readonly limiterOverrides?: Partial<LimiterSet>;
   /** Prometheus metrics; a fresh registry (without process metrics) when absent. */
   readonly metrics?: Metrics;
+  /** The content filter (`--filter-rules`); none when absent. */
+  readonly filter?: ContentFilter;
 }
 
 export interface ParleyServer {
@@ -91,7 +94,7 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
     maxPerUser: config.maxConversationsPerUser,
     maxCached: MAX_CACHED_CONVERSATIONS,
   });
-  const chat = new ChatCore(config, { models, limiters, metrics, conversations });
+  const chat = new ChatCore(config, { models, limiters, metrics, conversations, ...(deps.filter === undefined ? {} : { filter: deps.filter }) });
   const sessions = new Map<Connection, ClientSession>();
   metrics.bind({
     connections: () => {

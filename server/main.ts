@@ -60,6 +60,7 @@ program
   .addOption(new Option('--tls-key <file>', 'PEM private key for --tls-cert').env('PARLEY_TLS_KEY'))
   .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').env('PARLEY_LOG_LEVEL').default(defaults.logLevel))
   .addOption(new Option('--log-content', 'log message text and replies (off by default: they are private)').env('PARLEY_LOG_CONTENT'))
+  .addOption(new Option('--filter-rules <file>', 'content filter rules, one JSON object a line (README, "Content filter"); a bad rule stops the start naming its line').env('PARLEY_FILTER_RULES'))
   .addOption(new Option('--metrics-token <secret>', 'bearer secret for /metrics from other machines (default: loopback and admin tokens only)').env('PARLEY_METRICS_TOKEN'))
   .addOption(new Option('--history <where>', 'sqlite: conversations survive restarts, encrypted in the data dir; off: memory only').choices(['sqlite', 'off']).env('PARLEY_HISTORY').default(defaults.history))
   .addOption(new Option('--history-days <n>', 'delete conversations idle for longer than this many days (0: keep)').env('PARLEY_HISTORY_DAYS').default(String(defaults.historyDays)))
@@ -146,6 +147,7 @@ program.action(async (options: Record<string, string | string[] | boolean | unde
         qr: options.qr,
         banner: options.banner,
         metricsToken: options.metricsToken,
+        filterRules: options.filterRules,
         ...Object.fromEntries(limitFlags.map(([key]) => [key, options[key]])),
       });
     } catch (error) {
@@ -233,7 +235,7 @@ const ExitCode = {
   ok: 0,
   /** Anything else: an unexpected startup error (such as a port in use), or a failed or overrunning shutdown. */
   failure: 1,
-  /** The configuration cannot be served: an invalid flag or variable, unusable TLS files, `--transport uws` without its binary, `--llama-build native` without a native build, or `--gpu metal|cuda|vulkan` without that backend, or `--default-model` naming no model found, or a data dir (or a secret in it) that other users can change. */
+  /** The configuration cannot be served: an invalid flag or variable, unusable TLS files, `--transport uws` without its binary, `--llama-build native` without a native build, or `--gpu metal|cuda|vulkan` without that backend, or `--default-model` naming no model found, or a data dir (or a secret in it) that other users can change, or a `--filter-rules` file that cannot be read or holds a bad rule (the message names its line). */
   badConfig: 2,
   /** The model file could not be loaded: missing, not a GGUF, truncated or malformed, or refused by llama.cpp. */
   modelLoadFailed: 3,

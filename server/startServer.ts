@@ -19,6 +19,8 @@ import { readModelFile, type ModelFile } from './models/ModelFile.js';
 import { ModelPool } from './models/ModelPool.js';
 import { openHistory } from './history/openHistory.js';
 import { loadStaticFiles } from './http/loadStaticFiles.js';
+import { ContentFilter } from './filter/ContentFilter.js';
+import { loadFilterRules } from './filter/loadFilterRules.js';
 import { Metrics } from './metrics/Metrics.js';
 import { checkTlsFiles } from './transport/checkTlsFiles.js';
 import { selectTransport } from './transport/selectTransport.js';
@@ -66,6 +68,8 @@ export async function startServer(
     const certificate = await checkTlsFiles({ certFile: config.tlsCert, keyFile: config.tlsKey });
     logger.info({ subjectAltName: certificate.subjectAltName, validTo: certificate.validTo }, 'TLS on: serving https and wss');
   }
+  // Also before the model loads: a bad rule fails the start in milliseconds, naming its line.
+  const filterRules = config.filterRules === undefined ? undefined : await loadFilterRules(config.filterRules);
 
   const ownsModels = options.engine === undefined && options.models === undefined;
   const models = options.models ?? (options.engine !== undefined ? ModelPool.single(options.engine) : await openModels(config, logger));
@@ -92,7 +96,9 @@ export async function startServer(
   // Process metrics (CPU, memory, event loop, GC) go into this server's own registry, so
   // several servers in one process (the tests) each collect them without clashing.
   const metrics = new Metrics({ processMetrics: true });
-  const server = createServer(config, { logger, models, tokens, invite, transport: selected.factory, staticFiles, sessions, users, blocks, apiKeys, history: history.repository, limiterOverrides: options.limiterOverrides, metrics });
+  const filter = filterRules === undefined ? undefined : new ContentFilter(filterRules, { logContent: config.logContent, metrics });
+  if (filter) logger.info({ rules: filter.rules.length, holdBack: filter.holdBack, file: config.filterRules }, `content filter: ${filter.rules.length} rule${filter.rules.length === 1 ? '' : 's'}, replies held back by at most ${filter.holdBack} characters`);
+  const server = createServer(config, { logger, models, tokens, invite, transport: selected.factory, staticFiles, sessions, users, blocks, apiKeys, history: history.repository, limiterOverrides: options.limiterOverrides, metrics, filter });
   const { port } = await server.listen();
   logger.info({ host: config.host, port, transport: server.transport, tls: config.tlsCert !== undefined }, `listening on ${config.host}:${port}`);
   return {

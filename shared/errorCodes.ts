@@ -76,6 +76,11 @@ export const ErrorCode = {
   documentLimit: 'document_limit',
   /** The document does not exist, or belongs to someone else (indistinguishable by design). */
   documentNotFound: 'document_not_found',
+  /**
+   * The content filter (`--filter-rules`) refused the message, or stopped the reply (text already
+   * sent stays sent). The message names the rule's label, never its pattern. Terminal for that id.
+   */
+  contentFiltered: 'content_filtered',
   /** Anything unexpected. The message never carries internals. */
   internal: 'internal',
 } as const;

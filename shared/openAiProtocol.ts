@@ -54,7 +54,8 @@ export const ChatCompletionRequest = z.object({
 });
 export type ChatCompletionRequest = z.infer<typeof ChatCompletionRequest>;
 
-export type FinishReason = 'stop' | 'length';
+/** `content_filter`: Parley's content filter stopped the reply (what was sent before stays). */
+export type FinishReason = 'stop' | 'length' | 'content_filter';
 
 export interface CompletionUsage {
   readonly prompt_tokens: number;

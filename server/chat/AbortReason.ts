@@ -14,6 +14,8 @@ export const AbortReason = {
   tokenExpired: 'token_expired',
   /** The user logged out or was revoked; the socket closes next (4403). */
   revoked: 'revoked',
+  /** An output rule of the content filter refused the reply; it ends with `content_filtered`. */
+  contentFiltered: 'content_filter',
 } as const;
 export type AbortReason = (typeof AbortReason)[keyof typeof AbortReason];
 

@@ -4,6 +4,7 @@ import { ErrorCode } from '../../shared/errorCodes.js';
 import { StopReason } from '../../shared/protocol.js';
 import type { Config } from '../config.js';
 import { EngineStopReason, type GenerationOptions, type Turn } from '../engine/Engine.js';
+import type { ContentFilter } from '../filter/ContentFilter.js';
 import { MessageOutcome } from '../history/ConversationRepository.js';
 import { LimitRefusedError } from '../limits/LimitRefusedError.js';
 import type { Limiters } from '../limits/Limiters.js';
@@ -89,6 +90,8 @@ export interface ChatCoreDeps {
   readonly conversations: Conversations;
   /** How often a streaming reply's text is stored (so a crash keeps it). */
   readonly checkpointMs?: number;
+  /** Screens messages before any work and replies as they stream (`--filter-rules`); none when absent. */
+  readonly filter?: ContentFilter;
 }
 
 const DEFAULT_CHECKPOINT_MS = 3000;
@@ -113,6 +116,7 @@ export class ChatCore {
   private readonly limiters: Limiters;
   private readonly metrics: Metrics;
   private readonly checkpointMs: number;
+  private readonly filter: ContentFilter | undefined;
 
   constructor(
     private readonly config: ChatCoreConfig,
@@ -123,6 +127,7 @@ export class ChatCore {
     this.metrics = deps.metrics;
     this.conversations = deps.conversations;
     this.checkpointMs = deps.checkpointMs ?? DEFAULT_CHECKPOINT_MS;
+    this.filter = deps.filter;
     this.replies = new ReplyRegistry(config.resumeGraceMs);
     this.scheduler = new Scheduler({ slots: 0, maxQueue: config.maxQueue, maxQueuedPerUser: config.maxQueuedPerUser });
     const scheduler = this.scheduler;
@@ -152,7 +157,8 @@ export class ChatCore {
     return { get size() { return replies.detachedCount; }, peek: (userId, id) => replies.peek(userId, id) };
   }
 
-  async submit(request: ChatRequest, listener: AdmissionListener): Promise<Submission> {
+  async submit(given: ChatRequest, listener: AdmissionListener): Promise<Submission> {
+    let request = given;
     const refused = (error: ParleyError): Submission => {
       this.metrics.error(error.code);
       return { ok: false, error };
@@ -169,6 +175,12 @@ export class ChatCore {
     const temperature = request.options?.temperature;
     if (temperature !== undefined && !(temperature >= 0 && temperature <= 2)) {
       return refused(new ParleyError(ErrorCode.badRequest, 'temperature is between 0 and 2.'));
+    }
+    // The content filter's input rules: after the shape checks, before anything costs (a refusal is its only answer).
+    if (this.filter) {
+      const screened = this.filter.screen(request, request.log, request.id);
+      if (!screened.ok) return refused(screened.error);
+      request = screened.request;
     }
     let conversation: ActiveConversation | undefined;
     if (request.conversationId !== undefined) {
@@ -333,6 +345,17 @@ export class ChatCore {
     const signal = reply.controller.signal;
     this.live.add(reply);
     let produced = '';
+    // The output rules see the reply as it streams; `produced` is what the user was shown, and what is stored.
+    const output = this.filter?.output(request.log, request.id);
+    const show = (text: string) => {
+      if (text.length === 0) return;
+      produced += text;
+      reply.delta(text);
+    };
+    // At the reply's end, whatever stopped it: the held-back tail, decided as the text's end.
+    const flushOutput = () => {
+      if (output && !output.refused) show(output.end());
+    };
     let firstTokenMs: number | undefined;
     let checkpoint: NodeJS.Timeout | undefined;
     let settled = false;
@@ -410,16 +433,18 @@ export class ChatCore {
               signal,
               onText: (text) => {
                 firstTokenAt ??= Date.now();
-                produced += text;
-                reply.delta(text);
+                show(output ? output.push(text) : text);
+                if (output?.refused && !signal.aborted) reply.controller.abort(AbortReason.contentFiltered);
                 // A dropped reply that outgrew its resume buffer cannot be resumed losslessly: stop it.
                 if (!reply.resumable && reply.attached === undefined) reply.controller.abort(AbortReason.disconnect);
               },
             });
             const finishedAt = Date.now();
+            flushOutput();
+            const replyText = output ? produced : result.text;
             request.log.info(
               {
-                ...(this.config.logContent ? { content: { prompt: request.text, reply: result.text } } : {}),
+                ...(this.config.logContent ? { content: { prompt: request.text, reply: replyText } } : {}),
                 req: request.id,
                 conv: conversationId,
                 model: lease.id,
@@ -435,8 +460,13 @@ export class ChatCore {
             );
             if (firstTokenAt !== undefined) firstTokenMs = firstTokenAt - runStart;
             const usage = { promptTokens: result.promptTokens, completionTokens: result.completionTokens, ...(result.cachedPromptTokens === undefined ? {} : { cachedPromptTokens: result.cachedPromptTokens }) };
+            // Refused by an output rule, mid-stream or in the flushed tail: whatever else stopped the engine.
+            if (output?.refused) {
+              settle({ kind: 'failed', error: output.refused, usage }, replyText);
+              return;
+            }
             if (result.stopReason === EngineStopReason.aborted && signal.reason !== AbortReason.timeLimit) {
-              settle(outcomeOfAbort(signal, usage), result.text);
+              settle(outcomeOfAbort(signal, usage), replyText);
               return;
             }
             const decodeMs = firstTokenAt === undefined ? 0 : finishedAt - firstTokenAt;
@@ -450,7 +480,7 @@ export class ChatCore {
                   tokensPerSecond: decodeMs > 0 ? round1(((result.completionTokens - 1) * 1000) / decodeMs) : 0,
                 },
               },
-              result.text,
+              replyText,
             );
           } catch (error) {
             // Whatever the engine throws ends this request only; the slot is released below.
@@ -458,6 +488,7 @@ export class ChatCore {
             const inner = error instanceof Error ? error.cause : undefined;
             const cause = inner === undefined ? undefined : inner instanceof Error ? `${inner.name}: ${inner.message}` : String(inner);
             request.log.error({ err: error, cause, req: request.id, code: parleyError.code }, 'generation failed');
+            flushOutput();
             settle({ kind: 'failed', error: parleyError, usage: none }, produced);
           } finally {
             clearTimeout(timer);

@@ -1,3 +1,4 @@
+import { ErrorCode } from '../../shared/errorCodes.js';
 import type { ChatCompletionChunk, CompletionUsage, FinishReason } from '../../shared/openAiProtocol.js';
 import type { AdmissionListener } from '../chat/ChatCore.js';
 import type { Reply } from '../chat/Reply.js';
@@ -5,9 +6,19 @@ import type { ReplyOutcome } from '../chat/ReplyOutcome.js';
 import type { HttpStream } from '../transport/Transport.js';
 import { toOpenAiError } from './toOpenAiError.js';
 
-/** The OpenAI finish reason of a finished reply: the model's own end or a stop sequence is `stop`, any cap is `length`. */
-export function finishReasonOf(outcome: Extract<ReplyOutcome, { kind: 'finished' }>): FinishReason {
+/**
+ * The OpenAI finish reason of a reply that has a completion: the model's own end or a stop
+ * sequence is `stop`, any cap is `length`, a reply the content filter stopped `content_filter`
+ * (OpenAI's convention: the text so far, then that finish reason, not an error).
+ */
+export function finishReasonOf(outcome: ReplyOutcome): FinishReason {
+  if (outcome.kind !== 'finished') return 'content_filter';
   return outcome.stopReason === 'eos' ? 'stop' : 'length';
+}
+
+/** Whether the content filter stopped this reply: on /v1 it still ends as a completion, with finish_reason `content_filter`. */
+export function isFilteredOutcome(outcome: ReplyOutcome | undefined): boolean {
+  return outcome?.kind === 'failed' && outcome.error.code === ErrorCode.contentFiltered;
 }
 
 export function usageOf(outcome: ReplyOutcome): CompletionUsage {
@@ -84,7 +95,7 @@ export class SseReplyWriter implements AdmissionListener {
     if (this.blocked || stream.closed || !reply.outcome) return;
     this.done = true;
     const outcome = reply.outcome;
-    if (outcome.kind === 'finished') {
+    if (outcome.kind === 'finished' || isFilteredOutcome(outcome)) {
       this.write(this.chunk({}, finishReasonOf(outcome)));
       if (this.meta.includeUsage) this.write(`data: ${JSON.stringify({ ...this.base(), choices: [], usage: usageOf(outcome) })}\n\n`);
     } else if (outcome.kind === 'failed') {

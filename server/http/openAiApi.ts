@@ -11,7 +11,7 @@ import type { GenerationOptions, ResponseFormat, Turn } from '../engine/Engine.j
 import { budgetKeysOf } from '../limits/budgetKeysOf.js';
 import { BadRequestError, NotFoundError, ParleyError } from '../ParleyError.js';
 import type { HttpRequest, HttpResponse, HttpStreamResponse } from '../transport/Transport.js';
-import { finishReasonOf, SseReplyWriter, usageOf } from './SseReplyWriter.js';
+import { finishReasonOf, isFilteredOutcome, SseReplyWriter, usageOf } from './SseReplyWriter.js';
 import { toOpenAiError } from './toOpenAiError.js';
 
 export interface OpenAiApiDeps {
@@ -142,7 +142,8 @@ async function chatCompletion(request: HttpRequest, principal: Principal, deps: 
 
   await end;
   const outcome = reply.outcome;
-  if (outcome?.kind !== 'finished') {
+  // A reply the content filter stopped is still a completion: the text shown, finish_reason content_filter.
+  if (outcome === undefined || (outcome.kind !== 'finished' && !isFilteredOutcome(outcome))) {
     if (outcome?.kind === 'failed') return toOpenAiError(outcome.error);
     return toOpenAiError(new ParleyError(ErrorCode.badRequest, 'The request was cancelled.', { httpStatus: 499 as number }));
   }

@@ -33,6 +33,7 @@ export class Metrics {
   private readonly rateLimited: Counter<'limiter'>;
   private readonly errors: Counter<'code'>;
   private readonly resumes: Counter<'outcome'>;
+  private readonly filterMatches: Counter<'rule' | 'action' | 'direction'>;
   private readonly firstToken: Histogram;
   private readonly speed: Histogram;
 
@@ -95,6 +96,13 @@ export class Metrics {
     });
     this.errors = new Counter({ name: 'parley_errors_total', help: 'Error frames sent, by error code.', labelNames: ['code'], registers });
     this.resumes = new Counter({ name: 'parley_resumes_total', help: 'Resume requests, by outcome (resumed, unavailable).', labelNames: ['outcome'], registers });
+    // Rule labels come from the operator's rules file, a bounded set checked at start.
+    this.filterMatches = new Counter({
+      name: 'parley_content_filter_matches_total',
+      help: 'Content filter matches, by rule label, action (refuse, redact, flag) and direction (input, output).',
+      labelNames: ['rule', 'action', 'direction'],
+      registers,
+    });
     this.firstToken = new Histogram({
       name: 'parley_time_to_first_token_seconds',
       help: 'From leaving the queue to the first token.',
@@ -135,6 +143,10 @@ export class Metrics {
 
   resume(outcome: 'resumed' | 'unavailable'): void {
     this.resumes.inc({ outcome });
+  }
+
+  filterMatched(rule: string, action: string, direction: string): void {
+    this.filterMatches.inc({ rule, action, direction });
   }
 
   get contentType(): string {
