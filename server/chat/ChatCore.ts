@@ -4,6 +4,8 @@ import { ErrorCode } from '../../shared/errorCodes.js';
 import { StopReason } from '../../shared/protocol.js';
 import type { Config } from '../config.js';
 import { EngineStopReason, type GenerationOptions, type Turn } from '../engine/Engine.js';
+import type { DocumentContext, Documents } from '../documents/Documents.js';
+import { planWithDocuments, type DocumentPlan } from '../documents/planWithDocuments.js';
 import type { ContentFilter } from '../filter/ContentFilter.js';
 import { MessageOutcome } from '../history/ConversationRepository.js';
 import { LimitRefusedError } from '../limits/LimitRefusedError.js';
@@ -46,6 +48,8 @@ export interface ChatRequest {
   readonly fitHistory?: 'trim' | 'refuse';
   /** Replace the conversation's last exchange instead of adding one. */
   readonly regenerate?: boolean;
+  /** Ids of the user's uploads to attach to the conversation with this message (stored conversations only). */
+  readonly documents?: readonly string[];
   /** At most this many reply tokens (never more than the server's cap). */
   readonly maxTokens?: number;
   /** Sampling and shape of the reply (temperature 0 to 2, top_p, seed, stop, a system prompt, a response format). */
@@ -88,6 +92,8 @@ export interface ChatCoreDeps {
   readonly limiters: Limiters;
   readonly metrics: Metrics;
   readonly conversations: Conversations;
+  /** Documents in the chat (uploads, attachment at send, retrieval into the prompt); none when absent. */
+  readonly documents?: Documents;
   /** How often a streaming reply's text is stored (so a crash keeps it). */
   readonly checkpointMs?: number;
   /** Screens messages before any work and replies as they stream (`--filter-rules`); none when absent. */
@@ -116,6 +122,7 @@ export class ChatCore {
   private readonly limiters: Limiters;
   private readonly metrics: Metrics;
   private readonly checkpointMs: number;
+  readonly documents: Documents | undefined;
   private readonly filter: ContentFilter | undefined;
 
   constructor(
@@ -127,6 +134,7 @@ export class ChatCore {
     this.metrics = deps.metrics;
     this.conversations = deps.conversations;
     this.checkpointMs = deps.checkpointMs ?? DEFAULT_CHECKPOINT_MS;
+    this.documents = deps.documents;
     this.filter = deps.filter;
     this.replies = new ReplyRegistry(config.resumeGraceMs);
     this.scheduler = new Scheduler({ slots: 0, maxQueue: config.maxQueue, maxQueuedPerUser: config.maxQueuedPerUser });
@@ -176,6 +184,11 @@ export class ChatCore {
     if (temperature !== undefined && !(temperature >= 0 && temperature <= 2)) {
       return refused(new ParleyError(ErrorCode.badRequest, 'temperature is between 0 and 2.'));
     }
+    if (request.documents !== undefined && request.documents.length > 0) {
+      if (!this.documents || request.history !== undefined) return refused(new ParleyError(ErrorCode.badRequest, 'Documents go with a stored conversation on this server only.'));
+      const tooMany = this.documents.countError(request.documents);
+      if (tooMany) return refused(tooMany);
+    }
     // The content filter's input rules: after the shape checks, before anything costs (a refusal is its only answer).
     if (this.filter) {
       const screened = this.filter.screen(request, request.log, request.id);
@@ -223,8 +236,13 @@ export class ChatCore {
     const history = replacing ? turns.slice(0, -2) : [...turns];
     const cap = Math.min(this.config.maxTokens, request.maxTokens ?? this.config.maxTokens);
     let plan;
+    let planned: DocumentPlan;
+    let documents: DocumentContext | undefined;
     try {
-      plan = engine.planPrompt(history, request.text, cap, request.options?.system);
+      // The conversation's documents and this send's (checked here): whole or retrieved into the user turn.
+      documents = request.history === undefined ? await this.documents?.prepare(request.userId, conversation?.id, request.documents ?? [], request.text) : undefined;
+      planned = planWithDocuments(engine, history, request.text, cap, request.options?.system, documents);
+      plan = planned.plan;
       if (request.options?.format !== undefined) await engine.prepareFormat(request.options.format);
     } catch (error) {
       return refused(toParleyError(error));
@@ -248,7 +266,7 @@ export class ChatCore {
       return refused(this.closing ? new ShuttingDownError() : conversation?.busy ? busyError() : cancelledBeforeStart());
     }
     if (request.history !== undefined) {
-      return { ok: true, reply: this.run(request, listener, lease, undefined, undefined, plan, history.slice(plan.firstTurn), refund) };
+      return { ok: true, reply: this.run(request, listener, lease, undefined, undefined, plan, history.slice(plan.firstTurn), refund, planned) };
     }
     let exchange: { userMessageId: string; replyMessageId: string };
     let owned: ActiveConversation;
@@ -262,7 +280,17 @@ export class ChatCore {
       owned.activeReplyId = request.id;
       owned.activeMessage = request.text;
       await this.conversations.setModel(owned, lease.id);
+      if (documents && this.documents) {
+        try {
+          await this.documents.attach(request.userId, owned.id, documents.attaching);
+        } catch (error) {
+          release(owned);
+          refund(0);
+          return refused(toParleyError(error));
+        }
+      }
       exchange = await this.conversations.beginExchange(owned, request.text, request.id, replacing);
+      if (documents && this.documents) await this.documents.noteAttachments(request.userId, owned.id, exchange.userMessageId, documents.named);
     } catch (error) {
       if (conversation?.activeReplyId === request.id) release(conversation);
       refund(0);
@@ -270,7 +298,7 @@ export class ChatCore {
       return refused(toParleyError(error));
     }
     // The prompt's turns as planned: beginExchange has since dropped a replaced exchange from memory.
-    return { ok: true, reply: this.run(request, listener, lease, owned, exchange, plan, history.slice(plan.firstTurn), refund) };
+    return { ok: true, reply: this.run(request, listener, lease, owned, exchange, plan, history.slice(plan.firstTurn), refund, planned) };
   }
 
   /**
@@ -338,7 +366,10 @@ export class ChatCore {
     plan: { promptTokens: number; maxTokens: number; limitedByContext: boolean },
     history: readonly Turn[],
     refund: (used: number) => void,
+    /** The user turn as planned (with quoted documents) and the passages it quotes. */
+    planned?: DocumentPlan,
   ): Reply {
+    const sources = planned?.sources ?? [];
     // A caller-brought history has no stored conversation: a throwaway id keys its KV cache.
     const conversationId = conversation?.id ?? `x_${randomBytes(12).toString('base64url')}`;
     const reply = new Reply(request.id, request.userId, conversationId, this.config.maxReplyBytes);
@@ -384,6 +415,7 @@ export class ChatCore {
           userTokens: undefined,
           replyTokens: undefined,
         }))
+        .then(() => (conversation === undefined || exchange === undefined ? undefined : this.documents?.noteSources(request.userId, conversation.id, exchange.replyMessageId, sources)))
         .catch((error: unknown) => request.log.error({ err: error, req: request.id }, 'storing the reply failed'));
       this.settling.add(stored);
       void stored.finally(() => this.settling.delete(stored));
@@ -427,7 +459,7 @@ export class ChatCore {
               slot,
               conversationId,
               history,
-              text: request.text,
+              text: planned?.text ?? request.text,
               maxTokens: plan.maxTokens,
               ...(request.options === undefined ? {} : { options: request.options }),
               signal,
@@ -474,6 +506,7 @@ export class ChatCore {
               {
                 kind: 'finished',
                 stopReason: stopReasonOf(result.stopReason, signal, plan.limitedByContext),
+                ...(sources.length > 0 ? { sources } : {}),
                 usage,
                 timing: {
                   firstTokenMs: firstTokenAt === undefined ? 0 : firstTokenAt - runStart,

@@ -202,6 +202,7 @@ export class ClientSession {
               ...(frame.conversationId === undefined ? {} : { conversationId: frame.conversationId }),
               ...(frame.model === undefined ? {} : { model: frame.model }),
               ...(frame.regenerate === undefined ? {} : { regenerate: frame.regenerate }),
+              ...(frame.documents === undefined ? {} : { documents: frame.documents }),
               signal: controller.signal,
               log: this.deps.log,
             },

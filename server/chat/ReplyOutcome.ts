@@ -1,4 +1,4 @@
-import type { StopReason } from '../../shared/protocol.js';
+import type { DocumentSource, StopReason } from '../../shared/protocol.js';
 import type { ParleyError } from '../ParleyError.js';
 
 export interface ReplyUsage {
@@ -20,6 +20,13 @@ export interface ReplyTiming {
  * frame or response. Every admitted request gets exactly one.
  */
 export type ReplyOutcome =
-  | { readonly kind: 'finished'; readonly stopReason: StopReason; readonly usage: ReplyUsage; readonly timing: ReplyTiming }
+  | {
+      readonly kind: 'finished';
+      readonly stopReason: StopReason;
+      readonly usage: ReplyUsage;
+      readonly timing: ReplyTiming;
+      /** The document passages its prompt quoted, when the conversation has documents. */
+      readonly sources?: readonly DocumentSource[];
+    }
   | { readonly kind: 'cancelled'; readonly usage: ReplyUsage }
   | { readonly kind: 'failed'; readonly error: ParleyError; readonly usage: ReplyUsage };

@@ -6,7 +6,14 @@ import { toErrorFrame } from './toErrorFrame.js';
 export function toTerminalFrame(id: string, outcome: ReplyOutcome): TerminalFrame {
   switch (outcome.kind) {
     case 'finished':
-      return { type: 'done', id, stopReason: outcome.stopReason, usage: outcome.usage, timing: outcome.timing };
+      return {
+        type: 'done',
+        id,
+        stopReason: outcome.stopReason,
+        usage: outcome.usage,
+        timing: outcome.timing,
+        ...(outcome.sources === undefined || outcome.sources.length === 0 ? {} : { sources: outcome.sources.map(({ documentId, name, chunk }) => ({ documentId, name, chunk })) }),
+      };
     case 'cancelled':
       return { type: 'cancelled', id };
     case 'failed':
