@@ -13,6 +13,8 @@ import { ClientSession } from './chat/ClientSession.js';
 import { Conversations } from './chat/Conversations.js';
 import type { Config } from './config.js';
 import type { ConversationRepository } from './history/ConversationRepository.js';
+import type { DocumentRepository } from './documents/DocumentRepository.js';
+import { Documents } from './documents/Documents.js';
 import type { ContentFilter } from './filter/ContentFilter.js';
 import { createHttpHandler } from './http/createHttpHandler.js';
 import { createOriginPolicy, type OriginPolicy } from './http/createOriginPolicy.js';
@@ -51,6 +53,8 @@ export interface ServerDeps {
   readonly limiterOverrides?: Partial<LimiterSet>;
   /** Prometheus metrics; a fresh registry (without process metrics) when absent. */
   readonly metrics?: Metrics;
+  /** Where uploaded documents are kept (the history store's); no document routes or attachments when absent. */
+  readonly documents?: DocumentRepository;
   /** The content filter (`--filter-rules`); none when absent. */
   readonly filter?: ContentFilter;
 }
@@ -94,7 +98,8 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
     maxPerUser: config.maxConversationsPerUser,
     maxCached: MAX_CACHED_CONVERSATIONS,
   });
-  const chat = new ChatCore(config, { models, limiters, metrics, conversations, ...(deps.filter === undefined ? {} : { filter: deps.filter }) });
+  const documents = deps.documents === undefined ? undefined : new Documents(config, deps.documents, { logger });
+  const chat = new ChatCore(config, { models, limiters, metrics, conversations, ...(deps.filter === undefined ? {} : { filter: deps.filter }), ...(documents === undefined ? {} : { documents }) });
   const sessions = new Map<Connection, ClientSession>();
   metrics.bind({
     connections: () => {
@@ -154,6 +159,7 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
       maxFrameBytes: config.maxFrameBytes,
       maxHttpBodyBytes: config.maxHttpBodyBytes,
       maxApiBodyBytes: config.maxApiBodyBytes,
+      maxUploadBytes: config.maxDocumentBytes,
       idleTimeoutSeconds: config.idleTimeoutSeconds,
       highWaterBytes: config.highWaterBytes,
       maxHttpConnectionsPerIp: config.maxHttpConnectionsPerIp,
@@ -220,6 +226,7 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
       await whenFlushed([...sessions.values()], FLUSH_TIMEOUT_MS);
       await transport.close(CloseCode.goingAway, 'server shutting down');
       await deps.apiKeys.settled();
+      documents?.close();
     },
     abortAll() {
       accepting = false;

@@ -98,7 +98,7 @@ export async function startServer(
   const metrics = new Metrics({ processMetrics: true });
   const filter = filterRules === undefined ? undefined : new ContentFilter(filterRules, { logContent: config.logContent, metrics });
   if (filter) logger.info({ rules: filter.rules.length, holdBack: filter.holdBack, file: config.filterRules }, `content filter: ${filter.rules.length} rule${filter.rules.length === 1 ? '' : 's'}, replies held back by at most ${filter.holdBack} characters`);
-  const server = createServer(config, { logger, models, tokens, invite, transport: selected.factory, staticFiles, sessions, users, blocks, apiKeys, history: history.repository, limiterOverrides: options.limiterOverrides, metrics, filter });
+  const server = createServer(config, { logger, models, tokens, invite, transport: selected.factory, staticFiles, sessions, users, blocks, apiKeys, history: history.repository, documents: history.documents, limiterOverrides: options.limiterOverrides, metrics, filter });
   const { port } = await server.listen();
   logger.info({ host: config.host, port, transport: server.transport, tls: config.tlsCert !== undefined }, `listening on ${config.host}:${port}`);
   return {

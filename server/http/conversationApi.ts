@@ -9,6 +9,7 @@ import {
 } from '../../shared/protocol.js';
 import type { TokenService } from '../auth/createTokenService.js';
 import type { ChatCore } from '../chat/ChatCore.js';
+import type { MessageDocuments } from '../documents/DocumentRepository.js';
 import type { ConversationSummary, StoredConversation, StoredMessage } from '../history/ConversationRepository.js';
 import { ListLimit } from '../history/listLimit.js';
 import { LimitRefusedError } from '../limits/LimitRefusedError.js';
@@ -69,6 +70,9 @@ async function dispatch(request: HttpRequest, userId: string, deps: Conversation
       await deps.chat.stopReplies(userId);
       const deleted = await repository.deleteAllConversations(userId);
       deps.chat.conversations.forgetOwner(userId);
+      // Their documents too, sent or not (sent ones went with their conversations already).
+      await deps.chat.documents?.repository.deleteOwnerDocuments(userId);
+      deps.chat.documents?.forgetOwner(userId);
       return json(200, { deleted } satisfies DeleteAllResponse);
     }
     return methodNotAllowed('GET, DELETE');
@@ -86,7 +90,10 @@ async function dispatch(request: HttpRequest, userId: string, deps: Conversation
     if (method === 'GET' || method === 'HEAD') {
       const conversation = await owned(userId, id, deps);
       const messages = await repository.listMessages(userId, id);
-      return json(200, { conversation: infoOf(conversation, messages.length, deps.chat, userId), messages: messages.map(messageInfoOf) } satisfies ConversationResponse);
+      // What messages say about documents: a user message's attachments, a reply's sources.
+      const notes = (await deps.chat.documents?.repository.listMessageDocuments(userId, id)) ?? new Map<string, MessageDocuments>();
+      const infos = messages.map((message) => withDocuments(messageInfoOf(message), notes.get(message.id)));
+      return json(200, { conversation: infoOf(conversation, messages.length, deps.chat, userId), messages: infos } satisfies ConversationResponse);
     }
     if (method === 'PATCH') {
       const { title } = readJsonBody(request, RenameRequest, '{"title": "…"}');
@@ -100,6 +107,7 @@ async function dispatch(request: HttpRequest, userId: string, deps: Conversation
       await deps.chat.stopReplies(userId, new Set([id]));
       if (!(await repository.deleteConversation(userId, id))) throw notFound();
       deps.chat.conversations.forget(id);
+      deps.chat.documents?.forgetConversation(id);
       return { status: 204, headers: { 'cache-control': 'no-store' }, body: '' };
     }
     return methodNotAllowed('GET, PATCH, DELETE');
@@ -133,6 +141,15 @@ function infoOf(conversation: StoredConversation | ConversationSummary, messages
     model: conversation.model,
     messages,
     ...(active?.busy && active.activeReplyId !== undefined ? { activeReplyId: active.activeReplyId } : {}),
+  };
+}
+
+function withDocuments(info: StoredMessageInfo, note: MessageDocuments | undefined): StoredMessageInfo {
+  if (note === undefined) return info;
+  return {
+    ...info,
+    ...(note.documents === undefined || note.documents.length === 0 ? {} : { documents: note.documents.map(({ id, name, size, kind }) => ({ id, name, size, kind })) }),
+    ...(note.sources === undefined || note.sources.length === 0 ? {} : { sources: note.sources.map(({ documentId, name, chunk }) => ({ documentId, name, chunk })) }),
   };
 }
 

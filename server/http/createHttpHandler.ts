@@ -24,6 +24,7 @@ import { authorizeMetrics, isLoopback } from './authorizeMetrics.js';
 import type { StaticFile } from './loadStaticFiles.js';
 import { securityHeaders } from './securityHeaders.js';
 import { CONVERSATIONS_PATH, handleConversationApi } from './conversationApi.js';
+import { DOCUMENTS_PATH, handleDocumentApi } from './documentApi.js';
 import { handleOpenAiApi, OPENAI_PATH } from './openAiApi.js';
 import { API_KEYS_PATH, handleApiKeyRoutes } from './apiKeyRoutes.js';
 import { toHttpResponse } from './toHttpResponse.js';
@@ -134,6 +135,9 @@ async function route(context: Context): Promise<HttpResponse | HttpStreamRespons
   }
   if (request.path === CONVERSATIONS_PATH || request.path.startsWith(`${CONVERSATIONS_PATH}/`)) {
     return handleConversationApi(request, { tokens: deps.tokens, chat: deps.chat, limiters: deps.limiters });
+  }
+  if (request.path === DOCUMENTS_PATH || request.path.startsWith(`${DOCUMENTS_PATH}/`)) {
+    return handleDocumentApi(request, { tokens: deps.tokens, documents: deps.chat.documents, limiters: deps.limiters });
   }
   if (request.path === API_KEYS_PATH || request.path.startsWith(`${API_KEYS_PATH}/`)) {
     return handleApiKeyRoutes(request, { tokens: deps.tokens, keys: deps.apiKeys, users: deps.users, sessions: deps.sessions, limiters: deps.limiters, logger: deps.logger });

@@ -9,6 +9,11 @@ export interface HttpRequest {
   readonly headers: Readonly<Record<string, string>>;
   readonly remoteAddress: string;
   readonly body: Buffer;
+  /**
+   * Uploads only (isUpload): the body is in this temporary file instead of `body` (which is
+   * empty). The transport deletes it once the response is written.
+   */
+  readonly bodyFile?: string;
   /** Aborts when the peer leaves before the response is written (so work for it can stop). */
   readonly signal?: AbortSignal;
 }
@@ -96,6 +101,8 @@ export interface TransportLimits {
   readonly maxHttpBodyBytes: number;
   /** Largest body for paths under /v1/ (the OpenAI-compatible API carries whole conversations). */
   readonly maxApiBodyBytes: number;
+  /** Largest upload (POST /api/documents), spooled to a file; larger is cut off with 413 `document_too_large`. */
+  readonly maxUploadBytes: number;
   /** A socket that shows no traffic and answers no ping for this long is closed. */
   readonly idleTimeoutSeconds: number;
   /** Buffered bytes above which `send` reports backpressure. */

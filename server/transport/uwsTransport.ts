@@ -5,8 +5,9 @@ import { SendStatus, TransportName, type Connection } from './Connection.js';
 import { isStreamResponse, type HttpResponse, type Transport, type TransportOptions } from './Transport.js';
 import { httpStatusLine } from './httpStatusLine.js';
 import { internalError } from './internalError.js';
-import { maxBodyBytes } from './maxBodyBytes.js';
-import { payloadTooLarge } from './payloadTooLarge.js';
+import { BodySpool } from './BodySpool.js';
+import { isUpload, maxBodyBytes } from './maxBodyBytes.js';
+import { payloadTooLarge, uploadTooLarge } from './payloadTooLarge.js';
 import { streamHeaders } from './streamHeaders.js';
 import { HttpConnectionCap } from './HttpConnectionCap.js';
 import type { UwsModule } from './loadUws.js';
@@ -169,13 +170,17 @@ export function uwsTransport(uws: UwsModule) {
         writeResponse(res, tooManyConnections(), true);
         return;
       }
-      const limit = maxBodyBytes(path, limits);
+      const limit = maxBodyBytes(path, limits, method);
+      // An upload goes to a temporary file as it arrives; removed once answered, whatever happened.
+      const spool = isUpload(method, path) ? new BodySpool() : undefined;
+      const discard = () => void spool?.discard().catch((error: unknown) => options.onError(error, 'upload spool'));
       let aborted = false;
       let stream: UwsHttpStream | undefined;
       // uWS runs onAborted only while the response is unfinished: the peer left before it was written.
       const peer = new AbortController();
       res.onAborted(() => {
         aborted = true;
+        discard();
         release();
         peer.abort();
         stream?.peerLeft();
@@ -189,9 +194,9 @@ export function uwsTransport(uws: UwsModule) {
       const chunks: Buffer[] = [];
       let size = 0;
       let tooLarge = false;
-      const finish = (body: Buffer) => {
+      const finish = (body: Buffer, bodyFile?: string) => {
         options
-          .http({ method, path, query, headers, remoteAddress, body, signal: peer.signal })
+          .http({ method, path, query, headers, remoteAddress, body, ...(bodyFile === undefined ? {} : { bodyFile }), signal: peer.signal })
           .then((response) => {
             if (isStreamResponse(response)) {
               // Assigned before `start` runs, so onAborted reaches the stream from the first write on.
@@ -208,7 +213,8 @@ export function uwsTransport(uws: UwsModule) {
             // Once a stream's head may be out, a 500 cannot follow it: cut the connection instead.
             if (stream) stream.abort();
             else if (!aborted) respond(internalError());
-          });
+          })
+          .finally(discard);
       };
 
       if (method === 'GET' || method === 'HEAD') {
@@ -220,9 +226,25 @@ export function uwsTransport(uws: UwsModule) {
         size += chunk.byteLength;
         if (size > limit) {
           tooLarge = true;
+          discard();
           if (!aborted) {
             aborted = true;
-            respond(payloadTooLarge(), true);
+            respond(spool ? uploadTooLarge(limit) : payloadTooLarge(), true);
+          }
+          return;
+        }
+        if (spool) {
+          // The chunk's memory is reused by uWS after this callback: copy it.
+          spool.write(Buffer.from(chunk.slice(0)));
+          if (isLast) {
+            spool.finish().then(
+              (file) => finish(Buffer.alloc(0), file),
+              (error: unknown) => {
+                options.onError(error, 'upload spool');
+                discard();
+                if (!aborted) respond(internalError());
+              },
+            );
           }
           return;
         }

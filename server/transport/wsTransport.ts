@@ -11,9 +11,10 @@ import { SendStatus, TransportName, type Connection } from './Connection.js';
 import { isStreamResponse, type HttpResponse, type Transport, type TransportOptions } from './Transport.js';
 import { httpStatusLine } from './httpStatusLine.js';
 import { internalError } from './internalError.js';
-import { maxBodyBytes } from './maxBodyBytes.js';
+import { BodySpool } from './BodySpool.js';
+import { isUpload, maxBodyBytes } from './maxBodyBytes.js';
 import { NodeHttpStream } from './NodeHttpStream.js';
-import { payloadTooLarge } from './payloadTooLarge.js';
+import { payloadTooLarge, uploadTooLarge } from './payloadTooLarge.js';
 import { streamHeaders } from './streamHeaders.js';
 import { HttpConnectionCap } from './HttpConnectionCap.js';
 import { tooManyConnections } from './tooManyConnections.js';
@@ -115,15 +116,29 @@ export function wsTransport() {
       const serve = async () => {
         // Inside the promise: an odd request target can make URL throw, and that must become a 500.
         const url = new URL(req.url ?? '/', 'http://x');
-        const body = await readBody(req, maxBodyBytes(url.pathname, limits));
-        if (body === undefined) return writeResponse(res, withExtra(payloadTooLarge()), true);
+        const method = (req.method ?? 'GET').toUpperCase();
+        const limit = maxBodyBytes(url.pathname, limits, method);
+        let body: Buffer = Buffer.alloc(0);
+        let bodyFile: string | undefined;
+        if (isUpload(method, url.pathname)) {
+          // An upload goes to a temporary file as it arrives; removed once answered, whatever happened.
+          const spool = new BodySpool();
+          res.on('close', () => void spool.discard().catch((error: unknown) => options.onError(error, 'upload spool')));
+          bodyFile = await spoolBody(req, limit, spool);
+          if (bodyFile === undefined) return writeResponse(res, withExtra(uploadTooLarge(limit)), true);
+        } else {
+          const read = await readBody(req, limit);
+          if (read === undefined) return writeResponse(res, withExtra(payloadTooLarge()), true);
+          body = read;
+        }
         const response = await options.http({
-          method: (req.method ?? 'GET').toUpperCase(),
+          method,
           path: url.pathname,
           query: url.search.slice(1),
           headers: flattenHeaders(req),
           remoteAddress: req.socket.remoteAddress ?? '',
           body,
+          ...(bodyFile === undefined ? {} : { bodyFile }),
           signal: peer.signal,
         });
         if (!isStreamResponse(response)) return writeResponse(res, withExtra(response));
@@ -283,6 +298,32 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefin
     });
     req.on('end', () => {
       if (!done) resolve(Buffer.concat(chunks, size));
+    });
+    req.on('error', reject);
+  });
+}
+
+/** Writes the body into `spool` as it arrives; resolves with the file, or undefined once it passes `limit` (the rest is not read). */
+function spoolBody(req: IncomingMessage, limit: number, spool: BodySpool): Promise<string | undefined> {
+  return new Promise((resolve, reject) => {
+    let size = 0;
+    let done = false;
+    req.on('data', (chunk: Buffer) => {
+      if (done) return;
+      size += chunk.length;
+      if (size > limit) {
+        done = true;
+        void spool.discard();
+        resolve(undefined);
+        req.resume();
+        return;
+      }
+      spool.write(chunk);
+    });
+    req.on('end', () => {
+      if (done) return;
+      done = true;
+      spool.finish().then(resolve, reject);
     });
     req.on('error', reject);
   });

@@ -404,7 +404,7 @@ describe('errors never carry a stack', () => {
           throw new Error('secret internal detail in upgrade');
         },
         socket: { open: () => undefined, message: () => undefined, drain: () => undefined, close: () => undefined },
-        limits: { maxFrameBytes: 16 * 1024, maxHttpBodyBytes: 1024, maxApiBodyBytes: 4096, idleTimeoutSeconds: 60, highWaterBytes: 64 * 1024, maxHttpConnectionsPerIp: 64 },
+        limits: { maxFrameBytes: 16 * 1024, maxHttpBodyBytes: 1024, maxApiBodyBytes: 4096, maxUploadBytes: 4096, idleTimeoutSeconds: 60, highWaterBytes: 64 * 1024, maxHttpConnectionsPerIp: 64 },
         onError: (error) => errors.push(error),
       });
       const { port } = await transport.listen('127.0.0.1', 0);

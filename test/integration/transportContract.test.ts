@@ -84,7 +84,7 @@ async function startHarness(name: 'uws' | 'ws', maxHttpConnectionsPerIp = 64): P
       drain: () => harness.drains++,
       close: (_connection, code) => harness.closes.push(code),
     },
-    limits: { maxFrameBytes: MAX_FRAME, maxHttpBodyBytes: MAX_HTTP_BODY, maxApiBodyBytes: MAX_API_BODY, idleTimeoutSeconds: 60, highWaterBytes: HIGH_WATER, maxHttpConnectionsPerIp },
+    limits: { maxFrameBytes: MAX_FRAME, maxHttpBodyBytes: MAX_HTTP_BODY, maxApiBodyBytes: MAX_API_BODY, maxUploadBytes: MAX_API_BODY, idleTimeoutSeconds: 60, highWaterBytes: HIGH_WATER, maxHttpConnectionsPerIp },
     onError: (error) => {
       throw error;
     },
