@@ -46,7 +46,6 @@ export class DocumentApi {
       }
       const request = new XMLHttpRequest();
       request.open('POST', `${BASE}?name=${encodeURIComponent(name)}`);
-      request.withCredentials = true;
       const token = this.broker.token?.token;
       if (token) request.setRequestHeader('authorization', `Bearer ${token}`);
       request.setRequestHeader('content-type', 'application/octet-stream');
