@@ -11,9 +11,10 @@ export function sanitiseFileName(raw: string): string {
   const lastSegment = raw.split(/[/\\]/).at(-1) ?? '';
   const cleaned = lastSegment
     .normalize('NFC')
-    // Cc: controls; Cf: format characters (bidi embeddings, overrides and isolates, marks, zero-width); line and paragraph separators.
-    .replace(/[\p{Cc}\p{Cf}\u2028\u2029]/gu, '')
+    // White space of any kind (tabs, line breaks, line and paragraph separators) becomes one space.
     .replace(/\s+/gu, ' ')
+    // Cc: controls; Cf: format characters (bidi embeddings, overrides and isolates, marks, zero-width).
+    .replace(/[\p{Cc}\p{Cf}]/gu, '')
     .trim();
   const capped = [...cleaned].slice(0, MAX_DOCUMENT_NAME_CHARS).join('').trim();
   // A name of dots only would read as a directory.
