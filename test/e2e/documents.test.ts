@@ -131,6 +131,7 @@ describe('documents attached to messages, in the web client', () => {
     const sources = await texts(page, 'chat-message[from=assistant] .sources li');
     assert.ok(sources.length > 0, 'the reply names its sources');
     for (const source of sources) assert.match(source, /^(harbour\.txt|ferry\.md) · parts? \d+(, \d+)*$/);
+    assert.deepEqual(sources.map((source) => source.replace(/ · .*/, '')).sort(), ['ferry.md', 'harbour.txt'], 'both files are named, once each');
     assert.ok((await texts(page, 'chat-message[from=assistant] .sources-title')).includes('Sources'));
 
     // The server's copy: forget this browser's cache and open the conversation from the list.
@@ -151,7 +152,7 @@ describe('documents attached to messages, in the web client', () => {
     await attach(page, { name: 'photo.txt', mimeType: 'text/plain', buffer: PNG_BYTES }, { name: MARKUP_NAME, mimeType: 'text/plain', buffer: Buffer.from(NOTES) });
     await chip(page, 'photo.txt').and(page.locator('[data-phase=refused]')).waitFor();
     const reason = (await texts(page, 'chat-attachments li[data-phase=refused] .error'))[0] ?? '';
-    assert.match(reason, /PNG|image|not a text|PDF/i, `the server's reason is on the chip: ${reason}`);
+    assert.match(reason, /PNG.*send a PDF or UTF-8 text/, `the server's reason is on the chip: ${reason}`);
     await chip(page, MARKUP_NAME).and(page.locator('[data-phase=ready]')).waitFor();
     assert.deepEqual(await texts(page, 'chat-attachments li .name'), ['photo.txt', MARKUP_NAME]);
 
