@@ -23,6 +23,7 @@ import { LlamaBuildChoice } from '../server/engine/LlamaBuild.js';
 import type { Benchmark, BenchContext } from './Benchmark.js';
 import { cancelLatency } from './cancelLatency.js';
 import { concurrency } from './concurrency.js';
+import { contentFilter } from './contentFilter.js';
 import { EnginePool } from './EnginePool.js';
 import { frameThroughput } from './frameThroughput.js';
 import { idleConnections } from './idleConnections.js';
@@ -47,6 +48,7 @@ const BENCHMARKS: ReadonlyArray<{ readonly benchmark: Benchmark; readonly models
   { benchmark: frameThroughput, models: 'light' },
   { benchmark: planning, models: 'light' },
   { benchmark: historyMemory, models: 'light' },
+  { benchmark: contentFilter, models: 'light' },
 ];
 const NAMES = BENCHMARKS.map((entry) => entry.benchmark.name);
 
@@ -71,7 +73,7 @@ const list = <T extends string>(allowed: readonly T[], what: string) => (value: 
   return items as T[];
 };
 const program = new Command('bench')
-  .description("Parley's benchmarks: streaming overhead, concurrency, cancel, idle connections, frame throughput, prompt planning, memory against stored history.")
+  .description("Parley's benchmarks: streaming overhead, concurrency, cancel, idle connections, frame throughput, prompt planning, memory against stored history, the output content filter's cost per token.")
   .option('--quick', 'small counts, tiny model only unless --model says otherwise: under 3 minutes on 2 cores', false)
   .addOption(new Option('--only <names>', `run only these: ${NAMES.join(', ')}`).argParser(list(NAMES, '--only')))
   .addOption(new Option('--model <which>', 'tiny, bench (0.5B shape, F16), bench-q4 (the same in Q4_0, quantized by llama-quantize) or both (tiny and bench; default: tiny with --quick, else both)').choices(Object.values(ModelChoice)))

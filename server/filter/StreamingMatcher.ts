@@ -1,3 +1,4 @@
+import { RE2JS } from 're2js';
 import { FilterAction, windowOf, type FilterRule } from './FilterRule.js';
 
 /** One match the matcher acted on. `text` is the matched text: for the log only when content logging is on. */
@@ -43,8 +44,12 @@ export class StreamingMatcher {
   private before = '';
   private refused: FilterRule | undefined;
 
+  private readonly any: RE2JS | undefined;
+
   constructor(private readonly rules: readonly FilterRule[]) {
-    this.holdBack = Math.max(0, ...rules.map((rule) => windowOf(rule) - 1));
+    const compiled = compiledFor(rules);
+    this.holdBack = compiled.holdBack;
+    this.any = compiled.any;
   }
 
   /** Characters held back now, waiting to be decided. */
@@ -111,8 +116,11 @@ export class StreamingMatcher {
     const text = this.before + this.pending + (final ? '' : NOT_YET);
     const offset = this.before.length;
     const available = this.pending.length;
+    // Most of a reply matches no rule: one pass of the combined pattern says so for all of them.
+    if (this.any && !this.any.test(text)) return undefined;
     let best: { rule: FilterRule; start: number; end: number } | undefined;
     for (const rule of this.rules) {
+      if (!rule.pattern.test(text)) continue;
       const matcher = rule.pattern.matcher(text);
       let from = offset;
       while (from <= text.length && matcher.find(from)) {
@@ -128,6 +136,34 @@ export class StreamingMatcher {
       }
     }
     return best;
+  }
+}
+
+interface CompiledRules {
+  readonly holdBack: number;
+  /** Every rule's pattern in one alternation: it matches where any rule does (before the whole-word check). */
+  readonly any: RE2JS | undefined;
+}
+
+/** Compiled once per list of rules (the filter keeps its lists), not once per reply. */
+const compiledRules = new WeakMap<readonly FilterRule[], CompiledRules>();
+
+function compiledFor(rules: readonly FilterRule[]): CompiledRules {
+  let compiled = compiledRules.get(rules);
+  if (!compiled) {
+    compiled = { holdBack: Math.max(0, ...rules.map((rule) => windowOf(rule) - 1)), any: combine(rules) };
+    compiledRules.set(rules, compiled);
+  }
+  return compiled;
+}
+
+/** The rules' patterns as one RE2 alternation, each with its own case flag; undefined for fewer than two rules, or if RE2 refuses the whole (then each rule is tried alone). */
+function combine(rules: readonly FilterRule[]): RE2JS | undefined {
+  if (rules.length < 2) return undefined;
+  try {
+    return RE2JS.compile(rules.map((rule) => `(?${(rule.pattern.flags() & RE2JS.CASE_INSENSITIVE) !== 0 ? 'i' : ''}:${rule.pattern.pattern()})`).join('|'));
+  } catch {
+    return undefined;
   }
 }
 
