@@ -4,6 +4,11 @@ import { repeat } from 'lit/directives/repeat.js';
 import { AttachmentPhase, type Attachment } from '../controllers/AttachmentsController.js';
 import { formatBytes } from '../util/formatBytes.js';
 
+/** The server's name for a ready file (cleaned of control and bidi characters), else the file's own. */
+function nameOf(item: Attachment): string {
+  return item.document?.name ?? item.name;
+}
+
 /**
  * The files attached to the message being written, one chip each: name (always text, never
  * markup), size, state (uploading with its progress, reading, ready, refused with the server's
@@ -111,13 +116,13 @@ export class ChatAttachments extends LitElement {
       ${repeat(
         this.items,
         (item) => item.key,
-        (item) => html`<li data-phase=${item.phase} title=${item.name}>
+        (item) => html`<li data-phase=${item.phase} title=${nameOf(item)}>
           <span class="text">
-            <span class="name">${item.name}</span>
+            <span class="name">${nameOf(item)}</span>
             <span class="meta">${formatBytes(item.size)} · <span class="state">${this.renderState(item)}</span></span>
             ${item.phase === AttachmentPhase.refused && item.error ? html`<span class="error">${item.error}</span>` : nothing}
           </span>
-          <button type="button" class="remove" aria-label=${`Remove ${item.name}`} @click=${() => this.requestRemove(item.key)}>×</button>
+          <button type="button" class="remove" aria-label=${`Remove ${nameOf(item)}`} @click=${() => this.requestRemove(item.key)}>×</button>
         </li>`,
       )}
     </ul>`;
