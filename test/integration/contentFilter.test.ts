@@ -118,7 +118,8 @@ for (const transport of TRANSPORTS) {
     });
 
     test('parley.v1: an input refuse rule ends the request with one content_filtered error frame naming the label, and the socket stays open', async () => {
-      const client = await filtering.client('refused-input');
+      const token = await filtering.token('refused-input');
+      const client = await filtering.connect(token);
       const generations = engine.prompts.length;
       const id = client.send('Tell me something FORBIDDEN, please.');
       const terminal = await client.terminal(id);
@@ -129,6 +130,8 @@ for (const transport of TRANSPORTS) {
       assert.doesNotMatch(terminal.message, /forbidden"\}|keyword/, 'the message names the label, never the pattern');
       assert.deepEqual(client.framesFor(id).map((frame) => frame.type), ['error'], 'refused before admission: no accepted frame, no text');
       assert.equal(engine.prompts.length, generations, 'the model never saw it');
+      const listed = await fetch(`${filtering.baseUrl}/api/conversations`, { headers: { authorization: `Bearer ${token}` } });
+      assert.deepEqual(await listed.json(), { items: [] }, 'nothing was stored');
       const next = client.send('Something else.');
       assert.equal((await client.terminal(next)).type, 'done', 'the connection goes on');
     });
