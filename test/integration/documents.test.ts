@@ -21,7 +21,7 @@ async function upload(server: TestServer, token: string, name: string, bytes: Bu
   const response = await fetch(`${server.baseUrl}/api/documents?name=${encodeURIComponent(name)}`, {
     method: 'POST',
     headers: { authorization: `Bearer ${token}`, 'content-type': 'application/octet-stream' },
-    body: typeof bytes === 'string' ? Buffer.from(bytes) : bytes,
+    body: new Uint8Array(typeof bytes === 'string' ? Buffer.from(bytes) : bytes),
   });
   return { status: response.status, body: await response.text() };
 }
