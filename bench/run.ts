@@ -24,6 +24,7 @@ import type { Benchmark, BenchContext } from './Benchmark.js';
 import { cancelLatency } from './cancelLatency.js';
 import { concurrency } from './concurrency.js';
 import { contentFilter } from './contentFilter.js';
+import { documents } from './documents.js';
 import { EnginePool } from './EnginePool.js';
 import { frameThroughput } from './frameThroughput.js';
 import { idleConnections } from './idleConnections.js';
@@ -49,6 +50,7 @@ const BENCHMARKS: ReadonlyArray<{ readonly benchmark: Benchmark; readonly models
   { benchmark: planning, models: 'light' },
   { benchmark: historyMemory, models: 'light' },
   { benchmark: contentFilter, models: 'light' },
+  { benchmark: documents, models: 'light' },
 ];
 const NAMES = BENCHMARKS.map((entry) => entry.benchmark.name);
 
