@@ -1,4 +1,4 @@
-import { RE2JS } from 're2js';
+import { RE2JS, type Matcher } from 're2js';
 import { FilterAction, windowOf, type FilterRule } from './FilterRule.js';
 
 /** One match the matcher acted on. `text` is the matched text: for the log only when content logging is on. */
@@ -73,69 +73,109 @@ export class StreamingMatcher {
   private step(chunk: string, final: boolean): FilterStep {
     if (this.refused) return { text: '', matches: [] };
     this.pending += chunk;
+    const pending = this.pending;
+    // Matches starting before `limit` are decided: the text after them covers every window.
+    let limit = final ? pending.length : pending.length - this.holdBack;
+    // Never cut between the halves of a surrogate pair: each piece let out is whole UTF-16.
+    if (!final && limit > 0 && isHighSurrogate(pending.charCodeAt(limit - 1))) limit--;
+    if (limit <= 0) return { text: '', matches: [] };
+    const search = new Search(this.before, pending, final);
     let out = '';
     const matches: FilterMatch[] = [];
-    for (;;) {
-      // Matches starting before `limit` are decided: the text after them covers every window.
-      let limit = final ? this.pending.length : this.pending.length - this.holdBack;
-      // Never cut between the halves of a surrogate pair: each piece let out is whole UTF-16.
-      if (!final && limit > 0 && isHighSurrogate(this.pending.charCodeAt(limit - 1))) limit--;
-      if (limit <= 0) break;
-      const found = this.leftmost(limit, final);
-      if (!found) {
-        out += this.pending.slice(0, limit);
-        this.consume(limit);
-        break;
+    let position = 0;
+    // Most text matches no rule: one pass of the combined pattern says so for all of them.
+    if (!this.any || this.any.test(search.text)) {
+      for (;;) {
+        const found = this.leftmost(search, position);
+        if (!found || found.start >= limit) break;
+        const { rule, start, end } = found;
+        const text = pending.slice(start, end);
+        out += pending.slice(position, start);
+        matches.push({ rule, text });
+        if (rule.action === FilterAction.refuse) {
+          this.refused = rule;
+          this.pending = '';
+          return { text: out, matches, refusedBy: rule };
+        }
+        out += rule.action === FilterAction.redact ? rule.replacement : text;
+        position = end;
       }
-      const { rule, start, end } = found;
-      const text = this.pending.slice(start, end);
-      out += this.pending.slice(0, start);
-      matches.push({ rule, text });
-      if (rule.action === FilterAction.refuse) {
-        this.refused = rule;
-        this.pending = '';
-        return { text: out, matches, refusedBy: rule };
-      }
-      out += rule.action === FilterAction.redact ? rule.replacement : text;
-      this.consume(end);
     }
+    const decided = Math.max(position, limit);
+    out += pending.slice(position, decided);
+    this.before = (this.before + pending.slice(0, decided)).slice(-2);
+    this.pending = pending.slice(decided);
     return { text: out, matches };
   }
 
-  private consume(count: number): void {
-    if (count <= 0) return;
-    const gone = this.pending.slice(0, count);
-    this.before = gone.slice(-2);
-    this.pending = this.pending.slice(count);
-  }
-
-  /** The leftmost match of any rule that starts before `limit` (on a tie, the rule listed first). */
-  private leftmost(limit: number, final: boolean): { rule: FilterRule; start: number; end: number } | undefined {
-    // Before the end, a sentinel stands for the text still to come, so `$` cannot match at the end
-    // of what has arrived so far. No decided match reaches it (each fits in its window).
-    const text = this.before + this.pending + (final ? '' : NOT_YET);
-    const offset = this.before.length;
-    const available = this.pending.length;
-    // Most of a reply matches no rule: one pass of the combined pattern says so for all of them.
-    if (this.any && !this.any.test(text)) return undefined;
-    let best: { rule: FilterRule; start: number; end: number } | undefined;
+  /** The leftmost match of any rule that starts at `position` or after (on a tie, the rule listed first). */
+  private leftmost(search: Search, position: number): Found | undefined {
+    let best: Found | undefined;
     for (const rule of this.rules) {
-      if (!rule.pattern.test(text)) continue;
-      const matcher = rule.pattern.matcher(text);
-      let from = offset;
-      while (from <= text.length && matcher.find(from)) {
-        const start = matcher.start() - offset;
-        // A match longer than its rule's maxLength may run into the sentinel: it ends where the text does.
-        const end = Math.min(matcher.end() - offset, available);
-        if (start >= limit || (best && start >= best.start)) break;
-        if (!rule.wholeWord || isWholeWord(text, start + offset, end + offset, final)) {
-          best = { rule, start, end };
-          break;
-        }
-        from = start + offset + 1;
-      }
+      const found = search.next(rule, position);
+      if (found && (!best || found.start < best.start)) best = found;
     }
     return best;
+  }
+}
+
+interface Found {
+  readonly rule: FilterRule;
+  /** In the pending text's coordinates. */
+  readonly start: number;
+  readonly end: number;
+}
+
+/**
+ * One step's search: each rule's next match is found once and kept until the text handled passes
+ * it, so a text with many matches costs each rule about one pass, not one pass per match.
+ */
+class Search {
+  /** What came before (for `\b` and whole words), the pending text and, before the end, a sentinel. */
+  readonly text: string;
+  private readonly offset: number;
+  private readonly available: number;
+  private readonly known = new Map<FilterRule, Found | null>();
+  private readonly matchers = new Map<FilterRule, Matcher>();
+
+  constructor(
+    before: string,
+    pending: string,
+    private readonly final: boolean,
+  ) {
+    // Before the end, a sentinel stands for the text still to come, so `$` cannot match at the end
+    // of what has arrived so far. No decided match reaches it (each fits in its window).
+    this.text = before + pending + (final ? '' : NOT_YET);
+    this.offset = before.length;
+    this.available = pending.length;
+  }
+
+  /** The rule's first match starting at `position` or after, or null. */
+  next(rule: FilterRule, position: number): Found | null {
+    const cached = this.known.get(rule);
+    if (cached === null || (cached !== undefined && cached.start >= position)) return cached;
+    const found = this.find(rule, position);
+    this.known.set(rule, found);
+    return found;
+  }
+
+  private find(rule: FilterRule, position: number): Found | null {
+    let matcher = this.matchers.get(rule);
+    if (!matcher) {
+      if (!rule.pattern.test(this.text)) return null;
+      matcher = rule.pattern.matcher(this.text);
+      this.matchers.set(rule, matcher);
+    }
+    const { text, offset } = this;
+    let from = position + offset;
+    while (from <= text.length && matcher.find(from)) {
+      const start = matcher.start() - offset;
+      // A match longer than its rule's maxLength may run into the sentinel: it ends where the text does.
+      const end = Math.min(matcher.end() - offset, this.available);
+      if (!rule.wholeWord || isWholeWord(text, start + offset, end + offset, this.final)) return { rule, start, end };
+      from = start + offset + 1;
+    }
+    return null;
   }
 }
 

@@ -134,6 +134,16 @@ describe('StreamingMatcher', () => {
     assert.equal(pieces.join(''), 'a😀bcd😀😀e');
   });
 
+  test('a long text with a match every few characters is handled in one pass per rule, not one per match', () => {
+    // A /v1 caller may bring a megabyte of history: rescanning it after each of its matches would
+    // cost matches × length (here 90,000 × 330,000 characters), which would not finish in a test.
+    const rules = rulesOf(keyword('the', 'the', 'redact', { replacement: 'T' }), keyword('cat', 'cat', 'flag'), regex('digits', '[0-9]+', 'redact', { replacement: '#' }), keyword('never', 'zebra', 'refuse'));
+    const text = 'the cat 42 '.repeat(30_000);
+    const result = run(new StreamingMatcher(rules), [text]);
+    assert.equal(result.labels.length, 90_000);
+    assert.ok(result.text === 'T cat # '.repeat(30_000), 'every match handled');
+  });
+
   test('a classic catastrophic-backtracking pattern runs in linear time: it completes and gives the right answer', () => {
     // In a backtracking engine, (a+)+$ against many a's and a final b takes exponential time.
     const rules = rulesOf(regex('redos', '(a+)+$', 'redact', { maxLength: 1024 }), regex('redos2', '(x+x+)+y', 'flag', { maxLength: 1024 }));
