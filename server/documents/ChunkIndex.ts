@@ -1,6 +1,6 @@
 import Database from 'better-sqlite3';
 import { overlapOf } from './chunkText.js';
-import { toFtsQuery } from './toFtsQuery.js';
+import { ftsTerms, matchExpression } from './toFtsQuery.js';
 
 /** One chunk of one document, as indexed and as quoted to the model (with its overlap). */
 export interface IndexedChunk {
@@ -29,6 +29,7 @@ export interface ChunkSource {
 export class ChunkIndex {
   private readonly db: Database.Database;
   private readonly search: Database.Statement<[string, number], { readonly rowid: number }>;
+  private readonly documentCount: Database.Statement<[string], { readonly doc: number }>;
   private readonly chunks: IndexedChunk[] = [];
   private closed = false;
 
@@ -47,6 +48,9 @@ export class ChunkIndex {
     })();
     // bm25() is lower for better matches: ascending order puts the best first.
     this.search = this.db.prepare('SELECT rowid FROM chunks WHERE chunks MATCH ? ORDER BY bm25(chunks) LIMIT ?');
+    // How many chunks hold a term: words in most chunks ("the", a log's "INFO") rank nothing and cost most.
+    this.db.exec("CREATE VIRTUAL TABLE terms USING fts5vocab(chunks, 'row')");
+    this.documentCount = this.db.prepare('SELECT doc FROM terms WHERE term = ?');
   }
 
   get size(): number {
@@ -56,8 +60,14 @@ export class ChunkIndex {
   /** The chunks that best match `message`, best first, at most `limit`; none when no word of it occurs. */
   query(message: string, limit: number): IndexedChunk[] {
     if (this.closed) throw new Error('the chunk index is closed');
-    const match = toFtsQuery(message);
-    if (match === undefined || limit <= 0) return [];
+    if (limit <= 0) return [];
+    const terms = ftsTerms(message);
+    // Words found in more than a quarter of the chunks are left out (when others remain): they
+    // barely change BM25's order but make it score most of the index.
+    const common = this.chunks.length / 4;
+    const selective = this.chunks.length >= 8 ? terms.filter((term) => (this.documentCount.get(term)?.doc ?? 0) <= common) : terms;
+    const match = matchExpression(selective.length > 0 ? selective : terms);
+    if (match === undefined) return [];
     return this.search.all(match, limit).flatMap((row) => this.chunks[row.rowid - 1] ?? []);
   }
 

@@ -9,6 +9,11 @@ const MAX_TERMS = 32;
  * one character are left out. Undefined when no word is left (then there is nothing to match).
  */
 export function toFtsQuery(message: string): string | undefined {
+  return matchExpression(ftsTerms(message));
+}
+
+/** The message's distinct words of two or more characters, lower-cased, at most MAX_TERMS. */
+export function ftsTerms(message: string): string[] {
   const terms = new Set<string>();
   for (const match of message.toLowerCase().matchAll(/[\p{L}\p{N}_]+/gu)) {
     const term = match[0];
@@ -16,6 +21,11 @@ export function toFtsQuery(message: string): string | undefined {
     terms.add(term);
     if (terms.size >= MAX_TERMS) break;
   }
-  if (terms.size === 0) return undefined;
-  return [...terms].map((term) => `"${term}"`).join(' OR ');
+  return [...terms];
+}
+
+/** Terms (word characters only, as ftsTerms gives them) quoted and joined with OR; undefined for none. */
+export function matchExpression(terms: readonly string[]): string | undefined {
+  if (terms.length === 0) return undefined;
+  return terms.map((term) => `"${term}"`).join(' OR ');
 }
