@@ -5,6 +5,9 @@ import { ContentFilteredError } from '../ParleyError.js';
 import { FilterAction, FilterDirection, type FilterRule } from './FilterRule.js';
 import { StreamingMatcher, type FilterMatch } from './StreamingMatcher.js';
 
+/** With content logging on, the matched texts an audit event carries at most. */
+const MAX_LOGGED_TEXTS = 20;
+
 export interface ContentFilterOptions {
   /** Put the matched text in the audit event (`--log-content`); off, the event names the rule only. */
   readonly logContent: boolean;
@@ -48,11 +51,19 @@ export class ContentFilter {
    */
   screen<T extends ScreenedRequest>(request: T, log: Logger, req: string): { ok: true; request: T } | { ok: false; error: ContentFilteredError } {
     if (this.inputRules.length === 0) return { ok: true, request };
+    // Audited once for the whole request, a count per rule: a megabyte of history full of matches is a few log lines.
+    const matches: FilterMatch[] = [];
     const screenText = (text: string): string | ContentFilteredError => {
       const step = new StreamingMatcher(this.inputRules).end(text);
-      this.audit(step.matches, FilterDirection.input, log, req);
+      for (const match of step.matches) matches.push(match);
       return step.refusedBy ? new ContentFilteredError(step.refusedBy.label, FilterDirection.input) : step.text;
     };
+    const screened = this.screenAll(request, screenText);
+    this.audit(matches, FilterDirection.input, log, req);
+    return screened;
+  }
+
+  private screenAll<T extends ScreenedRequest>(request: T, screenText: (text: string) => string | ContentFilteredError): { ok: true; request: T } | { ok: false; error: ContentFilteredError } {
     const text = screenText(request.text);
     if (typeof text !== 'string') return { ok: false, error: text };
     let history = request.history;
@@ -80,10 +91,22 @@ export class ContentFilter {
     return new OutputFilter(new StreamingMatcher(this.outputRules), (matches) => this.audit(matches, FilterDirection.output, log, req));
   }
 
+  /**
+   * One audit event per rule among `matches` (in the order each rule first matched), with how many
+   * times it matched: never the matched text, unless content logging is on, and then at most
+   * MAX_LOGGED_TEXTS of them.
+   */
   private audit(matches: readonly FilterMatch[], direction: FilterDirection, log: Logger, req: string): void {
+    const byRule = new Map<FilterRule, string[]>();
     for (const { rule, text } of matches) {
       this.options.metrics?.filterMatched(rule.label, rule.action, direction);
-      const event = { event: 'content_filter', rule: rule.label, action: rule.action, direction, req, ...(this.options.logContent ? { content: text } : {}) };
+      const texts = byRule.get(rule) ?? [];
+      texts.push(text);
+      byRule.set(rule, texts);
+    }
+    for (const [rule, texts] of byRule) {
+      const content = this.options.logContent ? { content: texts.slice(0, MAX_LOGGED_TEXTS) } : {};
+      const event = { event: 'content_filter', rule: rule.label, action: rule.action, direction, req, count: texts.length, ...content };
       const message = `content filter: rule "${rule.label}" matched (${direction}, ${rule.action})`;
       if (rule.action === FilterAction.refuse) log.warn(event, message);
       else log.info(event, message);

@@ -51,7 +51,8 @@ interface AuditEvent {
   readonly action: string;
   readonly direction: string;
   readonly req: string;
-  readonly content?: string;
+  readonly count: number;
+  readonly content?: readonly string[];
   readonly level: number;
 }
 
@@ -280,7 +281,7 @@ for (const transport of TRANSPORTS) {
         const id = client.send('my pin 4321 here');
         assert.equal((await client.terminal(id)).type, 'done');
         const contents = auditEvents(logged, id).map((event) => [event.rule, event.content]);
-        assert.deepEqual(contents, [['pin', 'pin 4321'], ['lights', 'lanterns glow'], ['place', 'harbor']]);
+        assert.deepEqual(contents, [['pin', ['pin 4321']], ['lights', ['lanterns glow']], ['place', ['harbor']]]);
       } finally {
         await logged.stop();
       }
