@@ -126,6 +126,9 @@ for (const transport of TRANSPORTS) {
         assert.equal(refused.status, 415);
         assert.equal(codeOf(refused), ErrorCode.documentUnsupported);
         assert.match(refused.body, /PNG/);
+        const empty = await upload(server, token, 'empty.txt', '');
+        assert.equal(empty.status, 415, 'an empty body is answered too');
+        assert.equal(codeOf(empty), ErrorCode.documentUnsupported);
         const pdf = await uploaded(server, token, 'paper.pdf', minimalPdf('Hello zebracorn world'));
         assert.equal(pdf.kind, 'pdf');
         assert.equal(pdf.chars, 'Hello zebracorn world'.length);
