@@ -4,7 +4,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { ChunkIndex } from '../server/documents/ChunkIndex.js';
-import { chunkText } from '../server/documents/chunkText.js';
 import { Documents } from '../server/documents/Documents.js';
 import { SqliteDocumentRepository } from '../server/documents/SqliteDocumentRepository.js';
 import { HistoryCipher } from '../server/history/HistoryCipher.js';
