@@ -2,6 +2,7 @@ import { fileTypeFromBuffer } from 'file-type';
 import { ErrorCode } from '../../shared/errorCodes.js';
 import { DocumentKind } from '../../shared/protocol.js';
 import { ParleyError } from '../ParleyError.js';
+import { extractPdfText, PdfReadError } from './extractPdfText.js';
 
 export interface ReadDocument {
   readonly kind: DocumentKind;
@@ -19,9 +20,9 @@ const UTF8_BOM = '\uFEFF';
  * file-type recognises it (a PNG renamed notes.txt is still a PNG).
  * A text longer than `maxChars` is refused with `document_too_long` (413).
  */
-export async function readDocument(bytes: Buffer, maxChars: number): Promise<ReadDocument> {
+export async function readDocument(bytes: Buffer, maxChars: number, options: { readonly pdfTimeoutMs?: number } = {}): Promise<ReadDocument> {
   if (bytes.length === 0) throw unsupported('The file is empty.');
-  if (bytes.subarray(0, PDF_MAGIC.length).equals(PDF_MAGIC)) return checked({ kind: DocumentKind.pdf, text: await pdfText(bytes) }, maxChars);
+  if (bytes.subarray(0, PDF_MAGIC.length).equals(PDF_MAGIC)) return checked({ kind: DocumentKind.pdf, text: await pdfText(bytes, options.pdfTimeoutMs) }, maxChars);
   const text = utf8Text(bytes);
   if (text !== undefined) return checked({ kind: DocumentKind.text, text }, maxChars);
   const type = await fileTypeFromBuffer(bytes).catch(() => undefined);
@@ -40,18 +41,13 @@ function utf8Text(bytes: Buffer): string | undefined {
   }
 }
 
-async function pdfText(bytes: Buffer): Promise<string> {
+async function pdfText(bytes: Buffer, timeoutMs: number | undefined): Promise<string> {
   let pages: string[];
   try {
-    // Imported on first use: pdf.js is large, and most servers never see a PDF.
-    const { extractText, getDocumentProxy } = await import('unpdf');
-    const pdf = await getDocumentProxy(new Uint8Array(bytes), { stopAtErrors: false });
-    try {
-      pages = (await extractText(pdf, { mergePages: false })).text;
-    } finally {
-      await pdf.loadingTask.destroy();
-    }
+    // In a worker thread, with a time and memory limit: a hostile PDF cannot stall the server.
+    pages = await extractPdfText(new Uint8Array(bytes), timeoutMs);
   } catch (error) {
+    if (error instanceof PdfReadError && /longer than/.test(error.message)) throw unsupported('This PDF took too long to read.', error);
     throw unsupported('This PDF could not be read (damaged, or protected by a password).', error);
   }
   const text = pages.map((page) => page.trim()).filter(Boolean).join('\n\n');

@@ -122,6 +122,16 @@ describe('readDocument', () => {
     assert.equal(read.text, 'Hello zebracorn world');
   });
 
+  test('a PDF is read in a worker thread with a time limit: one that takes longer is refused, and the server goes on', async () => {
+    await assert.rejects(readDocument(minimalPdf('slow'), 1000, { pdfTimeoutMs: 1 }), (error: unknown) => {
+      assert.ok(error instanceof ParleyError);
+      assert.equal(error.code, ErrorCode.documentUnsupported);
+      assert.match(error.message, /too long to read/);
+      return true;
+    });
+    assert.equal((await readDocument(minimalPdf('after the timeout'), 1000)).text, 'after the timeout');
+  });
+
   test('UTF-8 text is text (a BOM dropped); more characters than the limit is document_too_long', async () => {
     assert.deepEqual(await readDocument(Buffer.from('\uFEFF# Notes\nünïcode ✓\n'), 1000), { kind: 'text', text: '# Notes\nünïcode ✓\n' });
     await assert.rejects(readDocument(Buffer.from('x'.repeat(1001)), 1000), { code: ErrorCode.documentTooLong });
