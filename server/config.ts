@@ -145,6 +145,8 @@ const ConfigSchema = z.strictObject({
   historyDays: z.int().check(z.gte(0), z.lte(36_500)),
   /** The history key file; absent means `history.key` in the data dir, created on first start. */
   historyKeyFile: z.optional(z.string().check(z.minLength(1))),
+  /** A GGUF embedding model: document retrieval fuses semantic nearness with the lexical ranking. Absent: lexical only. */
+  embeddingModel: z.optional(z.string().check(z.minLength(1))),
   /** A count, or `auto`: chosen at model load from the binary, the math cores and the model's size (chooseThreads). */
   threads: z.union([z.literal('auto'), z.int().check(z.gte(1), z.lte(256))]),
   slots: z.int().check(z.gte(1), z.lte(64)),
@@ -251,6 +253,7 @@ export function loadConfig(input: ConfigInput = {}): Config {
   if (config.tlsCert !== undefined) config.tlsCert = resolve(config.tlsCert);
   if (config.tlsKey !== undefined) config.tlsKey = resolve(config.tlsKey);
   if (config.historyKeyFile !== undefined) config.historyKeyFile = resolve(config.historyKeyFile);
+  if (config.embeddingModel !== undefined) config.embeddingModel = resolve(config.embeddingModel);
   if (config.filterRules !== undefined) config.filterRules = resolve(config.filterRules);
   return Object.freeze({ ...config, models: Object.freeze([...config.models]), allowedOrigins: Object.freeze([...config.allowedOrigins]), allowedHosts: Object.freeze([...config.allowedHosts]) });
 }

@@ -15,6 +15,7 @@ import type { Config } from './config.js';
 import type { ConversationRepository } from './history/ConversationRepository.js';
 import type { DocumentRepository } from './documents/DocumentRepository.js';
 import { Documents } from './documents/Documents.js';
+import type { Embedder } from './documents/Embedder.js';
 import type { ContentFilter } from './filter/ContentFilter.js';
 import { createHttpHandler } from './http/createHttpHandler.js';
 import { createOriginPolicy, type OriginPolicy } from './http/createOriginPolicy.js';
@@ -55,6 +56,8 @@ export interface ServerDeps {
   readonly metrics?: Metrics;
   /** Where uploaded documents are kept (the history store's); no document routes or attachments when absent. */
   readonly documents?: DocumentRepository;
+  /** `--embedding-model`, loaded by the caller (and disposed by it): hybrid document retrieval. */
+  readonly embedder?: Embedder;
   /** The content filter (`--filter-rules`); none when absent. */
   readonly filter?: ContentFilter;
 }
@@ -98,7 +101,7 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
     maxPerUser: config.maxConversationsPerUser,
     maxCached: MAX_CACHED_CONVERSATIONS,
   });
-  const documents = deps.documents === undefined ? undefined : new Documents(config, deps.documents, { logger });
+  const documents = deps.documents === undefined ? undefined : new Documents(config, deps.documents, { logger, ...(deps.embedder === undefined ? {} : { embedder: deps.embedder }) });
   const chat = new ChatCore(config, { models, limiters, metrics, conversations, ...(deps.filter === undefined ? {} : { filter: deps.filter }), ...(documents === undefined ? {} : { documents }) });
   const sessions = new Map<Connection, ClientSession>();
   metrics.bind({
@@ -227,6 +230,8 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
       await transport.close(CloseCode.goingAway, 'server shutting down');
       await deps.apiKeys.settled();
       documents?.close();
+      // Background embedding stops after the chunk in progress; the store closes after this.
+      await documents?.embeddingSettled();
     },
     abortAll() {
       accepting = false;

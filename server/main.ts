@@ -64,6 +64,7 @@ program
   .addOption(new Option('--metrics-token <secret>', 'bearer secret for /metrics from other machines (default: loopback and admin tokens only)').env('PARLEY_METRICS_TOKEN'))
   .addOption(new Option('--history <where>', 'sqlite: conversations survive restarts, encrypted in the data dir; off: memory only').choices(['sqlite', 'off']).env('PARLEY_HISTORY').default(defaults.history))
   .addOption(new Option('--history-days <n>', 'delete conversations idle for longer than this many days (0: keep)').env('PARLEY_HISTORY_DAYS').default(String(defaults.historyDays)))
+  .addOption(new Option('--embedding-model <gguf>', 'an embedding model for documents: retrieval fuses semantic nearness with the word match (reciprocal rank fusion); without it, word match only').env('PARLEY_EMBEDDING_MODEL'))
   .addOption(new Option('--history-key <file>', 'the 32-byte key that encrypts history (default: history.key in the data dir, created on first start)').env('PARLEY_HISTORY_KEY'))
   .addOption(new Option('--no-qr', 'do not print the join QR code'))
   .addOption(new Option('--no-banner', 'do not print the join link (it carries the invite) or its QR code to stderr: for service managers that keep stderr in a journal'));
@@ -130,6 +131,7 @@ program.action(async (options: Record<string, string | string[] | boolean | unde
         history: options.history,
         historyDays: options.historyDays,
         historyKeyFile: options.historyKey,
+        embeddingModel: options.embeddingModel,
         contextSize: options.contextSize,
         maxTokens: options.maxTokens,
         temperature: options.temperature,

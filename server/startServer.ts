@@ -18,6 +18,7 @@ import { discoverModels } from './models/discoverModels.js';
 import { readModelFile, type ModelFile } from './models/ModelFile.js';
 import { ModelPool } from './models/ModelPool.js';
 import { openHistory } from './history/openHistory.js';
+import { LlamaEmbedder } from './documents/Embedder.js';
 import { loadStaticFiles } from './http/loadStaticFiles.js';
 import { ContentFilter } from './filter/ContentFilter.js';
 import { loadFilterRules } from './filter/loadFilterRules.js';
@@ -83,6 +84,12 @@ export async function startServer(
 
   const key = await loadOrCreateSigningKey(config.dataDir);
   const history = await openHistory(config, logger);
+  // Documents' embedding model (--embedding-model): the same llama.cpp build and backend as the chat models.
+  const embedder =
+    config.embeddingModel === undefined
+      ? undefined
+      : await LlamaEmbedder.load({ modelPath: config.embeddingModel, threads: config.threads, build: config.llamaBuild, gpu: config.gpu, logger: (level, message) => logger.debug({ llama: level }, message) });
+  if (embedder) logger.info({ embeddingModel: embedder.id }, `documents: hybrid retrieval with ${embedder.id}`);
   const invite = await loadOrCreateInvite(config.dataDir, config.invite);
   if (invite.pinRotated) logger.warn({ event: 'pinned_invite_rotated' }, 'an admin rotated the --invite code: the code in invite-rotated.json is used until --invite names another one');
   const sessions = await SessionStore.load(config.dataDir);
@@ -98,7 +105,7 @@ export async function startServer(
   const metrics = new Metrics({ processMetrics: true });
   const filter = filterRules === undefined ? undefined : new ContentFilter(filterRules, { logContent: config.logContent, metrics });
   if (filter) logger.info({ rules: filter.rules.length, holdBack: filter.holdBack, file: config.filterRules }, `content filter: ${filter.rules.length} rule${filter.rules.length === 1 ? '' : 's'}, replies held back by at most ${filter.holdBack} characters`);
-  const server = createServer(config, { logger, models, tokens, invite, transport: selected.factory, staticFiles, sessions, users, blocks, apiKeys, history: history.repository, documents: history.documents, limiterOverrides: options.limiterOverrides, metrics, filter });
+  const server = createServer(config, { logger, models, tokens, invite, transport: selected.factory, staticFiles, sessions, users, blocks, apiKeys, history: history.repository, documents: history.documents, ...(embedder === undefined ? {} : { embedder }), limiterOverrides: options.limiterOverrides, metrics, filter });
   const { port } = await server.listen();
   logger.info({ host: config.host, port, transport: server.transport, tls: config.tlsCert !== undefined }, `listening on ${config.host}:${port}`);
   return {
@@ -111,6 +118,7 @@ export async function startServer(
     async stop() {
       await server.close();
       await history.close();
+      await embedder?.dispose();
       if (ownsModels) await models.close();
     },
   };

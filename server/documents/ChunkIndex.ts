@@ -14,7 +14,14 @@ export interface IndexedChunk {
 export interface ChunkSource {
   readonly documentId: string;
   readonly chunks: readonly string[];
+  /** The chunks' vectors (`--embedding-model`), in chunk order; a chunk without one is found lexically only. */
+  readonly vectors?: ReadonlyArray<Float32Array | undefined>;
 }
+
+/** Reciprocal rank fusion's constant (Cormack et al., 2009): a rank r adds 1 / (RRF_K + r). */
+export const RRF_K = 60;
+/** Candidates each ranking contributes to the fusion. */
+const FUSION_DEPTH = 50;
 
 /**
  * A lexical index over documents' chunks: SQLite FTS5 (unicode61 tokenizer, BM25 ranking) in a
@@ -31,6 +38,8 @@ export class ChunkIndex {
   private readonly search: Database.Statement<[string, number], { readonly rowid: number }>;
   private readonly documentCount: Database.Statement<[string], { readonly doc: number }>;
   private readonly chunks: IndexedChunk[] = [];
+  /** Unit-length vectors by chunk (rowid - 1), when the sources have them. */
+  private readonly vectors: Array<Float32Array | undefined> = [];
   private closed = false;
 
   constructor(sources: readonly ChunkSource[]) {
@@ -42,6 +51,8 @@ export class ChunkIndex {
         source.chunks.forEach((chunk, index) => {
           const text = overlapOf(source.chunks[index - 1]) + chunk;
           this.chunks.push({ documentId: source.documentId, chunk: index, text });
+          const vector = source.vectors?.[index];
+          this.vectors.push(vector === undefined ? undefined : normalised(vector));
           insert.run(this.chunks.length, text);
         });
       }
@@ -57,10 +68,33 @@ export class ChunkIndex {
     return this.chunks.length;
   }
 
-  /** The chunks that best match `message`, best first, at most `limit`; none when no word of it occurs. */
-  query(message: string, limit: number): IndexedChunk[] {
+  /** Whether any chunk has a vector (then `query` can fuse a semantic ranking in). */
+  get hasVectors(): boolean {
+    return this.vectors.some((vector) => vector !== undefined);
+  }
+
+  /**
+   * The chunks that best match `message`, best first, at most `limit`. Lexical (BM25) alone, or,
+   * given the message's vector, fused with the chunks nearest to it (cosine similarity) by
+   * reciprocal rank fusion: each chunk scores the sum of 1 / (RRF_K + its rank) in each ranking.
+   * None when no word of the message occurs and there is no vector.
+   */
+  query(message: string, limit: number, vector?: Float32Array): IndexedChunk[] {
     if (this.closed) throw new Error('the chunk index is closed');
     if (limit <= 0) return [];
+    if (vector === undefined || !this.hasVectors) return this.lexical(message, limit).map((row) => this.chunks[row] as IndexedChunk);
+    const scores = new Map<number, number>();
+    const add = (rows: readonly number[]) => rows.forEach((row, rank) => scores.set(row, (scores.get(row) ?? 0) + 1 / (RRF_K + rank + 1)));
+    add(this.lexical(message, Math.max(FUSION_DEPTH, limit)));
+    add(this.nearest(vector, Math.max(FUSION_DEPTH, limit)));
+    return [...scores.entries()]
+      .sort((a, b) => b[1] - a[1] || a[0] - b[0])
+      .slice(0, limit)
+      .map(([row]) => this.chunks[row] as IndexedChunk);
+  }
+
+  /** Chunk positions by BM25, best first. */
+  private lexical(message: string, limit: number): number[] {
     const terms = ftsTerms(message);
     // Words found in more than a quarter of the chunks are left out (when others remain): they
     // barely change BM25's order but make it score most of the index.
@@ -68,7 +102,23 @@ export class ChunkIndex {
     const selective = this.chunks.length >= 8 ? terms.filter((term) => (this.documentCount.get(term)?.doc ?? 0) <= common) : terms;
     const match = matchExpression(selective.length > 0 ? selective : terms);
     if (match === undefined) return [];
-    return this.search.all(match, limit).flatMap((row) => this.chunks[row.rowid - 1] ?? []);
+    return this.search.all(match, limit).map((row) => row.rowid - 1);
+  }
+
+  /** Chunk positions by cosine similarity to `vector`, nearest first (chunks without a vector left out). */
+  private nearest(vector: Float32Array, limit: number): number[] {
+    const query = normalised(vector);
+    const scored: Array<[number, number]> = [];
+    this.vectors.forEach((candidate, row) => {
+      if (candidate === undefined || candidate.length !== query.length) return;
+      let dot = 0;
+      for (let index = 0; index < query.length; index++) dot += (query[index] ?? 0) * (candidate[index] ?? 0);
+      scored.push([row, dot]);
+    });
+    return scored
+      .sort((a, b) => b[1] - a[1] || a[0] - b[0])
+      .slice(0, limit)
+      .map(([row]) => row);
   }
 
   /** The first chunks in document order: what a message with no matching words gets. */
@@ -82,4 +132,12 @@ export class ChunkIndex {
     this.closed = true;
     this.db.close();
   }
+}
+
+/** `vector` scaled to length 1 (a zero vector stays zero), so a dot product is the cosine. */
+function normalised(vector: Float32Array): Float32Array {
+  let norm = 0;
+  for (const value of vector) norm += value * value;
+  norm = Math.sqrt(norm);
+  return norm === 0 ? Float32Array.from(vector) : vector.map((value) => value / norm);
 }

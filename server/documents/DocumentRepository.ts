@@ -48,6 +48,10 @@ export interface DocumentRepository {
    */
   addDocument(document: StoredDocument, chunks: readonly string[], maxOwnerBytes: number): Promise<boolean>;
   getDocument(ownerId: string, id: string): Promise<StoredDocument | undefined>;
+  /** Stores the chunks' vectors (in chunk order) made by embedding model `model`. False if unknown or foreign. */
+  setEmbeddings(ownerId: string, documentId: string, model: string, vectors: ReadonlyArray<Float32Array | undefined>): Promise<boolean>;
+  /** The chunks' vectors made by `model`, in chunk order; undefined for a chunk without one (or made by another model). */
+  readEmbeddings(ownerId: string, documentId: string, model: string): Promise<Array<Float32Array | undefined>>;
   /** The conversation's documents, oldest first. */
   listDocuments(ownerId: string, conversationId: string): Promise<StoredDocument[]>;
   /** The document's chunks, in order; empty for an unknown or foreign one. */

@@ -5,7 +5,8 @@ import type { AttachedDocument, DocumentSource } from '../../shared/protocol.js'
 import type { Config } from '../config.js';
 import { ParleyError } from '../ParleyError.js';
 import { ChunkIndex, type IndexedChunk } from './ChunkIndex.js';
-import { chunkText } from './chunkText.js';
+import { chunkText, overlapOf } from './chunkText.js';
+import type { Embedder } from './Embedder.js';
 import type { DocumentRepository, StoredDocument } from './DocumentRepository.js';
 import { frameDocuments, type FramedPassage } from './frameDocuments.js';
 import { readDocument } from './readDocument.js';
@@ -24,6 +25,11 @@ export interface DocumentsOptions {
   readonly sweepEveryMs?: number;
   /** Conversations whose chunk index stays in memory (least recently used go first). */
   readonly cachedIndexes?: number;
+  /**
+   * `--embedding-model`: chunks get vectors (computed in the background after an upload, stored
+   * encrypted), and retrieval fuses the chunks nearest to the message with the lexical ranking.
+   */
+  readonly embedder?: Embedder;
 }
 
 /** One way to put a conversation's documents into a prompt: the framed text and what it quotes. */
@@ -64,6 +70,9 @@ export class Documents {
   private readonly sweepTimer: NodeJS.Timeout | undefined;
   private readonly unattachedTtlMs: number;
   private readonly cachedIndexes: number;
+  /** Documents being embedded in the background. */
+  private readonly embedding = new Set<Promise<void>>();
+  private closed = false;
 
   constructor(
     readonly config: DocumentsConfig,
@@ -99,7 +108,34 @@ export class Documents {
     if (!(await this.repository.addDocument(document, chunkText(text), this.config.maxDocumentStorageBytes))) {
       throw new ParleyError(ErrorCode.documentLimit, `Your documents would take more than ${formatMiB(this.config.maxDocumentStorageBytes)}; delete some first.`, { httpStatus: 429 });
     }
+    if (this.options.embedder) this.embedInBackground(this.options.embedder, document, chunkText(text));
     return document;
+  }
+
+  /** Resolves once every document uploaded so far has its vectors (or failed to get them). */
+  async embeddingSettled(): Promise<void> {
+    while (this.embedding.size > 0) await Promise.all([...this.embedding]);
+  }
+
+  /**
+   * Embeds a stored document's chunks (as they are indexed: with their overlap) one at a time,
+   * and stores the vectors in one write. Until then, and for a chunk that fails, retrieval is
+   * lexical. A deleted document's vectors are simply not stored.
+   */
+  private embedInBackground(embedder: Embedder, document: StoredDocument, chunks: readonly string[]): void {
+    const job = (async () => {
+      const vectors: Array<Float32Array | undefined> = [];
+      for (const [index, chunk] of chunks.entries()) {
+        if (this.closed) return;
+        vectors.push(await embedder.embed(overlapOf(chunks[index - 1]) + chunk).catch(() => undefined));
+      }
+      await this.repository.setEmbeddings(document.ownerId, document.id, embedder.id, vectors);
+      // An index built meanwhile has no vectors for it: the next message builds one that has.
+      for (const [conversationId, cached] of [...this.indexes]) if (cached.fingerprint.split(',').includes(document.id)) this.forgetConversation(conversationId);
+    })()
+      .catch((error: unknown) => this.options.logger?.error({ err: error, document: document.id }, 'embedding a document failed'))
+      .finally(() => this.embedding.delete(job));
+    this.embedding.add(job);
   }
 
   async get(ownerId: string, id: string): Promise<StoredDocument | undefined> {
@@ -146,11 +182,13 @@ export class Documents {
     // token at best): counting the tokens of megabytes to learn they do not fit costs seconds.
     const whole = chars <= WHOLE_CHARS_LIMIT ? wholeCandidate(await readAll(), message, tag) : undefined;
     const index = await this.indexFor(ownerId, conversationId, all, whole === undefined ? undefined : readAll);
+    // The message's vector for hybrid retrieval (one embedding, even when the documents end up whole).
+    const vector = this.options.embedder === undefined ? undefined : await this.options.embedder.embed(message).catch(() => undefined);
     return {
       attaching,
       named,
       whole,
-      retrieve: (limit) => retrievedCandidate(index, all, message, limit, tag),
+      retrieve: (limit) => retrievedCandidate(index, all, message, limit, tag, vector),
     };
   }
 
@@ -202,6 +240,7 @@ export class Documents {
 
   /** Stops the sweep and frees the cached indexes; safe to call twice. */
   close(): void {
+    this.closed = true;
     clearInterval(this.sweepTimer);
     for (const conversationId of [...this.indexes.keys()]) this.forgetConversation(conversationId);
   }
@@ -226,10 +265,12 @@ export class Documents {
       return () => cached.index;
     }
     const loaded = await (readAll ?? (async () => Promise.all(documents.map(async (document) => ({ document, chunks: await this.repository.readChunks(ownerId, document.id) })))))();
+    const embedder = this.options.embedder;
+    const vectors = embedder === undefined ? [] : await Promise.all(documents.map((document) => this.repository.readEmbeddings(ownerId, document.id, embedder.id)));
     let built: ChunkIndex | undefined;
     return () => {
       if (built !== undefined) return built;
-      built = new ChunkIndex(loaded.map(({ document, chunks }) => ({ documentId: document.id, chunks })));
+      built = new ChunkIndex(loaded.map(({ document, chunks }, position) => ({ documentId: document.id, chunks, ...(vectors[position] === undefined ? {} : { vectors: vectors[position] }) })));
       if (conversationId !== undefined) {
         this.forgetConversation(conversationId);
         this.indexes.set(conversationId, { fingerprint, ownerId, index: built });
@@ -253,9 +294,9 @@ function wholeCandidate(loaded: ReadonlyArray<{ document: StoredDocument; chunks
   return { text: frameDocuments(passages, message, tag), sources };
 }
 
-function retrievedCandidate(index: () => ChunkIndex, documents: readonly StoredDocument[], message: string, limit: number, tag: string): PromptCandidate {
+function retrievedCandidate(index: () => ChunkIndex, documents: readonly StoredDocument[], message: string, limit: number, tag: string, vector: Float32Array | undefined): PromptCandidate {
   const chunkIndex = index();
-  let found: IndexedChunk[] = chunkIndex.query(message, limit);
+  let found: IndexedChunk[] = chunkIndex.query(message, limit, vector);
   // No word of the message occurs in the documents ("summarise this"): their beginning.
   if (found.length === 0) found = chunkIndex.leading(limit);
   const order = new Map(documents.map((document, position) => [document.id, position]));

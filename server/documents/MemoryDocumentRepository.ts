@@ -4,6 +4,7 @@ import type { AttachResult, DocumentRepository, MessageDocuments, StoredDocument
 interface Entry {
   document: StoredDocument;
   readonly chunks: readonly string[];
+  embeddings?: { readonly model: string; readonly vectors: ReadonlyArray<Float32Array | undefined> };
 }
 
 /**
@@ -39,6 +40,23 @@ export class MemoryDocumentRepository implements DocumentRepository {
       .map((entry) => entry.document)
       .filter((document) => document.ownerId === ownerId && document.conversationId === conversationId)
       .sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1));
+  }
+
+  async setEmbeddings(ownerId: string, documentId: string, model: string, vectors: ReadonlyArray<Float32Array | undefined>): Promise<boolean> {
+    const entry = this.owned(ownerId, documentId);
+    if (entry === undefined) return false;
+    entry.embeddings = { model, vectors: vectors.slice(0, entry.chunks.length).map((vector) => (vector === undefined ? undefined : Float32Array.from(vector))) };
+    return true;
+  }
+
+  async readEmbeddings(ownerId: string, documentId: string, model: string): Promise<Array<Float32Array | undefined>> {
+    const entry = this.owned(ownerId, documentId);
+    if (entry === undefined) return [];
+    const stored = entry.embeddings?.model === model ? entry.embeddings.vectors : [];
+    return entry.chunks.map((_, seq) => {
+      const vector = stored[seq];
+      return vector === undefined ? undefined : Float32Array.from(vector);
+    });
   }
 
   async readChunks(ownerId: string, documentId: string): Promise<string[]> {

@@ -41,6 +41,22 @@ export class SqliteDocumentRepository implements DocumentRepository {
     return statements.chunks.all(documentId).map((row) => this.cipher.decrypt(row.text, chunkContext(documentId, row.seq)));
   }
 
+  async setEmbeddings(ownerId: string, documentId: string, model: string, vectors: ReadonlyArray<Float32Array | undefined>): Promise<boolean> {
+    return this.ready().transactions.setEmbeddings(ownerId, documentId, model, vectors);
+  }
+
+  async readEmbeddings(ownerId: string, documentId: string, model: string): Promise<Array<Float32Array | undefined>> {
+    const { statements } = this.ready();
+    if (statements.get.get(documentId, ownerId) === undefined) return [];
+    return statements.embeddings.all(documentId).map((row) => {
+      if (row.embedding === null) return undefined;
+      const sealed = JSON.parse(this.cipher.decrypt(row.embedding, embeddingContext(documentId, row.seq))) as { model: string; vector: string };
+      if (sealed.model !== model) return undefined;
+      const bytes = Buffer.from(sealed.vector, 'base64');
+      return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+    });
+  }
+
   async attachDocuments(ownerId: string, conversationId: string, ids: readonly string[], maxPerConversation: number): Promise<AttachResult> {
     return this.ready().transactions.attach(ownerId, conversationId, [...new Set(ids)], maxPerConversation);
   }
@@ -107,6 +123,15 @@ export class SqliteDocumentRepository implements DocumentRepository {
           chunks.forEach((text, seq) => statements.insertChunk.run(document.id, seq, this.cipher.encrypt(text, chunkContext(document.id, seq))));
           return true;
         }),
+        setEmbeddings: db.transaction((ownerId: string, documentId: string, model: string, vectors: ReadonlyArray<Float32Array | undefined>): boolean => {
+          if (statements.get.get(documentId, ownerId) === undefined) return false;
+          vectors.forEach((vector, seq) => {
+            if (vector === undefined) return;
+            const encoded = Buffer.from(vector.buffer, vector.byteOffset, vector.byteLength).toString('base64');
+            statements.setEmbedding.run(this.cipher.encrypt(JSON.stringify({ model, vector: encoded }), embeddingContext(documentId, seq)), documentId, seq);
+          });
+          return true;
+        }),
         attach: db.transaction((ownerId: string, conversationId: string, ids: readonly string[], maxPerConversation: number): AttachResult => {
           if (statements.ownsConversation.get(conversationId, ownerId) === undefined) return { ok: false, reason: 'not_found' };
           let added = 0;
@@ -143,6 +168,7 @@ type Prepared = ReturnType<SqliteDocumentRepository['prepare']>;
 /** AAD contexts: each sealed value is bound to its row, so one copied elsewhere fails to open. */
 const nameContext = (ownerId: string, id: string): string[] => ['document', ownerId, id, 'name'];
 const chunkContext = (documentId: string, seq: number): string[] => ['document_chunk', documentId, String(seq), 'text'];
+const embeddingContext = (documentId: string, seq: number): string[] => ['document_chunk', documentId, String(seq), 'embedding'];
 const noteContext = (conversationId: string, messageId: string): string[] => ['message_documents', conversationId, messageId, 'value'];
 
 interface DocumentRow {
@@ -171,6 +197,8 @@ function prepareStatements(db: Database.Database) {
     countByConversation: db.prepare<[string], { readonly count: number }>('SELECT COUNT(*) AS count FROM documents WHERE conversation_id = ?'),
     ownerBytes: db.prepare<[string], { readonly bytes: number | null }>('SELECT SUM(size) AS bytes FROM documents WHERE owner_id = ?'),
     chunks: db.prepare<[string], { readonly seq: number; readonly text: Buffer }>('SELECT seq, text FROM document_chunks WHERE document_id = ? ORDER BY seq'),
+    embeddings: db.prepare<[string], { readonly seq: number; readonly embedding: Buffer | null }>('SELECT seq, embedding FROM document_chunks WHERE document_id = ? ORDER BY seq'),
+    setEmbedding: db.prepare<[Buffer, string, number]>('UPDATE document_chunks SET embedding = ? WHERE document_id = ? AND seq = ?'),
     ownsConversation: db.prepare<[string, string], { readonly one: 1 }>('SELECT 1 AS one FROM conversations WHERE id = ? AND owner_id = ?'),
     attach: db.prepare<[string, string, string]>('UPDATE documents SET conversation_id = ? WHERE id = ? AND owner_id = ?'),
     delete: db.prepare<[string, string]>('DELETE FROM documents WHERE id = ? AND owner_id = ?'),

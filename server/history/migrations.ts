@@ -101,4 +101,13 @@ export const migrations: readonly Migration[] = [
       `);
     },
   },
+  {
+    version: 3,
+    name: 'chunk embeddings',
+    up: (db) => {
+      // A chunk's vector from --embedding-model, encrypted with the model's name inside; NULL
+      // until it is computed (in the background, after the upload) or without such a model.
+      db.exec('ALTER TABLE document_chunks ADD COLUMN embedding BLOB');
+    },
+  },
 ];

@@ -1,13 +1,14 @@
 import assert from 'node:assert/strict';
 import { request as httpRequest } from 'node:http';
 import { readdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { ErrorCode } from '../../shared/errorCodes.js';
 import type { ConversationResponse, DocumentResponse } from '../../shared/protocol.js';
 import { chunkText } from '../../server/documents/chunkText.js';
 import type { LlamaEngine } from '../../server/engine/LlamaEngine.js';
+import { ensureModel } from '../../models/ensureModel.js';
 import { generatedLog, minimalPdf, PNG_BYTES } from '../helpers/minimalPdf.js';
 import { loadTinyEngine, startTestServer, TRANSPORTS, type TestServer } from '../helpers/startTestServer.js';
 import type { TestClient } from '../helpers/TestClient.js';
@@ -238,6 +239,34 @@ for (const transport of TRANSPORTS) {
         const later = client.send('and the zebracorn again?', accepted.conversationId);
         const laterDone = await client.terminal(later);
         assert.ok(laterDone.type === 'done' && laterDone.sources?.some((source) => source.chunk === holding));
+      } finally {
+        await server.stop();
+      }
+    });
+
+    test('with --embedding-model, chunks get vectors in the background (stored encrypted), and retrieval fuses them with the word match', async () => {
+      const tiny = await ensureModel('tiny');
+      // The tiny model stands in for an embedding model: its vectors mean little, which is the point:
+      // the chunk the words match must still be found once the rankings are fused.
+      const server = await startTestServer(transport, engine, { maxTokens: 4, embeddingModel: tiny.path, llamaBuild: 'prebuilt' });
+      try {
+        const token = await server.token('alice');
+        const text = generatedLog(600, { line: 333, word: 'zebracorn' });
+        const chunks = chunkText(text);
+        const holding = chunks.findIndex((chunk) => chunk.includes('zebracorn'));
+        const document = await uploaded(server, token, 'server.log', text);
+        const client = await server.connect(token);
+        const userId = (await client.waitForType('ready')).user.id;
+        const documents = server.started.server.chat.documents;
+        assert.ok(documents);
+        await documents.embeddingSettled();
+        const vectors = await documents.repository.readEmbeddings(userId, document.id, basename(tiny.path));
+        assert.equal(vectors.length, chunks.length);
+        assert.ok(vectors.every((vector) => vector instanceof Float32Array && vector.length > 0), 'every chunk has a vector');
+        const id = sendWith(client, 'What does the log say about zebracorn?', [document.id]);
+        const done = await client.terminal(id);
+        assert.ok(done.type === 'done', JSON.stringify(done));
+        assert.ok(done.sources?.some((source) => source.chunk === holding), `chunk ${holding} among ${JSON.stringify(done.sources)}`);
       } finally {
         await server.stop();
       }

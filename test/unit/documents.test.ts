@@ -77,6 +77,24 @@ describe('ChunkIndex (FTS5, BM25) on a generated corpus', () => {
     }
   });
 
+  test('with vectors, reciprocal rank fusion ranks a chunk high in both rankings first, and finds a chunk by meaning alone', () => {
+    const chunks = ['apples and pears\n', 'the quarterly zebracorn report\n', 'zebracorn zebracorn sightings\n', 'nothing shared here\n'];
+    const vectors = [Float32Array.of(1, 0, 0), Float32Array.of(0, 1, 0), Float32Array.of(0, 0.2, 1), Float32Array.of(0.1, 0.9, 0.1)];
+    const index = new ChunkIndex([{ documentId: 'd1', chunks, vectors }]);
+    try {
+      assert.equal(index.hasVectors, true);
+      // Lexically chunks 2 then 1 hold the word; by meaning 1 then 3 are nearest: 1 leads both lists' sum.
+      const fused = index.query('zebracorn', 3, Float32Array.of(0, 1, 0));
+      assert.deepEqual(fused.map((chunk) => chunk.chunk), [1, 2, 3]);
+      // No word in common with any chunk: the nearest by meaning still comes back.
+      assert.deepEqual(index.query('fiscal summary', 1, Float32Array.of(0, 1, 0)).map((chunk) => chunk.chunk), [1]);
+      // Without a vector: lexical only.
+      assert.deepEqual(index.query('fiscal summary', 1), []);
+    } finally {
+      index.close();
+    }
+  });
+
   test('FTS5 syntax in a message is data: no query error, and a message with no known word matches nothing', () => {
     const index = new ChunkIndex([{ documentId: 'd1', chunks: chunkText(generatedLog(50)) }]);
     try {
@@ -202,6 +220,20 @@ for (const [name, open] of stores) {
         assert.equal(await store.documents.getDocument('alice', 'd2'), undefined);
         // Bob's own cap is his own.
         assert.equal(await store.documents.addDocument(documentOf('d3', 'bob', 500), ['y'], 1000), true);
+      } finally {
+        await store.close();
+      }
+    });
+
+    test("a chunk's vectors are stored (encrypted in SQLite) under their model's name, for the owner only", async () => {
+      const store = await open();
+      try {
+        await store.documents.addDocument(documentOf('d1', 'alice'), ['one', 'two', 'three'], 1e9);
+        assert.equal(await store.documents.setEmbeddings('bob', 'd1', 'emb', [Float32Array.of(1)]), false);
+        assert.equal(await store.documents.setEmbeddings('alice', 'd1', 'emb', [Float32Array.of(0.5, -2), undefined, Float32Array.of(3, 4)]), true);
+        assert.deepEqual(await store.documents.readEmbeddings('alice', 'd1', 'emb'), [Float32Array.of(0.5, -2), undefined, Float32Array.of(3, 4)]);
+        assert.deepEqual(await store.documents.readEmbeddings('alice', 'd1', 'another-model'), [undefined, undefined, undefined]);
+        assert.deepEqual(await store.documents.readEmbeddings('bob', 'd1', 'emb'), []);
       } finally {
         await store.close();
       }
