@@ -284,8 +284,13 @@ export class ChatCore {
         try {
           await this.documents.attach(request.userId, owned.id, documents.attaching);
         } catch (error) {
+          // Another send took a document meanwhile: a conversation made for this send goes again.
           release(owned);
           refund(0);
+          if (conversation === undefined) {
+            await this.conversations.repository.deleteConversation(request.userId, owned.id).catch(() => false);
+            this.conversations.forget(owned.id);
+          }
           return refused(toParleyError(error));
         }
       }
