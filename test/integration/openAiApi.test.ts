@@ -144,6 +144,7 @@ for (const transport of TRANSPORTS) {
         [{ tools: [{ type: 'function', function: { name: 'f' } }] }, 'tools'],
         [{ logprobs: true }, 'logprobs'],
         [{ messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'http://x/y.png' } }] }] }, 'messages.0.content.0'],
+        [{ messages: [{ role: 'user', content: [{ type: 'text', text: 'Summarise it' }, { type: 'file', file: { file_id: 'd_0123456789abcdefghijkl' } }] }] }, 'messages.0.content.1'],
         [{ messages: [] }, 'messages'],
         [{ messages: [{ role: 'tool', content: 'x' }] }, 'messages.0.role'],
         [{ temperature: 'hot' }, 'temperature'],
