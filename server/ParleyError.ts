@@ -81,6 +81,18 @@ export class EngineError extends ParleyError {
 }
 
 /**
+ * An upstream engine (`--upstream`) could not serve this reply: every upstream of the name refused
+ * before any token, or the one serving it failed mid-reply. The message names the model, never an
+ * upstream's address or key; what happened stays in `cause`, for the log.
+ */
+export class UpstreamFailedError extends ParleyError {
+  override name = 'UpstreamFailedError';
+  constructor(message: string, cause?: unknown) {
+    super(ErrorCode.upstreamFailed, message, { httpStatus: 502, closeCode: CloseCode.internalError, cause });
+  }
+}
+
+/**
  * The content filter refused a message (input) or stopped a reply (output): HTTP 400, and on a
  * socket an error frame for that request, never a close. The message names the rule's label,
  * never its pattern, so the rules file does not leak to those it filters.

@@ -113,6 +113,15 @@ export const defaults = {
   maxReplyBytes: 1024 * 1024,
   // On SIGTERM or SIGINT, replies in flight get this long to finish before they are cancelled.
   shutdownTimeoutMs: 10_000,
+  // `--upstream NAME=URL` (repeatable): OpenAI-compatible servers behind a model name; several URLs
+  // under one name form a pool (README, "Upstream engines"). Keys: `--upstream-key NAME=KEY`.
+  upstreams: [] as readonly string[],
+  upstreamKeys: [] as readonly string[],
+  // Requests in flight per upstream, and how often each upstream is health-checked.
+  upstreamMaxInFlight: 8,
+  upstreamHealthIntervalMs: 5000,
+  // all: the web page, the chat socket and /v1; engine: /v1 for gateways, no web page or chat socket.
+  role: 'all',
 } as const;
 
 const positiveInt = z.int().check(z.gte(1));
@@ -213,7 +222,38 @@ const ConfigSchema = z.strictObject({
   metricsToken: z.optional(z.string().check(z.minLength(16, 'metricsToken must be at least 16 characters'), z.maxLength(256))),
   /** The content filter's rules (JSON Lines, server/filter/loadFilterRules.ts), read and checked at start; absent: no filter. */
   filterRules: z.optional(z.string().check(z.minLength(1))),
+  /** `NAME=URL` entries; one name given several URLs is a pool (server/engine/UpstreamPool.ts). */
+  upstreams: z.readonly(z.array(z.string().check(z.regex(/^[A-Za-z0-9][\w.:-]*=https?:\/\/\S+$/, 'an upstream is NAME=URL, with an http or https URL')))),
+  /** `NAME=KEY` entries: the bearer key sent to every upstream of NAME. Never logged. */
+  upstreamKeys: z.readonly(z.array(z.string().check(z.regex(/^[A-Za-z0-9][\w.:-]*=\S+$/, 'an upstream key is NAME=KEY')))),
+  upstreamMaxInFlight: z.int().check(z.gte(1), z.lte(1024)),
+  upstreamHealthIntervalMs: z.int().check(z.gte(0), z.lte(3_600_000)),
+  /** Used when no upstream's /v1/models tells its context length; absent: 4096. */
+  upstreamContextSize: z.optional(z.int().check(z.gte(64), z.lte(1 << 24))),
+  role: z.enum(['all', 'engine']),
 });
+
+/** The upstreams of one model name, from `--upstream` and `--upstream-key`. */
+export interface UpstreamSpec {
+  readonly name: string;
+  readonly urls: readonly string[];
+  readonly key?: string;
+}
+
+/** Groups `upstreams` by name (in the order first given), each with its key. */
+export function upstreamSpecs(config: Pick<Config, 'upstreams' | 'upstreamKeys'>): UpstreamSpec[] {
+  const urls = new Map<string, string[]>();
+  for (const entry of config.upstreams) {
+    const at = entry.indexOf('=');
+    const name = entry.slice(0, at);
+    urls.set(name, [...(urls.get(name) ?? []), entry.slice(at + 1)]);
+  }
+  const keys = new Map(config.upstreamKeys.map((entry) => [entry.slice(0, entry.indexOf('=')), entry.slice(entry.indexOf('=') + 1)]));
+  return [...urls].map(([name, list]) => {
+    const key = keys.get(name);
+    return { name, urls: list, ...(key === undefined ? {} : { key }) };
+  });
+}
 
 export type Config = Readonly<z.infer<typeof ConfigSchema>>;
 export type ConfigInput = Partial<Record<keyof Config, unknown>>;
@@ -255,7 +295,13 @@ export function loadConfig(input: ConfigInput = {}): Config {
   if (config.historyKeyFile !== undefined) config.historyKeyFile = resolve(config.historyKeyFile);
   if (config.embeddingModel !== undefined) config.embeddingModel = resolve(config.embeddingModel);
   if (config.filterRules !== undefined) config.filterRules = resolve(config.filterRules);
-  return Object.freeze({ ...config, models: Object.freeze([...config.models]), allowedOrigins: Object.freeze([...config.allowedOrigins]), allowedHosts: Object.freeze([...config.allowedHosts]) });
+  const upstreamNames = new Set(config.upstreams.map((entry) => entry.slice(0, entry.indexOf('='))));
+  for (const entry of config.upstreamKeys) {
+    // The name only: the key itself never goes into a message.
+    const name = entry.slice(0, entry.indexOf('='));
+    if (!upstreamNames.has(name)) throw new ConfigError(`Invalid configuration:\n  upstreamKeys: '${name}' names no --upstream`);
+  }
+  return Object.freeze({ ...config, models: Object.freeze([...config.models]), allowedOrigins: Object.freeze([...config.allowedOrigins]), allowedHosts: Object.freeze([...config.allowedHosts]), upstreams: Object.freeze([...config.upstreams]), upstreamKeys: Object.freeze([...config.upstreamKeys]) });
 }
 
 /** Keys whose numeric strings become numbers: every numeric default, threads and gpuLayers (a count or a word). */
@@ -265,9 +311,10 @@ const numericKeys = new Set([
     .map(([key]) => key),
   'threads',
   'gpuLayers',
+  'upstreamContextSize',
 ]);
 
-const listKeys = new Set(['allowedOrigins', 'allowedHosts', 'models']);
+const listKeys = new Set(['allowedOrigins', 'allowedHosts', 'models', 'upstreams', 'upstreamKeys']);
 const booleanKeys = new Set(['qr', 'logContent', 'banner']);
 
 function coerce(key: string, value: unknown): unknown {

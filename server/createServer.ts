@@ -29,7 +29,7 @@ import { Limiters, type LimiterSet } from './limits/Limiters.js';
 import { limitUpgrades } from './limits/limitUpgrades.js';
 import { Metrics } from './metrics/Metrics.js';
 import type { ModelPool } from './models/ModelPool.js';
-import { ShuttingDownError } from './ParleyError.js';
+import { NotFoundError, ShuttingDownError } from './ParleyError.js';
 import type { Connection } from './transport/Connection.js';
 import type { TlsFiles, TransportFactory, UpgradeHandler } from './transport/Transport.js';
 
@@ -149,6 +149,7 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
       secureCookies: config.tlsCert !== undefined,
       onRevoked: revokeUser,
       staticFiles: deps.staticFiles,
+      webPage: config.role !== 'engine',
       logger,
       isReady: () => accepting,
       metrics,
@@ -157,7 +158,8 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
       apiKeys: deps.apiKeys,
       authenticateApiKey,
     }),
-    upgrade: refuseWhenClosing(() => accepting, limitUpgrades(limiters, createUpgradeAuthenticator(deps.tokens, WS_PATH))),
+    // An engine node (--role engine) has no chat socket: every upgrade is a 404, before any other check.
+    upgrade: config.role === 'engine' ? refuseChatSocket : refuseWhenClosing(() => accepting, limitUpgrades(limiters, createUpgradeAuthenticator(deps.tokens, WS_PATH))),
     limits: {
       maxFrameBytes: config.maxFrameBytes,
       maxHttpBodyBytes: config.maxHttpBodyBytes,
@@ -250,6 +252,8 @@ async function whenFlushed(sessions: readonly ClientSession[], timeoutMs: number
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
 }
+
+const refuseChatSocket: UpgradeHandler = () => Promise.resolve({ accept: false, response: toHttpResponse(new NotFoundError('This Parley is an engine node (--role engine): it has no chat socket; use /v1.')) });
 
 /**
  * During shutdown new sockets are refused with 503 before any other check. Retry-After is a

@@ -66,6 +66,10 @@ program
   .addOption(new Option('--history-days <n>', 'delete conversations idle for longer than this many days (0: keep)').env('PARLEY_HISTORY_DAYS').default(String(defaults.historyDays)))
   .addOption(new Option('--embedding-model <gguf>', 'an embedding model for documents: retrieval fuses semantic nearness with the word match (reciprocal rank fusion); without it, word match only').env('PARLEY_EMBEDDING_MODEL'))
   .addOption(new Option('--history-key <file>', 'the 32-byte key that encrypts history (default: history.key in the data dir, created on first start)').env('PARLEY_HISTORY_KEY'))
+  .addOption(new Option('--upstream <name=url>', 'serve an OpenAI-compatible server (llama-server, vLLM, Ollama, another Parley) as the model NAME; repeat a NAME with several URLs for a pool (README, "Upstream engines")').env('PARLEY_UPSTREAMS').argParser((value: string, previous: string[] | undefined) => [...(previous ?? []), value]))
+  .addOption(new Option('--upstream-key <name=key>', 'bearer key sent to every upstream of NAME (never logged); repeatable').env('PARLEY_UPSTREAM_KEYS').argParser((value: string, previous: string[] | undefined) => [...(previous ?? []), value]))
+  .addOption(new Option('--upstream-context-size <n>', "an upstream's context tokens when its /v1/models does not tell (default 4096)").env('PARLEY_UPSTREAM_CONTEXT_SIZE'))
+  .addOption(new Option('--role <role>', 'all: web page, chat socket and /v1; engine: an engine node for gateways, /v1 without the web page or chat socket').choices(['all', 'engine']).env('PARLEY_ROLE').default(defaults.role))
   .addOption(new Option('--no-qr', 'do not print the join QR code'))
   .addOption(new Option('--no-banner', 'do not print the join link (it carries the invite) or its QR code to stderr: for service managers that keep stderr in a journal'));
 
@@ -104,6 +108,8 @@ const limitFlags = [
   ['maxLoadedModels', 'models loaded at once; the least recently used idle one is unloaded to make room'],
   ['modelIdleSeconds', 'unload a model (other than the default) after this long without a request (0: never)'],
   ['modelMemoryMib', 'memory all loaded models may take together, weights and contexts (default: 75% of this machine\'s); a model that cannot fit is refused before it loads'],
+  ['upstreamMaxInFlight', 'requests in flight per upstream (--upstream), at most; more wait for room'],
+  ['upstreamHealthIntervalMs', 'how often each upstream is health-checked (GET /health, else /v1/models), in ms (0: only at start)'],
 ] as const satisfies ReadonlyArray<readonly [keyof typeof defaults, string]>;
 for (const [key, description] of limitFlags) {
   const kebab = key.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`);
@@ -150,6 +156,10 @@ program.action(async (options: Record<string, string | string[] | boolean | unde
         banner: options.banner,
         metricsToken: options.metricsToken,
         filterRules: options.filterRules,
+        upstreams: options.upstream,
+        upstreamKeys: options.upstreamKey,
+        upstreamContextSize: options.upstreamContextSize,
+        role: options.role,
         ...Object.fromEntries(limitFlags.map(([key]) => [key, options[key]])),
       });
     } catch (error) {

@@ -9,11 +9,12 @@ import { loadOrCreateSigningKey } from './auth/loadOrCreateSigningKey.js';
 import { SessionStore } from './auth/SessionStore.js';
 import { SignInBlocks } from './auth/SignInBlocks.js';
 import { UserStore } from './auth/UserStore.js';
-import type { Config } from './config.js';
+import { upstreamSpecs, type Config } from './config.js';
 import { createServer, type ParleyServer } from './createServer.js';
 import type { Engine } from './engine/Engine.js';
 import { describeDevice } from './engine/describeDevice.js';
 import { LlamaEngine } from './engine/LlamaEngine.js';
+import { UpstreamEngine } from './engine/UpstreamEngine.js';
 import { discoverModels } from './models/discoverModels.js';
 import { readModelFile, type ModelFile } from './models/ModelFile.js';
 import { ModelPool } from './models/ModelPool.js';
@@ -73,12 +74,15 @@ export async function startServer(
   const filterRules = config.filterRules === undefined ? undefined : await loadFilterRules(config.filterRules);
 
   const ownsModels = options.engine === undefined && options.models === undefined;
-  const models = options.models ?? (options.engine !== undefined ? ModelPool.single(options.engine) : await openModels(config, logger));
+  // `--upstream` engines: served beside the config's models, disposed at stop.
+  const upstreams = ownsModels ? await openUpstreams(config, logger) : [];
+  const models = options.models ?? (options.engine !== undefined ? ModelPool.single(options.engine) : await openModels(config, logger, upstreams));
   let engine: Engine;
   try {
     engine = await models.loadDefault();
   } catch (error) {
     if (ownsModels) await models.close();
+    await Promise.all(upstreams.map(({ engine: upstream }) => upstream.dispose()));
     throw error;
   }
 
@@ -97,8 +101,10 @@ export async function startServer(
   const blocks = await SignInBlocks.load(config.dataDir, { keepSeenMs: config.refreshTtlSeconds * 1000 });
   const apiKeys = new ApiKeyStore(config.dataDir);
   const tokens = createTokenService({ key, ttlSeconds: config.tokenTtlSeconds, epochs: sessions });
-  const staticFiles = await loadStaticFiles(options.clientDist ?? CLIENT_DIST);
-  if (staticFiles.size === 0) logger.warn('web client not built: run `npm run build:client`');
+  // An engine node (--role engine) serves /v1 and no web page.
+  const staticFiles = config.role === 'engine' ? new Map() : await loadStaticFiles(options.clientDist ?? CLIENT_DIST);
+  if (staticFiles.size === 0 && config.role !== 'engine') logger.warn('web client not built: run `npm run build:client`');
+  if (config.role === 'engine') logger.info({ role: config.role }, 'role engine: serving /v1 (and /api, probes, metrics); no web page, no chat socket');
 
   // Process metrics (CPU, memory, event loop, GC) go into this server's own registry, so
   // several servers in one process (the tests) each collect them without clashing.
@@ -120,20 +126,50 @@ export async function startServer(
       await history.close();
       await embedder?.dispose();
       if (ownsModels) await models.close();
+      await Promise.all(upstreams.map(({ engine: upstream }) => upstream.dispose()));
     },
   };
+}
+
+/**
+ * One UpstreamEngine per `--upstream` name, each probed once (an unreachable upstream does not fail
+ * the start: it stays out of rotation until a health check passes). URLs are logged, keys never.
+ */
+async function openUpstreams(config: Config, logger: Logger): Promise<Array<{ id: string; engine: UpstreamEngine }>> {
+  return Promise.all(
+    upstreamSpecs(config).map(async (spec) => {
+      const engine = await UpstreamEngine.open({
+        name: spec.name,
+        urls: spec.urls,
+        ...(spec.key === undefined ? {} : { key: spec.key }),
+        maxInFlight: config.upstreamMaxInFlight,
+        healthIntervalMs: config.upstreamHealthIntervalMs,
+        ...(config.upstreamContextSize === undefined ? {} : { contextSize: config.upstreamContextSize }),
+        ...(config.systemPrompt === undefined ? {} : { systemPrompt: config.systemPrompt }),
+        temperature: config.temperature,
+        onHealth: (url, healthy, why) =>
+          healthy ? logger.info({ model: spec.name, upstream: url }, `upstream ${url} of ${spec.name} is back in rotation`) : logger.warn({ model: spec.name, upstream: url, why }, `upstream ${url} of ${spec.name} taken out of rotation: ${why}`),
+      });
+      const healthy = engine.upstreams().filter((upstream) => upstream.healthy).length;
+      logger.info({ model: spec.name, upstreams: spec.urls, healthy, contextSize: engine.info.contextSize, slots: engine.slots, key: spec.key !== undefined }, `model ${spec.name}: ${spec.urls.length} upstream${spec.urls.length === 1 ? '' : 's'}, ${healthy} healthy`);
+      return { id: spec.name, engine };
+    }),
+  );
 }
 
 /**
  * The config's models (every --model, every GGUF in --models-dir and the pulled folder, else the
  * demo model) in a pool that loads them with llama.cpp on demand and logs where each one runs.
  */
-async function openModels(config: Config, logger: Logger): Promise<ModelPool> {
+async function openModels(config: Config, logger: Logger, upstreams: ReadonlyArray<{ id: string; engine: Engine }> = []): Promise<ModelPool> {
   const dirs = [...(config.modelsDir === undefined ? [] : [config.modelsDir]), config.pulledModelsDir];
-  const found = await discoverModels({ models: config.models, dirs, ...(config.defaultModel === undefined ? {} : { defaultModel: config.defaultModel }) });
+  // A default naming an upstream is not a file to find.
+  const upstreamDefault = config.defaultModel !== undefined && upstreams.some(({ id }) => id === config.defaultModel) ? config.defaultModel : undefined;
+  const found = await discoverModels({ models: config.models, dirs, ...(config.defaultModel === undefined || upstreamDefault !== undefined ? {} : { defaultModel: config.defaultModel }) });
   for (const { path, reason } of found.skipped) logger.warn({ path, reason }, 'model skipped');
   let files = found.files;
-  let defaultModel = found.defaultModel;
+  // With upstreams and no local model, the first upstream is the default: no demo model is built.
+  let defaultModel = upstreamDefault ?? found.defaultModel ?? upstreams[0]?.id;
   if (defaultModel === undefined) {
     const built = await ensureModel('demo', { logger: (message: string) => logger.info(message) });
     const demo = await readModelFile(built.path, { demo: true });
@@ -149,6 +185,7 @@ async function openModels(config: Config, logger: Logger): Promise<ModelPool> {
     slots: config.slots,
     contextSize: config.contextSize,
     load: (file, slots) => loadEngine(config, logger, file, slots),
+    preloaded: upstreams,
     log: (event) => {
       const mib = (bytes: number) => Math.ceil(bytes / (1024 * 1024));
       switch (event.kind) {

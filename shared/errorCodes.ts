@@ -35,6 +35,12 @@ export const ErrorCode = {
   contextOverflow: 'context_overflow',
   /** The engine failed while generating this reply. */
   engineError: 'engine_error',
+  /**
+   * The upstream engine (`--upstream`: another OpenAI-compatible server) refused or failed this
+   * reply: none of the name's upstreams could start it, or the one serving it died mid-reply (text
+   * already sent stays sent). HTTP 502; terminal for that id.
+   */
+  upstreamFailed: 'upstream_failed',
   /** The server is shutting down and accepts no new work. */
   shuttingDown: 'shutting_down',
   /** Too many requests; `retryAfterMs` says when to try again. */

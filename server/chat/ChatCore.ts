@@ -584,7 +584,7 @@ function storedOutcome(outcome: ReplyOutcome): MessageOutcome {
   if (outcome.kind === 'finished') return MessageOutcome.done;
   if (outcome.kind === 'cancelled') return MessageOutcome.stopped;
   if (outcome.error.code === ErrorCode.shuttingDown) return MessageOutcome.interrupted;
-  if (outcome.error.code === ErrorCode.engineError || outcome.error.code === ErrorCode.internal) return MessageOutcome.error;
+  if (outcome.error.code === ErrorCode.engineError || outcome.error.code === ErrorCode.upstreamFailed || outcome.error.code === ErrorCode.internal) return MessageOutcome.error;
   return MessageOutcome.stopped;
 }
 

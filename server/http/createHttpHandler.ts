@@ -43,6 +43,8 @@ export interface HttpDeps {
   /** The user's tokens were revoked (logout, admin, refresh reuse): close their sockets. */
   readonly onRevoked: (userId: string) => void;
   readonly staticFiles: ReadonlyMap<string, StaticFile>;
+  /** False on an engine node (`--role engine`): the web page's paths answer 404. True when absent. */
+  readonly webPage?: boolean;
   readonly logger: Logger;
   /** Readiness for /readyz and /api/health: new work is accepted (false once shutdown begins). */
   readonly isReady: () => boolean;
@@ -144,6 +146,7 @@ async function route(context: Context): Promise<HttpResponse | HttpStreamRespons
   }
   if (request.path.startsWith('/api/')) return toHttpResponse(new NotFoundError('No such endpoint.'));
   if (request.method !== 'GET' && request.method !== 'HEAD') return useGet();
+  if (deps.webPage === false) return toHttpResponse(new NotFoundError('This Parley is an engine node (--role engine): it serves /v1, not the web page.'));
   return serveStatic(deps.staticFiles, request);
 }
 
