@@ -92,6 +92,11 @@ export class UpstreamEngine implements Engine {
     return this.pool.status();
   }
 
+  /** Requests waiting for an upstream with room (every healthy one at its cap). */
+  get waiting(): number {
+    return this.pool.waiting;
+  }
+
   planPrompt(history: readonly Turn[], text: string, maxTokens: number, system?: string): PromptPlan {
     const contextSize = this.info.contextSize;
     const alone = estimateTokens(text) + TOKENS_PER_TURN + estimateTokens(system ?? this.options.systemPrompt ?? '');

@@ -78,6 +78,11 @@ export class UpstreamPool {
     return this.targets.map(({ url, healthy, inFlight }) => ({ url, healthy, inFlight }));
   }
 
+  /** Requests waiting for room on a healthy upstream. */
+  get waiting(): number {
+    return this.waiters.length;
+  }
+
   headers(): Record<string, string> {
     return this.options.key === undefined ? {} : { authorization: `Bearer ${this.options.key}` };
   }

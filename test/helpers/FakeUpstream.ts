@@ -50,11 +50,22 @@ export class FakeUpstream {
     return holder.fake;
   }
 
-  /** The next held reply, once its request has arrived. */
-  nextHeld(): Promise<HeldReply> {
+  /** The next held reply, once its request has arrived (rejects after `timeoutMs`, so a test that sent nothing fails rather than hangs). */
+  nextHeld(timeoutMs = 20_000): Promise<HeldReply> {
     const ready = this.heldQueue.shift();
     if (ready) return Promise.resolve(ready);
-    return new Promise((resolve) => this.heldWaiters.push(resolve));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const index = this.heldWaiters.indexOf(waiter);
+        if (index >= 0) this.heldWaiters.splice(index, 1);
+        reject(new Error(`no completion request reached the fake upstream within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const waiter = (reply: HeldReply) => {
+        clearTimeout(timer);
+        resolve(reply);
+      };
+      this.heldWaiters.push(waiter);
+    });
   }
 
   async close(): Promise<void> {

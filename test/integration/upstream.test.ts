@@ -135,11 +135,14 @@ for (const transport of TRANSPORTS) {
           defaultModel: 'solo',
         });
       });
-      afterEach(() => {
+      // Each test starts with both fakes answering and every upstream back in rotation (a test's
+      // refusals take upstreams out until a health check passes).
+      afterEach(async () => {
         for (const fake of [first, second]) {
           fake.mode = 'stream';
           fake.health = 200;
         }
+        for (const id of ['solo', 'pool']) await waitUntil(() => upstreamOf(gateway, id).upstreams().every((upstream) => upstream.healthy), 20_000, `${id}: every upstream healthy`);
       });
       after(async () => {
         await gateway.stop();
@@ -198,6 +201,27 @@ for (const transport of TRANSPORTS) {
         assert.equal(client.terminalsFor(id).length, 1);
       });
 
+      test('a reply whose upstream dies while its owner is away is resumed: the text streamed, then the one upstream_failed', async () => {
+        first.mode = 'held';
+        const token = await gateway.token('traveller');
+        const away = await gateway.connect(token);
+        const id = away.send('Hello');
+        const held = await first.nextHeld();
+        held.send('Par');
+        held.send('tial');
+        await away.waitFor((frame) => frame.type === 'delta' && 'id' in frame && frame.id === id && frame.seq >= 1);
+        away.drop();
+        held.kill();
+        await waitUntil(() => gateway.started.server.chat.liveCount === 0, 20_000, 'the reply ended');
+        const back = await gateway.connect(token);
+        back.sendFrame({ type: 'resume', id, after: -1 });
+        const terminal = await back.terminal(id);
+        assert.equal(back.framesFor(id)[0]?.type, 'resumed');
+        assert.equal(back.replyText(id), 'Partial');
+        assert.equal(terminal.type === 'error' && terminal.code, 'upstream_failed');
+        assert.equal(back.terminalsFor(id).length, 1);
+      });
+
       test('on /v1, an upstream that dies mid-reply is a 502 upstream_failed', async () => {
         first.mode = 'held';
         const key = await createApiKey(gateway, 'dier');
@@ -248,6 +272,42 @@ for (const transport of TRANSPORTS) {
         const terminal = await client.terminal('refused1');
         assert.equal(terminal.type, 'error');
         assert.equal((terminal as { code: string }).code, 'upstream_failed');
+      });
+
+      test('requests go to the least busy upstream, and wait for room when every healthy one is at --upstream-max-in-flight', async () => {
+        const capped = await startGateway(transport, pulledDir, { upstreams: [`capped=${first.url}`, `capped=${second.url}`], upstreamMaxInFlight: 1 });
+        try {
+          const pool = upstreamOf(capped, 'capped');
+          assert.equal(pool.slots, 2, 'slots: the cap times the upstreams');
+          await waitUntil(() => pool.upstreams().every((upstream) => upstream.healthy), 20_000, 'both upstreams healthy');
+          first.mode = 'held';
+          second.mode = 'held';
+          const client = await capped.client();
+          client.sendFrame({ type: 'send', id: 'c1', text: 'Hello', model: 'capped' });
+          const one = await first.nextHeld();
+          client.sendFrame({ type: 'send', id: 'c2', text: 'Hello', model: 'capped' });
+          const two = await second.nextHeld();
+          assert.deepEqual(pool.upstreams().map((upstream) => upstream.inFlight), [1, 1], 'one each: the least busy');
+          // The first is taken out: its request runs on, and the next one waits for the second's room.
+          first.health = 503;
+          await waitUntil(() => pool.upstreams()[0]?.healthy === false, 20_000, 'the first taken out');
+          one.send('One');
+          one.finish();
+          assert.equal((await client.terminal('c1')).type, 'done');
+          client.sendFrame({ type: 'send', id: 'c3', text: 'Hello', model: 'capped' });
+          await waitUntil(() => pool.waiting === 1, 20_000, 'the third request waits for room');
+          assert.equal(pool.upstreams()[1]?.inFlight, 1);
+          two.send('Two');
+          two.finish();
+          assert.equal((await client.terminal('c2')).type, 'done');
+          const three = await second.nextHeld();
+          three.send('Three');
+          three.finish();
+          assert.equal((await client.terminal('c3')).type, 'done');
+          assert.equal(client.replyText('c3'), 'Three');
+        } finally {
+          await capped.stop();
+        }
       });
 
       test('a failing health check takes an upstream out of rotation, and a passing one puts it back', async () => {
