@@ -280,53 +280,42 @@ function rawToString(data: WebSocket.RawData): string {
   return data.toString('utf8');
 }
 
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
+/**
+ * Hands the body to `onChunk` as it arrives. Resolves true at its end, or false as soon as it
+ * passes `limit` bytes: from then on the rest is drained unread and nothing more is handed on.
+ */
+function receiveBody(req: IncomingMessage, limit: number, onChunk: (chunk: Buffer) => void): Promise<boolean> {
   return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
     let size = 0;
-    let done = false;
+    let over = false;
     req.on('data', (chunk: Buffer) => {
-      if (done) return;
+      if (over) return;
       size += chunk.length;
       if (size > limit) {
-        done = true;
-        resolve(undefined);
+        over = true;
+        resolve(false);
         req.resume();
         return;
       }
-      chunks.push(chunk);
+      onChunk(chunk);
     });
     req.on('end', () => {
-      if (!done) resolve(Buffer.concat(chunks, size));
+      if (!over) resolve(true);
     });
     req.on('error', reject);
   });
 }
 
+async function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
+  const chunks: Buffer[] = [];
+  return (await receiveBody(req, limit, (chunk) => chunks.push(chunk))) ? Buffer.concat(chunks) : undefined;
+}
+
 /** Writes the body into `spool` as it arrives; resolves with the file, or undefined once it passes `limit` (the rest is not read). */
-function spoolBody(req: IncomingMessage, limit: number, spool: BodySpool): Promise<string | undefined> {
-  return new Promise((resolve, reject) => {
-    let size = 0;
-    let done = false;
-    req.on('data', (chunk: Buffer) => {
-      if (done) return;
-      size += chunk.length;
-      if (size > limit) {
-        done = true;
-        void spool.discard();
-        resolve(undefined);
-        req.resume();
-        return;
-      }
-      spool.write(chunk);
-    });
-    req.on('end', () => {
-      if (done) return;
-      done = true;
-      spool.finish().then(resolve, reject);
-    });
-    req.on('error', reject);
-  });
+async function spoolBody(req: IncomingMessage, limit: number, spool: BodySpool): Promise<string | undefined> {
+  if (await receiveBody(req, limit, (chunk) => spool.write(chunk))) return spool.finish();
+  void spool.discard();
+  return undefined;
 }
 
 function writeResponse(res: ServerResponse, response: HttpResponse, closeConnection = false): void {

@@ -6,7 +6,7 @@ import type { GatedEngine } from '../helpers/GatedEngine.js';
 import { ParleyError } from '../../server/ParleyError.js';
 import type { HttpRequest } from '../../server/transport/Transport.js';
 import { loadGatedTinyEngine, startTestServer, TEST_INVITE, type TestServer } from '../helpers/startTestServer.js';
-import { ARTIFACTS, assertClean, connected, LAN_HOST, lastReplyStatus, launchChromium, openPage, typeAndSend, type GuardedPage } from './browser.js';
+import { ARTIFACTS, closeAndCheck, connected, LAN_HOST, lastReplyStatus, launchChromium, openPage, typeAndSend, type GuardedPage } from './browser.js';
 
 /**
  * The "API keys" panel: a signed-in user makes a key, sees it exactly once (with a copy button
@@ -35,8 +35,7 @@ afterEach(async () => {
   engine.gate.open();
   const pages = opened;
   opened = [];
-  await Promise.all(pages.map(({ context }) => context.close()));
-  for (const { guard } of pages) assertClean(guard);
+  await closeAndCheck(pages);
 });
 
 /** Whether the server takes `key` now: 200, or the status of its refusal. */

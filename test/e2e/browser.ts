@@ -179,6 +179,12 @@ export async function openPage(browser: Browser, origin: string, options: Browse
   return { page, context, guard, origin };
 }
 
+/** Closes the pages' contexts, then fails if any of them saw something a test must fail on. */
+export async function closeAndCheck(pages: readonly GuardedPage[]): Promise<void> {
+  await Promise.all(pages.map(({ context }) => context.close()));
+  for (const { guard } of pages) assertClean(guard);
+}
+
 /** Nothing a test must fail on happened. */
 export function assertClean(guard: PageGuard): void {
   const problems = [

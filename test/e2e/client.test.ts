@@ -12,7 +12,7 @@ import { LlamaEngine } from '../../server/engine/LlamaEngine.js';
 import type { GatedEngine } from '../helpers/GatedEngine.js';
 import { loadGatedTinyEngine, startTestServer, TEST_INVITE, type TestServer } from '../helpers/startTestServer.js';
 import { waitUntil } from '../helpers/waitUntil.js';
-import { ARTIFACTS, assertClean, connected, LAN_HOST, lastReplyStatus, launchChromium, openPage, typeAndSend, type GuardedPage } from './browser.js';
+import { ARTIFACTS, closeAndCheck, connected, LAN_HOST, lastReplyStatus, launchChromium, openPage, typeAndSend, type GuardedPage } from './browser.js';
 
 /**
  * The web client in Debian's Chromium against a real Parley with the tiny model (which recites
@@ -54,8 +54,7 @@ afterEach(async () => {
   engine.gate.open();
   const pages = opened;
   opened = [];
-  await Promise.all(pages.map(({ context }) => context.close()));
-  for (const { guard } of pages) assertClean(guard);
+  await closeAndCheck(pages);
 });
 
 async function open(origin: string, options: Parameters<typeof openPage>[2] = {}): Promise<GuardedPage> {

@@ -4,7 +4,7 @@ import type { Browser, Page } from 'playwright-core';
 import type { ConfigInput } from '../../server/config.js';
 import type { GatedEngine } from '../helpers/GatedEngine.js';
 import { loadGatedTinyEngine, startTestServer, TEST_INVITE, type TestServer } from '../helpers/startTestServer.js';
-import { assertClean, connected, LAN_HOST, lastReplyStatus, launchChromium, openPage, typeAndSend, type GuardedPage } from './browser.js';
+import { closeAndCheck, connected, LAN_HOST, lastReplyStatus, launchChromium, openPage, typeAndSend, type GuardedPage } from './browser.js';
 
 /**
  * Documents attached to messages, in the web client against a real Parley with the tiny model:
@@ -51,8 +51,7 @@ afterEach(async () => {
   engine.gate.open();
   const pages = opened;
   opened = [];
-  await Promise.all(pages.map(({ context }) => context.close()));
-  for (const { guard } of pages) assertClean(guard);
+  await closeAndCheck(pages);
 });
 
 function lanOrigin(): string {

@@ -8,7 +8,7 @@ import { UserStore } from '../../server/auth/UserStore.js';
 import type { ConfigInput } from '../../server/config.js';
 import type { GatedEngine } from '../helpers/GatedEngine.js';
 import { loadGatedTinyEngine, startTestServer, TEST_INVITE, type TestServer } from '../helpers/startTestServer.js';
-import { assertClean, connected, LAN_HOST, lastReplyStatus, launchChromium, openPage, typeAndSend, type GuardedPage } from './browser.js';
+import { closeAndCheck, connected, LAN_HOST, lastReplyStatus, launchChromium, openPage, typeAndSend, type GuardedPage } from './browser.js';
 
 /**
  * Stored conversations in the web client: the server keeps them (encrypted SQLite in the data
@@ -50,8 +50,7 @@ afterEach(async () => {
   engine.gate.open();
   const pages = opened;
   opened = [];
-  await Promise.all(pages.map(({ context }) => context.close()));
-  for (const { guard } of pages) assertClean(guard);
+  await closeAndCheck(pages);
 });
 
 async function open(origin: string): Promise<GuardedPage> {

@@ -9,7 +9,7 @@ import type { ConfigInput } from '../../server/config.js';
 import { readModelFile, type ModelFile } from '../../server/models/ModelFile.js';
 import { heldModelPool, type HeldModelPool } from '../helpers/heldModelPool.js';
 import { startTestServer, TEST_INVITE, type TestServer } from '../helpers/startTestServer.js';
-import { ARTIFACTS, assertClean, connected, LAN_HOST, lastReplyStatus, launchChromium, openPage, typeAndSend, type GuardedPage } from './browser.js';
+import { ARTIFACTS, closeAndCheck, connected, LAN_HOST, lastReplyStatus, launchChromium, openPage, typeAndSend, type GuardedPage } from './browser.js';
 
 /**
  * The model picker of the web client, in Debian's Chromium against a real Parley serving the
@@ -59,8 +59,7 @@ after(async () => {
 afterEach(async () => {
   const pages = opened;
   opened = [];
-  await Promise.all(pages.map(({ context }) => context.close()));
-  for (const { guard } of pages) assertClean(guard);
+  await closeAndCheck(pages);
 });
 
 /** A server that loads the config's models itself, the way `parley --model a --model b` does. */

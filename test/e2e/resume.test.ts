@@ -8,7 +8,7 @@ import type { GatedEngine } from '../helpers/GatedEngine.js';
 import { loadGatedTinyEngine, startTestServer, TEST_INVITE, type TestServer } from '../helpers/startTestServer.js';
 import { TcpProxy } from '../helpers/TcpProxy.js';
 import { waitUntil } from '../helpers/waitUntil.js';
-import { assertClean, connected, LAN_HOST, lastReplyStatus, launchChromium, openPage, typeAndSend, type GuardedPage } from './browser.js';
+import { closeAndCheck, connected, LAN_HOST, lastReplyStatus, launchChromium, openPage, typeAndSend, type GuardedPage } from './browser.js';
 
 /**
  * "Nothing lost": the web client in Chromium, with the network between it and Parley cut by
@@ -51,8 +51,7 @@ afterEach(async () => {
   engine.gate.open();
   const pages = opened;
   opened = [];
-  await Promise.all(pages.map(({ context }) => context.close()));
-  for (const { guard } of pages) assertClean(guard);
+  await closeAndCheck(pages);
 });
 
 interface Behind {

@@ -150,6 +150,17 @@ for (const transport of TRANSPORTS) {
         await second.close();
       });
 
+      /** A page reply through the gateway, held at the first fake upstream once its first piece ('Partial') has reached the client. */
+      async function heldPageReply() {
+        first.mode = 'held';
+        const client = await gateway.client();
+        const id = client.send('Hello');
+        const held = await first.nextHeld();
+        held.send('Partial');
+        await client.waitFor((frame) => frame.type === 'delta' && 'id' in frame && frame.id === id);
+        return { client, id, held };
+      }
+
       test('the request carries the history, the options, stream with usage, the key and the upstream\'s model id', async () => {
         const key = await createApiKey(gateway, 'mapper');
         const api = new OpenAI({ apiKey: key, baseURL: `${gateway.baseUrl}/v1`, maxRetries: 0 });
@@ -183,12 +194,7 @@ for (const transport of TRANSPORTS) {
       });
 
       test('an upstream that dies mid-reply ends it with exactly one upstream_failed terminal, the text so far kept', async () => {
-        first.mode = 'held';
-        const client = await gateway.client();
-        const id = client.send('Hello');
-        const held = await first.nextHeld();
-        held.send('Partial');
-        await client.waitFor((frame) => frame.type === 'delta' && 'id' in frame && frame.id === id);
+        const { client, id, held } = await heldPageReply();
         held.kill();
         const terminal = await client.terminal(id);
         assert.equal(terminal.type, 'error');
@@ -234,12 +240,7 @@ for (const transport of TRANSPORTS) {
       });
 
       test('cancel aborts the upstream request at once', async () => {
-        first.mode = 'held';
-        const client = await gateway.client();
-        const id = client.send('Hello');
-        const held = await first.nextHeld();
-        held.send('Partial');
-        await client.waitFor((frame) => frame.type === 'delta' && 'id' in frame && frame.id === id);
+        const { client, id, held } = await heldPageReply();
         client.cancel(id);
         await held.closed;
         assert.equal((await client.terminal(id)).type, 'cancelled');
