@@ -231,6 +231,16 @@ const ConfigSchema = z.strictObject({
   /** Used when no upstream's /v1/models tells its context length; absent: 4096. */
   upstreamContextSize: z.optional(z.int().check(z.gte(64), z.lte(1 << 24))),
   role: z.enum(['all', 'engine']),
+  /**
+   * `redis://` or `rediss://` URL (`--redis`): budgets, connection counts, revocations and live
+   * replies shared by every gateway (docs/deploy.md). Absent: all of it in this process. The
+   * password in it is never logged.
+   */
+  redis: z.optional(z.string().check(z.regex(/^rediss?:\/\/\S+$/, 'a redis URL is redis://[user:password@]host[:port][/db] (or rediss://)'))),
+  /** `postgres://` URL (`--database`): history on PostgreSQL instead of SQLite. The password in it is never logged. */
+  database: z.optional(z.string().check(z.regex(/^postgres(ql)?:\/\/\S+$/, 'a database URL is postgres://user[:password]@host[:port]/database'))),
+  /** The Ed25519 signing key (JWK) every gateway of a cluster shares; absent: the data dir's own, created on first start. */
+  signingKeyFile: z.optional(z.string().check(z.minLength(1))),
 });
 
 /** The upstreams of one model name, from `--upstream` and `--upstream-key`. */
@@ -293,6 +303,8 @@ export function loadConfig(input: ConfigInput = {}): Config {
   if (config.tlsCert !== undefined) config.tlsCert = resolve(config.tlsCert);
   if (config.tlsKey !== undefined) config.tlsKey = resolve(config.tlsKey);
   if (config.historyKeyFile !== undefined) config.historyKeyFile = resolve(config.historyKeyFile);
+  if (config.signingKeyFile !== undefined) config.signingKeyFile = resolve(config.signingKeyFile);
+  if (config.database !== undefined && config.history === 'off') throw new ConfigError('Invalid configuration:\n  database: --history off keeps no history, so a --database has nothing to hold');
   if (config.embeddingModel !== undefined) config.embeddingModel = resolve(config.embeddingModel);
   if (config.filterRules !== undefined) config.filterRules = resolve(config.filterRules);
   const upstreamNames = new Set(config.upstreams.map((entry) => entry.slice(0, entry.indexOf('='))));

@@ -17,6 +17,7 @@ import type { DocumentRepository } from './documents/DocumentRepository.js';
 import { Documents } from './documents/Documents.js';
 import type { Embedder } from './documents/Embedder.js';
 import type { ContentFilter } from './filter/ContentFilter.js';
+import type { OpenedRedis } from './cluster/openRedis.js';
 import { createHttpHandler } from './http/createHttpHandler.js';
 import { createOriginPolicy, type OriginPolicy } from './http/createOriginPolicy.js';
 import { localHostNames } from './http/localHostNames.js';
@@ -60,6 +61,8 @@ export interface ServerDeps {
   readonly embedder?: Embedder;
   /** The content filter (`--filter-rules`); none when absent. */
   readonly filter?: ContentFilter;
+  /** `--redis`: state shared with the other gateways (opened and closed by the caller); all in this process when absent. */
+  readonly redis?: OpenedRedis;
 }
 
 export interface ParleyServer {

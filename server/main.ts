@@ -69,6 +69,9 @@ program
   .addOption(new Option('--upstream <name=url>', 'serve an OpenAI-compatible server (llama-server, vLLM, Ollama, another Parley) as the model NAME; repeat a NAME with several URLs for a pool (README, "Upstream engines")').env('PARLEY_UPSTREAMS').argParser((value: string, previous: string[] | undefined) => [...(previous ?? []), value]))
   .addOption(new Option('--upstream-key <name=key>', 'bearer key sent to every upstream of NAME (never logged); repeatable').env('PARLEY_UPSTREAM_KEYS').argParser((value: string, previous: string[] | undefined) => [...(previous ?? []), value]))
   .addOption(new Option('--upstream-context-size <n>', "an upstream's context tokens when its /v1/models does not tell (default 4096)").env('PARLEY_UPSTREAM_CONTEXT_SIZE'))
+  .addOption(new Option('--redis <url>', 'redis://host:port: share budgets, connection counts, revocations and live replies with the other gateways (docs/deploy.md)').env('PARLEY_REDIS_URL'))
+  .addOption(new Option('--database <url>', 'postgres://user@host/db: keep history in PostgreSQL instead of SQLite (docs/deploy.md)').env('PARLEY_DATABASE_URL'))
+  .addOption(new Option('--signing-key <file>', "the Ed25519 key (JWK) that signs tokens; give every gateway of a cluster the same file (default: the data dir's own, created on first start)").env('PARLEY_SIGNING_KEY'))
   .addOption(new Option('--role <role>', 'all: web page, chat socket and /v1; engine: an engine node for gateways, /v1 without the web page or chat socket').choices(['all', 'engine']).env('PARLEY_ROLE').default(defaults.role))
   .addOption(new Option('--no-qr', 'do not print the join QR code'))
   .addOption(new Option('--no-banner', 'do not print the join link (it carries the invite) or its QR code to stderr: for service managers that keep stderr in a journal'));
@@ -160,6 +163,9 @@ program.action(async (options: Record<string, string | string[] | boolean | unde
         upstreamKeys: options.upstreamKey,
         upstreamContextSize: options.upstreamContextSize,
         role: options.role,
+        redis: options.redis,
+        database: options.database,
+        signingKeyFile: options.signingKey,
         ...Object.fromEntries(limitFlags.map(([key]) => [key, options[key]])),
       });
     } catch (error) {

@@ -26,6 +26,7 @@ import { loadFilterRules } from './filter/loadFilterRules.js';
 import { Metrics } from './metrics/Metrics.js';
 import { checkTlsFiles } from './transport/checkTlsFiles.js';
 import { selectTransport } from './transport/selectTransport.js';
+import { openRedis, type OpenedRedis } from './cluster/openRedis.js';
 import type { LimiterSet } from './limits/Limiters.js';
 
 export const CLIENT_DIST = fileURLToPath(new URL('../client/dist', import.meta.url));
@@ -61,7 +62,7 @@ export async function startServer(
 ): Promise<StartedServer> {
   const { logger } = options;
   // Before anything reads a secret: refuse a data dir other users can change, warn if they can read it.
-  const dataDir = await checkDataDir(config.dataDir, config.historyKeyFile === undefined ? [] : [config.historyKeyFile]);
+  const dataDir = await checkDataDir(config.dataDir, [config.historyKeyFile, config.signingKeyFile].filter((file) => file !== undefined));
   for (const warning of dataDir.warnings) logger.warn({ event: 'data_dir_readable' }, warning);
   const selected = selectTransport(config.transport);
   logger.info({ transport: selected.name, reason: selected.reason }, `transport: ${selected.name}`);
@@ -86,7 +87,16 @@ export async function startServer(
     throw error;
   }
 
-  const key = await loadOrCreateSigningKey(config.dataDir);
+  const key = await loadOrCreateSigningKey(config.dataDir, config.signingKeyFile);
+  // `--redis`: shared budgets, counts, revocations and live replies. Unreachable at start fails the start.
+  let redis: OpenedRedis | undefined;
+  try {
+    redis = config.redis === undefined ? undefined : await openRedis(config.redis, { logger });
+  } catch (error) {
+    if (ownsModels) await models.close();
+    await Promise.all(upstreams.map(({ engine: upstream }) => upstream.dispose()));
+    throw error;
+  }
   const history = await openHistory(config, logger);
   // Documents' embedding model (--embedding-model): the same llama.cpp build and backend as the chat models.
   const embedder =
@@ -111,7 +121,7 @@ export async function startServer(
   const metrics = new Metrics({ processMetrics: true });
   const filter = filterRules === undefined ? undefined : new ContentFilter(filterRules, { logContent: config.logContent, metrics });
   if (filter) logger.info({ rules: filter.rules.length, holdBack: filter.holdBack, file: config.filterRules }, `content filter: ${filter.rules.length} rule${filter.rules.length === 1 ? '' : 's'}, replies held back by at most ${filter.holdBack} characters`);
-  const server = createServer(config, { logger, models, tokens, invite, transport: selected.factory, staticFiles, sessions, users, blocks, apiKeys, history: history.repository, documents: history.documents, ...(embedder === undefined ? {} : { embedder }), limiterOverrides: options.limiterOverrides, metrics, filter });
+  const server = createServer(config, { logger, models, tokens, invite, transport: selected.factory, staticFiles, sessions, users, blocks, apiKeys, history: history.repository, documents: history.documents, ...(embedder === undefined ? {} : { embedder }), limiterOverrides: options.limiterOverrides, metrics, filter, ...(redis === undefined ? {} : { redis }) });
   const { port } = await server.listen();
   logger.info({ host: config.host, port, transport: server.transport, tls: config.tlsCert !== undefined }, `listening on ${config.host}:${port}`);
   return {
@@ -123,6 +133,7 @@ export async function startServer(
     transport: server.transport,
     async stop() {
       await server.close();
+      await redis?.close();
       await history.close();
       await embedder?.dispose();
       if (ownsModels) await models.close();

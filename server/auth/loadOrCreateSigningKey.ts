@@ -16,10 +16,16 @@ export const SIGNING_KEY_FILE = 'signing-key.jwk.json';
  * Loads the server's Ed25519 signing key from the data dir, creating it (mode 0600) on first
  * start. There is no built-in default key: every installation signs with its own.
  * A key file readable by group or others is refused, because anyone who reads it can mint tokens.
+ *
+ * `sharedFile` (`--signing-key`) is the key every gateway of a cluster shares: it must exist (a
+ * gateway that made its own would sign tokens no other gateway accepts), so it is never created.
  */
-export async function loadOrCreateSigningKey(dataDir: string): Promise<SigningKey> {
+export async function loadOrCreateSigningKey(dataDir: string, sharedFile?: string): Promise<SigningKey> {
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
-  const file = join(dataDir, SIGNING_KEY_FILE);
+  const file = sharedFile ?? join(dataDir, SIGNING_KEY_FILE);
+  if (sharedFile !== undefined && !(await exists(sharedFile))) {
+    throw new Error(`--signing-key ${sharedFile} does not exist: copy ${SIGNING_KEY_FILE} from one gateway's data dir (made on its first start) to every gateway, mode 0600`);
+  }
   if (!(await exists(file))) {
     const pair = await generateKeyPair('EdDSA', { crv: 'Ed25519', extractable: true });
     // If another process created the key meanwhile, its key wins and is read below.
