@@ -18,6 +18,7 @@ import { Documents } from './documents/Documents.js';
 import type { Embedder } from './documents/Embedder.js';
 import type { ContentFilter } from './filter/ContentFilter.js';
 import type { OpenedRedis } from './cluster/openRedis.js';
+import { createLocalRevocationBus, createRedisRevocationBus, type Revocation } from './cluster/RevocationBus.js';
 import { createHttpHandler } from './http/createHttpHandler.js';
 import { createOriginPolicy, type OriginPolicy } from './http/createOriginPolicy.js';
 import { localHostNames } from './http/localHostNames.js';
@@ -126,6 +127,21 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
     // Their API keys end too, for good: the epoch that the authenticator also checks is forgotten after a day.
     deps.apiKeys.revokeUser(userId, { belowEpoch: deps.sessions.epochOf(userId) }).catch((error: unknown) => logger.error({ err: error, user: userId }, 'could not revoke API keys'));
   };
+  // A revocation made here is applied here at once, then shared; one from any gateway (this one's
+  // own included) raises the epoch here and, if that was news, ends the user's sockets and keys.
+  const revocations = deps.redis
+    ? createRedisRevocationBus({ redis: deps.redis, logger, known: () => deps.sessions.knownEpochs() })
+    : createLocalRevocationBus();
+  const revokedHere = (userId: string) => {
+    revokeUser(userId);
+    revocations.publish({ userId, epoch: deps.sessions.epochOf(userId) });
+  };
+  const applyRevocation = ({ userId, epoch }: Revocation) => {
+    if (epoch <= deps.sessions.epochOf(userId)) return;
+    // raiseEpoch changes memory before its first await: tokens below `epoch` are refused from here on.
+    deps.sessions.raiseEpoch(userId, epoch).catch((error: unknown) => logger.error({ err: error, user: userId }, 'could not store a revocation epoch'));
+    revokeUser(userId);
+  };
   const authenticateApiKey = createApiKeyAuthenticator({ keys: deps.apiKeys, users: deps.users, sessions: deps.sessions, limiters, logger });
   let accepting = true;
 
@@ -150,7 +166,7 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
       limiters,
       refreshTtlSeconds: config.refreshTtlSeconds,
       secureCookies: config.tlsCert !== undefined,
-      onRevoked: revokeUser,
+      onRevoked: revokedHere,
       staticFiles: deps.staticFiles,
       webPage: config.role !== 'engine',
       logger,
@@ -222,6 +238,8 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
     authenticateApiKey,
     revokeUser,
     async listen() {
+      // Revocations made before this gateway started are known before it accepts anyone.
+      await revocations.start(applyRevocation);
       const { port } = await transport.listen(config.host, config.port);
       policy = buildPolicy(port);
       logger.debug({ hosts: policy.hosts, origins: policy.origins }, 'allowed hosts and origins');
@@ -233,6 +251,7 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
       await chat.shutdown(config.shutdownTimeoutMs);
       await whenFlushed([...sessions.values()], FLUSH_TIMEOUT_MS);
       await transport.close(CloseCode.goingAway, 'server shutting down');
+      await revocations.close();
       await deps.apiKeys.settled();
       documents?.close();
       // Background embedding stops after the chunk in progress; the store closes after this.

@@ -11,7 +11,7 @@ export const SESSIONS_FILE = 'sessions.json';
  * How long a bumped epoch is remembered. Past this, every access token issued before the bump
  * has expired (the longest allowed access token lifetime is 24 h), so the entry can go.
  */
-const DEFAULT_EPOCH_RETENTION_MS = 25 * 3600_000;
+export const DEFAULT_EPOCH_RETENTION_MS = 25 * 3600_000;
 
 /**
  * How long the jti a rotation replaced still refreshes, for the client that holds the binding:
@@ -258,6 +258,28 @@ export class SessionStore implements EpochSource {
     this.epochs.set(userId, { epoch, changedAt: now });
     await this.persist();
     return epoch;
+  }
+
+  /**
+   * Takes an epoch raised elsewhere (another gateway's logout or revocation, via the revocation
+   * bus): the user's epoch becomes `epoch` if that is higher, never lower, and then every session
+   * of the user held here is revoked too. Memory changes before the first await, so tokens below
+   * `epoch` are refused from the moment this is called. Resolves to whether anything changed.
+   */
+  async raiseEpoch(userId: string, epoch: number): Promise<boolean> {
+    if (!Number.isSafeInteger(epoch) || epoch <= this.epochOf(userId)) return false;
+    const now = this.now();
+    for (const [id, record] of this.families) {
+      if (record.userId === userId && !record.revoked) this.families.set(id, { ...record, revoked: true, revokedAt: now });
+    }
+    this.epochs.set(userId, { epoch, changedAt: now });
+    await this.persist();
+    return true;
+  }
+
+  /** Every epoch still remembered, as [userId, epoch]: what this store would refuse below. */
+  knownEpochs(): [string, number][] {
+    return [...this.epochs].map(([userId, record]) => [userId, record.epoch]);
   }
 
   /**

@@ -273,6 +273,29 @@ describe('SessionStore', () => {
     assert.ok(second > first, 'a token issued at the old epoch is still refused after the next bump');
   });
 
+  test('raiseEpoch (a revocation from another gateway) takes a higher epoch, never a lower one, ends the user\'s sessions, and is kept on reload', async () => {
+    const clock = { now: 1_900_000_000_000 };
+    const dir = await freshDataDir();
+    const store = await storeAt(dir, clock);
+    const mine = await store.startFamily('u_a', clock.now + DAY, 'invite', B);
+    const theirs = await store.startFamily('u_b', clock.now + DAY, 'invite', B);
+    const bumped = await store.bumpEpoch('u_a');
+    assert.equal(await store.raiseEpoch('u_a', bumped - 1), false, 'lower: ignored');
+    assert.equal(await store.raiseEpoch('u_a', bumped), false, 'equal: ignored');
+    assert.equal(store.isLive(mine.family), true, 'an ignored epoch revokes nothing');
+    assert.equal(store.epochOf('u_a'), bumped);
+    const raised = store.raiseEpoch('u_a', bumped + 50);
+    assert.equal(store.epochOf('u_a'), bumped + 50, 'in memory before the write is awaited');
+    assert.equal(await raised, true);
+    assert.equal(store.isLive(mine.family), false);
+    assert.equal(store.isLive(theirs.family), true);
+    assert.deepEqual(store.knownEpochs(), [['u_a', bumped + 50]]);
+    assert.equal(await store.raiseEpoch('u_a', Number.NaN), false);
+    assert.equal((await storeAt(dir, clock)).epochOf('u_a'), bumped + 50);
+    // A local bump after a raised one still goes above it.
+    assert.ok((await store.bumpEpoch('u_a')) > bumped + 50);
+  });
+
   test('knows() is true for users with a session or an epoch', async () => {
     const clock = { now: 1_900_000_000_000 };
     const store = await storeAt(await freshDataDir(), clock);

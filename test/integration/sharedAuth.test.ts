@@ -1,0 +1,130 @@
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { SIGNING_KEY_FILE } from '../../server/auth/loadOrCreateSigningKey.js';
+import type { ConfigInput } from '../../server/config.js';
+import { ScriptedEngine } from '../helpers/ScriptedEngine.js';
+import { hasRedis, startRedis, type TestRedis } from '../helpers/startRedis.js';
+import { startTestServer, type TestServer } from '../helpers/startTestServer.js';
+import { TcpProxy } from '../helpers/TcpProxy.js';
+import { bearerUpgradeStatus } from '../helpers/upgradeStatus.js';
+import { waitUntil } from '../helpers/waitUntil.js';
+
+/**
+ * Auth state shared by gateways over `--redis`: two (or three) in-process gateways with one
+ * signing key and one real redis-server. A revocation on one gateway ends the user's sockets,
+ * tokens and API keys on the others; a gateway started later, or one whose Redis connection was
+ * down, learns it too.
+ */
+
+const TRANSPORT = 'ws';
+/** The issue's bound for a revocation to reach the other gateways' sockets. */
+const REVOCATION_BOUND_MS = 1000;
+
+function unavailable(): string | undefined {
+  if (hasRedis()) return undefined;
+  if (process.env.CI) throw new Error('the shared auth suite needs redis-server; .ci/run installs it');
+  return 'needs redis-server (apt-get install redis-server)';
+}
+
+async function post(server: TestServer, path: string, options: { bearer?: string; json?: unknown } = {}): Promise<{ status: number; body: Record<string, unknown> }> {
+  const headers: Record<string, string> = {};
+  if (options.bearer !== undefined) headers.authorization = `Bearer ${options.bearer}`;
+  if (options.json !== undefined) headers['content-type'] = 'application/json';
+  const response = await fetch(`${server.baseUrl}${path}`, { method: 'POST', headers, ...(options.json === undefined ? {} : { body: JSON.stringify(options.json) }) });
+  const text = await response.text();
+  return { status: response.status, body: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
+}
+
+/** Resolves with the socket's close code, or rejects if it has not closed `boundMs` after `since`. */
+async function closedWithin(socket: { waitClose(timeoutMs?: number): Promise<number> }, since: number, boundMs: number): Promise<number> {
+  return socket.waitClose(Math.max(1, since + boundMs - Date.now()));
+}
+
+describe('auth state shared over redis', { skip: unavailable() }, () => {
+  let redis: TestRedis;
+  let a: TestServer;
+  let b: TestServer;
+  const extra: TestServer[] = [];
+  const proxies: TcpProxy[] = [];
+
+  /** Another gateway of this installation: same Redis (or `redisUrl`), A's signing key, its own data dir. */
+  const gateway = async (overrides: ConfigInput = {}) => {
+    const server = await startTestServer(TRANSPORT, new ScriptedEngine(), { redis: redis.url, signingKeyFile: join(a.dataDir, SIGNING_KEY_FILE), ...overrides });
+    extra.push(server);
+    return server;
+  };
+
+  before(async () => {
+    redis = await startRedis();
+    a = await startTestServer(TRANSPORT, new ScriptedEngine(), { redis: redis.url });
+    b = await gateway();
+  });
+
+  after(async () => {
+    for (const server of [...extra, a]) await server?.stop();
+    for (const proxy of proxies) await proxy.close();
+    await redis?.close();
+  });
+
+  test("a logout on A closes the user's socket on B with 4403 within 1 s, and B refuses the old access token", async () => {
+    const token = await a.token('Leaver');
+    const stays = await a.token('Stays');
+    const onB = await b.connect(token);
+    const otherOnB = await b.connect(stays);
+    assert.equal((await post(a, '/api/logout', { bearer: token })).status, 200);
+    const loggedOut = Date.now();
+    assert.equal(await closedWithin(onB, loggedOut, REVOCATION_BOUND_MS), 4403);
+    assert.equal(await bearerUpgradeStatus(b.wsUrl, token), 401);
+    assert.equal((await post(b, '/api/logout', { bearer: token })).status, 401, 'a revoked token is no credential on B either');
+    assert.equal(otherOnB.closeCode, undefined, 'another user is untouched');
+    assert.equal(await bearerUpgradeStatus(b.wsUrl, stays), 101);
+  });
+
+  test("a gateway started after a revocation refuses the revoked epoch's tokens", async () => {
+    const token = await a.token('Early');
+    const kept = await a.token('Kept');
+    assert.equal((await post(a, '/api/logout', { bearer: token })).status, 200);
+    const late = await gateway();
+    assert.equal(await bearerUpgradeStatus(late.wsUrl, token), 401);
+    assert.equal(await bearerUpgradeStatus(late.wsUrl, kept), 101);
+  });
+
+  test("a revocation published while B's Redis connection was down is applied once B reconnects", async () => {
+    const proxy = await TcpProxy.start(redis.port);
+    proxies.push(proxy);
+    const cut = await gateway({ redis: `redis://127.0.0.1:${proxy.port}` });
+    const token = await a.token('Offline');
+    const onCut = await cut.connect(token);
+    proxy.blocked = true;
+    proxy.cutAll();
+    await waitUntil(() => cut.logs.contains('redis subscriber connection lost'), 10_000);
+    assert.equal((await post(a, '/api/logout', { bearer: token })).status, 200);
+    // A has applied and published it; the cut gateway cannot have heard.
+    assert.equal(await bearerUpgradeStatus(a.wsUrl, token), 401);
+    assert.equal(onCut.closeCode, undefined);
+    proxy.blocked = false;
+    assert.equal(await onCut.waitClose(10_000), 4403);
+    assert.equal(await bearerUpgradeStatus(cut.wsUrl, token), 401);
+  });
+
+  test('after Redis restarts empty, the gateways share their revocations again and their subscriptions survive', async () => {
+    const token = await a.token('Before');
+    const next = await a.token('After');
+    const nextOnB = await b.connect(next);
+    assert.equal((await post(a, '/api/logout', { bearer: token })).status, 200);
+    const subscribed = (server: TestServer) => server.logs.records.filter((record) => record.msg === 'redis subscriber connection ready').length;
+    const before = [subscribed(a), subscribed(b)] as const;
+    await redis.stop();
+    await redis.start();
+    await waitUntil(() => subscribed(a) > before[0] && subscribed(b) > before[1], 10_000, 'both gateways subscribed again');
+    // Delivered by message (both are subscribed again), within the bound.
+    assert.equal((await post(a, '/api/logout', { bearer: next })).status, 200);
+    const loggedOut = Date.now();
+    assert.equal(await closedWithin(nextOnB, loggedOut, REVOCATION_BOUND_MS), 4403);
+    // The restarted Redis lost the epochs; the gateways gave them back on reconnecting, so a new gateway refuses both.
+    const late = await gateway();
+    assert.equal(await bearerUpgradeStatus(late.wsUrl, token), 401);
+    assert.equal(await bearerUpgradeStatus(late.wsUrl, next), 401);
+  });
+});
