@@ -18,6 +18,7 @@ import { Documents } from './documents/Documents.js';
 import type { Embedder } from './documents/Embedder.js';
 import type { ContentFilter } from './filter/ContentFilter.js';
 import type { OpenedRedis } from './cluster/openRedis.js';
+import { createSharedLimits } from './cluster/createSharedLimits.js';
 import { createLocalRevocationBus, createRedisRevocationBus, type Revocation } from './cluster/RevocationBus.js';
 import { createHttpHandler } from './http/createHttpHandler.js';
 import { createOriginPolicy, type OriginPolicy } from './http/createOriginPolicy.js';
@@ -94,11 +95,14 @@ const MAX_CACHED_CONVERSATIONS = 500;
 export function createServer(config: Config, deps: ServerDeps): ParleyServer {
   const { logger, models } = deps;
   const metrics = deps.metrics ?? new Metrics();
+  // With --redis the budgets and socket counts hold across gateways; tests' overrides go on top.
+  const shared = createSharedLimits(config, deps.redis, logger);
   const limiters = new Limiters(
     config,
-    deps.limiterOverrides,
+    { ...shared.limiters, ...deps.limiterOverrides },
     (error, limiter) => logger.error({ err: error, limiter }, 'rate limiter failed; refusing'),
     (limiter) => metrics.limited(limiter),
+    shared.state,
   );
   const conversations = new Conversations(deps.history, {
     maxTurns: config.maxTurnsPerConversation,
@@ -171,6 +175,7 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
       webPage: config.role !== 'engine',
       logger,
       isReady: () => accepting,
+      ...(deps.redis === undefined ? {} : { sharedState: deps.redis.health }),
       metrics,
       metricsToken: config.metricsToken,
       chat,
@@ -192,7 +197,7 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
     socket: {
       open(connection) {
         const log = logger.child({ conn: connection.id, user: connection.principal.userId });
-        limiters.connectionOpened(connection.remoteAddress, connection.principal.userId);
+        limiters.connectionOpened(connection.remoteAddress, connection.principal.userId, connection.id);
         const session = new ClientSession(connection, { chat, limiters, tokens: deps.tokens, metrics, log }, {
           highWaterBytes: config.highWaterBytes,
           maxOutboxBytes: config.maxOutboxBytes,
@@ -223,7 +228,7 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
       close(connection, code) {
         const session = sessions.get(connection);
         sessions.delete(connection);
-        limiters.connectionClosed(connection.remoteAddress, connection.principal.userId);
+        limiters.connectionClosed(connection.remoteAddress, connection.principal.userId, connection.id);
         session?.close();
         logger.info({ conn: connection.id, code }, 'connection closed');
       },
@@ -251,6 +256,7 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
       await chat.shutdown(config.shutdownTimeoutMs);
       await whenFlushed([...sessions.values()], FLUSH_TIMEOUT_MS);
       await transport.close(CloseCode.goingAway, 'server shutting down');
+      await limiters.close();
       await revocations.close();
       await deps.apiKeys.settled();
       documents?.close();

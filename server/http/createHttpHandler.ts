@@ -48,6 +48,8 @@ export interface HttpDeps {
   readonly logger: Logger;
   /** Readiness for /readyz and /api/health: new work is accepted (false once shutdown begins). */
   readonly isReady: () => boolean;
+  /** `--redis`: whether the gateways' shared state answers; /readyz is 503 with the reason while it does not. */
+  readonly sharedState?: () => { readonly ready: boolean; readonly reason?: string };
   /** Served at /metrics to loopback peers, admin access tokens and the metrics token. */
   readonly metrics: Metrics;
   /** Bearer secret for /metrics scrapers; absent means loopback and admin tokens only. */
@@ -157,9 +159,16 @@ async function liveness(): Promise<HttpResponse> {
   return json(200, { status: 'ok' });
 }
 
-/** GET /readyz: 200 while new work is accepted; 503 from the moment shutdown begins, so balancers stop sending people here. */
+/**
+ * GET /readyz: 200 while new work is accepted; 503 from the moment shutdown begins, so balancers
+ * stop sending people here, and 503 with the reason while the shared state (`--redis`) is
+ * unreachable (new work is refused then), 200 again once it is back.
+ */
 async function readiness({ deps }: Context): Promise<HttpResponse> {
-  return deps.isReady() ? json(200, { status: 'ready' }) : json(503, { status: 'shutting_down' });
+  if (!deps.isReady()) return json(503, { status: 'shutting_down' });
+  const shared = deps.sharedState?.();
+  if (shared !== undefined && !shared.ready) return json(503, { status: 'unavailable', reason: shared.reason ?? 'shared state unreachable' });
+  return json(200, { status: 'ready' });
 }
 
 /**

@@ -1,11 +1,16 @@
 import { BurstyRateLimiter, RateLimiterMemory, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { Config } from '../config.js';
 import { isAddressKey } from './budgetKeysOf.js';
+import type { ConnectionCounts } from './ConnectionCounts.js';
+import { MemoryConnectionCounts } from './MemoryConnectionCounts.js';
 
 export type LimitDecision =
   | { readonly ok: true }
-  /** `failed` means the limiter itself broke; the request is refused all the same. */
-  | { readonly ok: false; readonly retryAfterMs: number; readonly failed: boolean };
+  /**
+   * `failed` means the limiter itself broke; the request is refused all the same.
+   * `sharedStateUnreachable`: it broke because the state shared by the gateways (`--redis`) is unreachable.
+   */
+  | { readonly ok: false; readonly retryAfterMs: number; readonly failed: boolean; readonly sharedStateUnreachable?: boolean };
 
 export type LimiterConfig = Pick<
   Config,
@@ -63,6 +68,17 @@ export interface LimiterSet {
 /** Milliseconds a refused caller is told to wait when the limiter itself failed. */
 const FAILED_RETRY_MS = 1000;
 
+/** How long a client refused for too many open sockets is told to wait: sockets close at their own pace. */
+const CONNECTION_CAP_RETRY_MS = 5000;
+
+/** Where the limits live besides the limiters: in this process unless `--redis` shares them. */
+export interface SharedLimitState {
+  /** Open sockets per address and per user; in this process when absent. */
+  readonly connections?: ConnectionCounts;
+  /** Whether a limiter's error means the shared store could not be reached; the refusal then says so. */
+  readonly unreachable?: (error: unknown) => boolean;
+}
+
 /** Why a password attempt was refused before the password was looked at. */
 export const PasswordRefusal = {
   /** This address made too many wrong guesses for this account: the pair is locked. */
@@ -72,13 +88,14 @@ export const PasswordRefusal = {
 } as const;
 export type PasswordRefusal = (typeof PasswordRefusal)[keyof typeof PasswordRefusal];
 
-export type PasswordDecision = { readonly ok: true } | { readonly ok: false; readonly retryAfterMs: number; readonly failed: boolean; readonly reason: PasswordRefusal };
+export type PasswordDecision = { readonly ok: true } | (Extract<LimitDecision, { ok: false }> & { readonly reason: PasswordRefusal });
 
 /** (IP, account) pairs that signed in, kept at most this many (oldest forgotten first). */
 const MAX_RECOGNISED_PAIRS = 10_000;
 
 /**
- * Every rate limit Parley enforces, in one place (rate-limiter-flexible, in memory).
+ * Every rate limit Parley enforces, in one place (rate-limiter-flexible, in memory, or for the
+ * budgets that hold across gateways in Redis: see createRedisLimiters).
  * Keys: connection id for frames; the budget keys of `budgetKeysOf` for generations and tokens
  * (the JWT `sub`, shared by all of a user's sockets and kept across reconnects, plus `ip:<addr>`
  * for invite users, so re-joining does not reset them; address keys go to the per-IP limiters);
@@ -92,8 +109,7 @@ const MAX_RECOGNISED_PAIRS = 10_000;
  */
 export class Limiters {
   private readonly set: LimiterSet;
-  private readonly connectionsByIp = new Map<string, number>();
-  private readonly connectionsByUser = new Map<string, number>();
+  private readonly connections: ConnectionCounts;
   /** (IP, account) pairs that signed in with the right password, and until when they count (ms). */
   private readonly recognisedPairs = new Map<string, number>();
 
@@ -103,8 +119,10 @@ export class Limiters {
     private readonly onFailure: (error: unknown, limiter: string) => void = () => undefined,
     /** Called for every refusal by a working limiter (metrics). */
     private readonly onRejected: (limiter: string) => void = () => undefined,
+    private readonly shared: SharedLimitState = {},
   ) {
     this.set = { ...createDefaultLimiters(config), ...overrides };
+    this.connections = shared.connections ?? new MemoryConnectionCounts();
   }
 
   frame(connectionId: string): Promise<LimitDecision> {
@@ -160,8 +178,7 @@ export class Limiters {
       }
       return { ok: true };
     } catch (error) {
-      this.onFailure(error, 'loginFailures');
-      return { ok: false, retryAfterMs: FAILED_RETRY_MS, failed: true };
+      return this.failed(error, 'loginFailures');
     }
   }
 
@@ -202,8 +219,7 @@ export class Limiters {
       const accountState = await this.set.accountFailures.get(account);
       if (!accountState || accountState.consumedPoints < this.config.loginFailuresBeforeLockout) return { ok: true };
     } catch (error) {
-      this.onFailure(error, 'passwordPairFailures');
-      return { ok: false, retryAfterMs: FAILED_RETRY_MS, failed: true, reason: PasswordRefusal.pairLocked };
+      return { ...this.failed(error, 'passwordPairFailures'), reason: PasswordRefusal.pairLocked };
     }
     const slot = await this.consume('accountAttempts', account, 1);
     return slot.ok ? slot : { ...slot, reason: PasswordRefusal.slowedDown };
@@ -241,23 +257,31 @@ export class Limiters {
     }
   }
 
-  /** Whether one more socket fits under the per-IP and per-user caps. */
-  connectionAllowed(ip: string, userId: string): boolean {
-    const allowed =
-      (this.connectionsByIp.get(ip) ?? 0) < this.config.maxConnectionsPerIp &&
-      (this.connectionsByUser.get(userId) ?? 0) < this.config.maxConnectionsPerUser;
-    if (!allowed) this.onRejected('connections');
-    return allowed;
+  /** Whether one more socket fits under the per-IP and per-user caps (across gateways with `--redis`). */
+  async connectionAllowed(ip: string, userId: string): Promise<LimitDecision> {
+    let open: { readonly byIp: number; readonly byUser: number };
+    try {
+      open = await this.connections.count(ip, userId);
+    } catch (error) {
+      return this.failed(error, 'connections');
+    }
+    if (open.byIp < this.config.maxConnectionsPerIp && open.byUser < this.config.maxConnectionsPerUser) return { ok: true };
+    this.onRejected('connections');
+    return { ok: false, retryAfterMs: CONNECTION_CAP_RETRY_MS, failed: false };
   }
 
-  connectionOpened(ip: string, userId: string): void {
-    bump(this.connectionsByIp, ip, 1);
-    bump(this.connectionsByUser, userId, 1);
+  /** `connectionId` is unique in this process. */
+  connectionOpened(ip: string, userId: string, connectionId: string): void {
+    this.connections.opened(connectionId, ip, userId);
   }
 
-  connectionClosed(ip: string, userId: string): void {
-    bump(this.connectionsByIp, ip, -1);
-    bump(this.connectionsByUser, userId, -1);
+  connectionClosed(ip: string, userId: string, connectionId: string): void {
+    this.connections.closed(connectionId, ip, userId);
+  }
+
+  /** Stops the connection counts' background work (safe to call twice). */
+  close(): Promise<void> {
+    return this.connections.close();
   }
 
   private recognised(pair: string, now = Date.now()): boolean {
@@ -285,8 +309,7 @@ export class Limiters {
   private async consumeAll(budget: Budget, keys: readonly string[], points: number): Promise<LimitDecision> {
     if (keys.length === 0) {
       // No key would mean no budget at all: refuse, as for a broken limiter.
-      this.onFailure(new Error('no budget keys'), budget);
-      return { ok: false, retryAfterMs: FAILED_RETRY_MS, failed: true };
+      return this.failed(new Error('no budget keys'), budget);
     }
     const charged: string[] = [];
     for (const key of keys) {
@@ -322,9 +345,15 @@ export class Limiters {
         this.onRejected(name);
         return { ok: false, retryAfterMs: Math.max(1, Math.ceil(error.msBeforeNext)), failed: false };
       }
-      this.onFailure(error, name);
-      return { ok: false, retryAfterMs: FAILED_RETRY_MS, failed: true };
+      return this.failed(error, name);
     }
+  }
+
+  /** A limiter broke: logged, and a refusal (fail closed) that says whether the shared store is the cause. */
+  private failed(error: unknown, name: string): Extract<LimitDecision, { ok: false }> {
+    this.onFailure(error, name);
+    const unreachable = this.shared.unreachable?.(error) ?? false;
+    return { ok: false, retryAfterMs: FAILED_RETRY_MS, failed: true, ...(unreachable ? { sharedStateUnreachable: true } : {}) };
   }
 }
 
@@ -385,10 +414,4 @@ function pairKey(ip: string, account: string): string {
 
 function asKeys(keys: BudgetKeys): readonly string[] {
   return typeof keys === 'string' ? [keys] : keys;
-}
-
-function bump(map: Map<string, number>, key: string, delta: number): void {
-  const next = (map.get(key) ?? 0) + delta;
-  if (next <= 0) map.delete(key);
-  else map.set(key, next);
 }

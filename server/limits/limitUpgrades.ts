@@ -3,12 +3,10 @@ import type { UpgradeHandler } from '../transport/Transport.js';
 import { LimitRefusedError } from './LimitRefusedError.js';
 import type { Limiters } from './Limiters.js';
 
-/** How long a client refused for too many open sockets is told to wait: sockets close at their own pace. */
-const CONNECTION_CAP_RETRY_MS = 5000;
-
 /**
  * Puts the per-IP upgrade rate in front of token verification (so floods cost no signature
- * checks) and the per-IP and per-user open-connection caps after it.
+ * checks) and the per-IP and per-user open-connection caps after it (counted across gateways with
+ * `--redis`; a count that cannot be read refuses, 503).
  */
 export function limitUpgrades(limiters: Limiters, inner: UpgradeHandler): UpgradeHandler {
   return async (request) => {
@@ -17,10 +15,9 @@ export function limitUpgrades(limiters: Limiters, inner: UpgradeHandler): Upgrad
       return { accept: false, response: toHttpResponse(new LimitRefusedError(rate, 'Too many connection attempts from this address.')) };
     }
     const decision = await inner(request);
-    if (decision.accept && !limiters.connectionAllowed(request.remoteAddress, decision.principal.userId)) {
-      const refused = new LimitRefusedError({ ok: false, retryAfterMs: CONNECTION_CAP_RETRY_MS, failed: false }, 'Too many open connections for this address or user.');
-      return { accept: false, response: toHttpResponse(refused) };
-    }
+    if (!decision.accept) return decision;
+    const room = await limiters.connectionAllowed(request.remoteAddress, decision.principal.userId);
+    if (!room.ok) return { accept: false, response: toHttpResponse(new LimitRefusedError(room, 'Too many open connections for this address or user.')) };
     return decision;
   };
 }

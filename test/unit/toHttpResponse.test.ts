@@ -85,7 +85,7 @@ describe('toHttpResponse', () => {
     const authenticate = createUpgradeAuthenticator(tokens, '/ws');
     const failing = { consume: () => Promise.reject(new Error('limiter store is down')) };
     const capped = limiters({ maxConnectionsPerUser: 1 });
-    capped.connectionOpened('10.0.0.9', 'u_someone');
+    capped.connectionOpened('10.0.0.9', 'u_someone', 'c1');
     const logger = createLogger({ level: 'silent', destination: new LogSink() });
     const refusedOrigin = withOriginPolicy(() => undefined, { http: async () => internalError(), upgrade: accepting }, logger);
     const rateLimited = limiters({ upgradesPerMinute: 1 });
