@@ -18,6 +18,7 @@ import { Documents } from './documents/Documents.js';
 import type { Embedder } from './documents/Embedder.js';
 import type { ContentFilter } from './filter/ContentFilter.js';
 import type { OpenedRedis } from './cluster/openRedis.js';
+import { RedisReplyRelay } from './cluster/RedisReplyRelay.js';
 import { createSharedLimits } from './cluster/createSharedLimits.js';
 import { createLocalRevocationBus, createRedisRevocationBus, type Revocation } from './cluster/RevocationBus.js';
 import { createHttpHandler } from './http/createHttpHandler.js';
@@ -111,6 +112,8 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
   });
   const documents = deps.documents === undefined ? undefined : new Documents(config, deps.documents, { logger, ...(deps.embedder === undefined ? {} : { embedder: deps.embedder }) });
   const chat = new ChatCore(config, { models, limiters, metrics, conversations, ...(deps.filter === undefined ? {} : { filter: deps.filter }), ...(documents === undefined ? {} : { documents }) });
+  // With --redis a reply dropped here can be resumed on another gateway (and the other way round).
+  const relay = deps.redis === undefined || config.resumeGraceMs === 0 ? undefined : new RedisReplyRelay(deps.redis, chat.replies, { graceMs: config.resumeGraceMs, logger });
   const sessions = new Map<Connection, ClientSession>();
   metrics.bind({
     connections: () => {
@@ -198,7 +201,7 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
       open(connection) {
         const log = logger.child({ conn: connection.id, user: connection.principal.userId });
         limiters.connectionOpened(connection.remoteAddress, connection.principal.userId, connection.id);
-        const session = new ClientSession(connection, { chat, limiters, tokens: deps.tokens, metrics, log }, {
+        const session = new ClientSession(connection, { chat, limiters, tokens: deps.tokens, metrics, log, ...(relay === undefined ? {} : { relay }) }, {
           highWaterBytes: config.highWaterBytes,
           maxOutboxBytes: config.maxOutboxBytes,
           ready: {
@@ -245,6 +248,7 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
     async listen() {
       // Revocations made before this gateway started are known before it accepts anyone.
       await revocations.start(applyRevocation);
+      await relay?.start();
       const { port } = await transport.listen(config.host, config.port);
       policy = buildPolicy(port);
       logger.debug({ hosts: policy.hosts, origins: policy.origins }, 'allowed hosts and origins');
@@ -256,6 +260,7 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
       await chat.shutdown(config.shutdownTimeoutMs);
       await whenFlushed([...sessions.values()], FLUSH_TIMEOUT_MS);
       await transport.close(CloseCode.goingAway, 'server shutting down');
+      await relay?.close();
       await limiters.close();
       await revocations.close();
       await deps.apiKeys.settled();

@@ -3,6 +3,7 @@ import { CloseCode, ErrorCode } from '../../shared/errorCodes.js';
 import { parseClientFrame } from '../../shared/parseClientFrame.js';
 import type { ModelInfo, ReadyFrame, ServerFrame } from '../../shared/protocol.js';
 import type { TokenService } from '../auth/createTokenService.js';
+import type { RelayFollow, ReplyRelay } from '../cluster/ReplyRelay.js';
 import { budgetKeysOf } from '../limits/budgetKeysOf.js';
 import type { LimitDecision, Limiters } from '../limits/Limiters.js';
 import type { Metrics } from '../metrics/Metrics.js';
@@ -23,6 +24,8 @@ export interface ClientSessionDeps {
   readonly tokens: TokenService;
   readonly metrics: Metrics;
   readonly log: Logger;
+  /** `--redis`: replies shared with the other gateways (published when admitted, followed on resume); none when absent. */
+  readonly relay?: ReplyRelay;
 }
 
 export interface ClientSessionOptions {
@@ -54,6 +57,8 @@ export class ClientSession {
   private readonly outbox: Outbox;
   /** Replies attached here that have not ended. */
   private readonly active = new Map<string, Reply>();
+  /** Replies another gateway runs that this socket follows (resumed here), until their end. */
+  private readonly follows = new Map<string, RelayFollow>();
   /**
    * Sends not yet admitted (their model is loading, or they await the limiters): a cancel or a
    * revocation aborts them. A dropped socket does not: once admitted they are kept for a resume,
@@ -86,6 +91,7 @@ export class ClientSession {
     this.listener = {
       accepted: (reply) => {
         this.active.set(reply.id, reply);
+        this.deps.relay?.publish(reply);
         this.send({ type: 'accepted', id: reply.id, conversationId: reply.conversationId });
       },
       queued: (reply, position) => this.send({ type: 'queued', id: reply.id, position }),
@@ -152,6 +158,9 @@ export class ClientSession {
     clearTimeout(this.expiryTimer);
     this.active.clear();
     this.deps.chat.replies.detachAll(this.listener);
+    // Their gateways start the grace period again.
+    for (const follow of this.follows.values()) follow.stop();
+    this.follows.clear();
   }
 
   /** Ends every request with a terminal frame for `reason`, then closes the socket. */
@@ -159,6 +168,7 @@ export class ClientSession {
     if (this.closed) return;
     for (const { controller } of this.admitting.values()) controller.abort(reason);
     for (const reply of [...this.active.values()]) reply.controller.abort(reason);
+    for (const follow of this.follows.values()) follow.cancel(reason);
     // Terminal frames of queued requests are already written; running ones settle within
     // milliseconds of the abort, so give them that long before the close frame.
     setTimeout(() => this.connection.close(code, message), 50).unref();
@@ -184,7 +194,7 @@ export class ClientSession {
     const frame = parsed.frame;
     switch (frame.type) {
       case 'send': {
-        if (this.active.has(frame.id) || this.admitting.has(frame.id)) {
+        if (this.active.has(frame.id) || this.admitting.has(frame.id) || this.follows.has(frame.id)) {
           this.sendError(new ParleyError(ErrorCode.duplicateId, `Request id ${frame.id} is still running; use a new id.`));
           return;
         }
@@ -225,7 +235,7 @@ export class ClientSession {
         return;
       }
       case 'resume': {
-        this.resume(frame.id, frame.after);
+        await this.resume(frame.id, frame.after);
         return;
       }
       case 'list_conversations': {
@@ -274,6 +284,11 @@ export class ClientSession {
           admitting.controller.abort(AbortReason.cancel);
           return;
         }
+        const follow = this.follows.get(frame.id);
+        if (follow) {
+          follow.cancel(AbortReason.cancel);
+          return;
+        }
         const reply = this.active.get(frame.id);
         if (!reply) {
           this.sendError(new ParleyError(ErrorCode.unknownRequest, `No running request with id ${frame.id} on this connection (resume it first).`));
@@ -293,13 +308,17 @@ export class ClientSession {
    * Attaches the owner's reply `id` here: one kept after a drop, or one another of the owner's
    * connections holds (which may be dead without the server knowing yet).
    */
-  private resume(id: string, after: number): void {
-    if (this.active.has(id)) {
+  private async resume(id: string, after: number): Promise<void> {
+    if (this.active.has(id) || this.follows.has(id)) {
       this.sendError(new ParleyError(ErrorCode.duplicateId, `Request id ${id} is already streaming on this connection.`));
       return;
     }
     const replies = this.deps.chat.replies;
     const found = replies.get(this.userId, id);
+    if (!found && this.deps.relay) {
+      await this.resumeRemote(this.deps.relay, id, after);
+      return;
+    }
     if (!found || !found.resumable) {
       this.deps.metrics.resume('unavailable');
       this.sendError(new ParleyError(ErrorCode.resumeUnavailable, 'This reply can no longer be resumed: its grace period ended or it is unknown.'), id);
@@ -318,6 +337,52 @@ export class ClientSession {
     if (reply.queuePosition !== undefined && !reply.finished) this.send({ type: 'queued', id, position: reply.queuePosition });
     if (!reply.finished) this.active.set(id, reply);
     reply.attach(this.listener);
+  }
+
+  /** Follows the owner's reply `id` that another gateway runs: to the client, exactly a local resume. */
+  private async resumeRemote(relay: ReplyRelay, id: string, after: number): Promise<void> {
+    let over = false;
+    const end = () => {
+      over = true;
+      this.follows.delete(id);
+    };
+    const result = await relay.follow(this.userId, id, after, {
+      resumed: (conversationId) => {
+        this.deps.metrics.resume('resumed');
+        this.deps.log.info({ event: 'reply_resumed', req: id, after, remote: true }, 'reply resumed from another gateway');
+        this.send({ type: 'resumed', id, conversationId, after });
+      },
+      delta: (seq, text) => this.send({ type: 'delta', id, seq, text }),
+      queued: (position) => this.send({ type: 'queued', id, position }),
+      ended: (frame) => {
+        end();
+        this.send(frame);
+      },
+      released: () => {
+        end();
+        if (!this.closed) this.sendError(new ParleyError(ErrorCode.resumedElsewhere, 'This reply continues on another connection.'), id);
+      },
+      lost: () => {
+        end();
+        this.deps.log.warn({ event: 'reply_follow_lost', req: id }, 'a reply followed from another gateway was lost');
+        this.sendError(new ParleyError(ErrorCode.resumeUnavailable, 'This reply can no longer be followed: the server running it is unreachable.'), id);
+      },
+    });
+    switch (result.kind) {
+      case 'unavailable':
+        this.deps.metrics.resume('unavailable');
+        this.sendError(new ParleyError(ErrorCode.resumeUnavailable, 'This reply can no longer be resumed: its grace period ended or it is unknown.'), id);
+        return;
+      case 'after_beyond':
+        this.sendError(new ParleyError(ErrorCode.badFrame, `resume.after is ${after}, but the last delta sent for ${id} was ${result.lastSeq}.`));
+        return;
+      case 'following':
+        if (over) return;
+        // The socket closed while the stream was read: its gateway starts the grace period again.
+        if (this.closed) result.follow.stop();
+        else this.follows.set(id, result.follow);
+        return;
+    }
   }
 
   /** Answers a rate-limited frame: a `send` gets its terminal error, anything else an error without id. */

@@ -13,6 +13,17 @@ export interface ReplyListener {
   released(reply: Reply): void;
 }
 
+/**
+ * Sees a reply's commits and its end, whoever writes them (a copy for other gateways). It never
+ * commits text itself: seqs are assigned only where the text is written.
+ */
+export interface ReplyTap {
+  committed(reply: Reply, piece: CommittedText): void;
+  queued(reply: Reply, position: number): void;
+  /** The reply ended; text still pending is committed later, by whoever attaches. */
+  ended(reply: Reply): void;
+}
+
 /** One commit of text: what a writer sends as one piece (a parley.v1 delta, an SSE chunk). */
 export interface CommittedText {
   readonly seq: number;
@@ -46,6 +57,7 @@ export class Reply {
   private resumableLog = true;
   private result: ReplyOutcome | undefined;
   private listener: ReplyListener | undefined;
+  private observer: ReplyTap | undefined;
 
   constructor(
     readonly id: string,
@@ -75,6 +87,16 @@ export class Reply {
     return this.listener;
   }
 
+  /** Text produced and not yet committed. */
+  get hasPending(): boolean {
+    return this.pendingBytes > 0;
+  }
+
+  /** Sets the one tap that sees every commit and the end from now on. */
+  tap(observer: ReplyTap | undefined): void {
+    this.observer = observer;
+  }
+
   /** Attaches a listener: it is told of pending text and, if the reply has ended, of the end. */
   attach(listener: ReplyListener): void {
     this.listener = listener;
@@ -100,6 +122,7 @@ export class Reply {
   queued(position: number): void {
     this.queuePosition = position;
     this.listener?.queued(this, position);
+    this.observer?.queued(this, position);
   }
 
   delta(text: string): void {
@@ -123,6 +146,7 @@ export class Reply {
     this.committedCount++;
     this.pending = '';
     this.pendingBytes = 0;
+    this.observer?.committed(this, taken);
     return taken;
   }
 
@@ -131,5 +155,6 @@ export class Reply {
     this.result = outcome;
     this.queuePosition = undefined;
     this.listener?.ended(this);
+    this.observer?.ended(this);
   }
 }
