@@ -30,6 +30,7 @@ import { withOriginPolicy } from './http/withOriginPolicy.js';
 import type { StaticFile } from './http/loadStaticFiles.js';
 import { AbortReason } from './chat/AbortReason.js';
 import { Limiters, type LimiterSet } from './limits/Limiters.js';
+import { createLimiterFailureLog } from './limits/createLimiterFailureLog.js';
 import { limitUpgrades } from './limits/limitUpgrades.js';
 import { Metrics } from './metrics/Metrics.js';
 import type { ModelPool } from './models/ModelPool.js';
@@ -101,7 +102,7 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
   const limiters = new Limiters(
     config,
     { ...shared.limiters, ...deps.limiterOverrides },
-    (error, limiter) => logger.error({ err: error, limiter }, 'rate limiter failed; refusing'),
+    createLimiterFailureLog(logger),
     (limiter) => metrics.limited(limiter),
     shared.state,
   );
