@@ -250,4 +250,32 @@ describe('resuming a reply on another gateway (--redis)', { skip: skipReason() }
       assert.equal(terminal.type === 'error' && terminal.code, 'resume_unavailable');
     });
   });
+
+  describe('the resume buffer bound across gateways', () => {
+    let a: TestServer;
+    let b: TestServer;
+    before(async () => {
+      // A whole reply is far more than 2048 bytes of text (about 7 bytes a token).
+      ({ a, b } = await startPair(TRANSPORTS[0] ?? 'ws', engine, redis, { resumeGraceMs: 20_000, maxTokens: 1000, maxReplyBytes: 2048 }));
+    });
+    after(async () => {
+      await b.stop();
+      await a.stop();
+    });
+
+    test('a reply past maxReplyBytes is no longer copied: its stream is deleted and B answers resume_unavailable', async () => {
+      const token = await a.token('wordy');
+      const first = await a.connect(token);
+      const id = first.send(PROMPT);
+      assert.equal((await first.terminal(id)).type, 'done');
+      assert.ok(Buffer.byteLength(first.replyText(id)) > 2048, 'the reply outgrew the buffer');
+      const key = replyStreamKey((await first.waitForType('ready')).user.id, id);
+      assert.equal(await inspect.exists(key), 0);
+      first.drop();
+      const second = await b.connect(token);
+      second.sendFrame({ type: 'resume', id, after: -1 });
+      const terminal = await second.terminal(id);
+      assert.equal(terminal.type === 'error' && terminal.code, 'resume_unavailable');
+    });
+  });
 });
