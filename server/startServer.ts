@@ -26,6 +26,7 @@ import { loadFilterRules } from './filter/loadFilterRules.js';
 import { Metrics } from './metrics/Metrics.js';
 import { checkTlsFiles } from './transport/checkTlsFiles.js';
 import { selectTransport } from './transport/selectTransport.js';
+import { openAuthDocuments } from './cluster/openAuthDocuments.js';
 import { openRedis, type OpenedRedis } from './cluster/openRedis.js';
 import type { LimiterSet } from './limits/Limiters.js';
 
@@ -107,9 +108,11 @@ export async function startServer(
   const invite = await loadOrCreateInvite(config.dataDir, config.invite);
   if (invite.pinRotated) logger.warn({ event: 'pinned_invite_rotated' }, 'an admin rotated the --invite code: the code in invite-rotated.json is used until --invite names another one');
   const sessions = await SessionStore.load(config.dataDir);
-  const users = new UserStore(config.dataDir);
+  // `--redis`: accounts and API keys are shared by every gateway (seeded once from this data dir).
+  const shared = redis === undefined ? undefined : await openAuthDocuments(redis.client, config.dataDir, logger);
+  const users = new UserStore(config.dataDir, shared === undefined ? {} : { document: shared.users });
   const blocks = await SignInBlocks.load(config.dataDir, { keepSeenMs: config.refreshTtlSeconds * 1000 });
-  const apiKeys = new ApiKeyStore(config.dataDir);
+  const apiKeys = new ApiKeyStore(config.dataDir, shared === undefined ? {} : { document: shared.apiKeys });
   const tokens = createTokenService({ key, ttlSeconds: config.tokenTtlSeconds, epochs: sessions });
   // An engine node (--role engine) serves /v1 and no web page.
   const staticFiles = config.role === 'engine' ? new Map() : await loadStaticFiles(options.clientDist ?? CLIENT_DIST);

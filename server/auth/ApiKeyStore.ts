@@ -1,10 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import * as z from 'zod/mini';
 import { API_KEY_NAME_MAX_LENGTH } from '../../shared/protocol.js';
-import { writeFileAtomic } from './writeFileAtomic.js';
+import { FileDocument } from './FileDocument.js';
+import { DocumentBusyError, type StateDocument } from './StateDocument.js';
 
 export const API_KEYS_FILE = 'api-keys.json';
 /** Every key starts with this, so people and secret scanners can tell a Parley key at a glance. */
@@ -21,10 +20,6 @@ export const MAX_KEYS_PER_USER = 20;
 const MAX_REVOKED_KEPT = 20;
 /** `lastUsedAt` is written at most this often per key: it is coarse on purpose, to spare the disk. */
 export const LAST_USED_RESOLUTION_MS = 60_000;
-/** A lock file older than this was left by a process that died mid-write (a write takes milliseconds). */
-const STALE_LOCK_MS = 10_000;
-const LOCK_WAIT_MS = 5_000;
-const LOCK_RETRY_MS = 15;
 
 /** How the key's user exists: a named account (`users.json`) or an invite user (a token `sub` only). */
 export const KeyOwnerKind = { account: 'account', invite: 'invite' } as const;
@@ -81,7 +76,7 @@ export const ApiKeyStoreFailure = {
   tooManyKeys: 'too_many_keys',
   /** No such key or user (the CLI's answers). */
   notFound: 'not_found',
-  /** The file is not a Parley keys file, or another process held its lock too long. */
+  /** The document is not a Parley keys file, or another writer held it too long. */
   storage: 'storage',
 } as const;
 export type ApiKeyStoreFailure = (typeof ApiKeyStoreFailure)[keyof typeof ApiKeyStoreFailure];
@@ -120,11 +115,13 @@ export function normaliseKeyName(name: string): string {
 }
 
 interface State {
+  /** The text this state was parsed from. */
+  readonly text: string | undefined;
   readonly keys: readonly StoredKey[];
   readonly byHash: ReadonlyMap<string, StoredKey>;
 }
 
-const EMPTY: State = { keys: [], byHash: new Map() };
+const EMPTY: State = { text: undefined, keys: [], byHash: new Map() };
 
 /**
  * API keys for the OpenAI-compatible API, in `api-keys.json` in the data dir (mode 0600,
@@ -132,30 +129,25 @@ const EMPTY: State = { keys: [], byHash: new Map() };
  * its public prefix, owner, name, times and revocation.
  *
  * Invariants:
- * - The file is the truth, shared with the `parley key` commands in other processes: every
- *   lookup checks whether the file changed (inode, size, times) and re-reads it if so, so a
- *   revocation from the CLI holds from the next request on.
- * - Every change is a read-modify-write of the file as it is now, under an in-process queue and
- *   a lock file (`api-keys.json.lock`) across processes, so the server's last-used updates can
- *   never write back a key that the CLI revoked meanwhile.
+ * - The document is the truth, shared with the `parley key` commands in other processes (the
+ *   file, with a lock file `api-keys.json.lock`; see FileDocument) or with the other gateways
+ *   (`--redis`; see RedisDocument): every lookup reads it as it is now, so a revocation from the
+ *   CLI or another gateway holds from the next request on.
+ * - Every change is a compare-and-set of the document as it is now (StateDocument.update), so
+ *   the server's last-used updates can never write back a key revoked meanwhile.
  * - A key is looked up by its digest; the digest of a guess tells a timing observer nothing
  *   about any stored digest, so no constant-time comparison is needed on top.
  */
 export class ApiKeyStore {
-  private readonly file: string;
-  private readonly lockFile: string;
+  private readonly document: StateDocument;
   private readonly now: () => number;
-  private cache: { signature: string; state: State } | undefined;
+  private cache: State = EMPTY;
   private queue: Promise<unknown> = Promise.resolve();
   /** When this process last wrote (or decided to write) each key's lastUsedAt. */
   private readonly touched = new Map<string, number>();
 
-  constructor(
-    private readonly dataDir: string,
-    options: { now?: () => number } = {},
-  ) {
-    this.file = join(dataDir, API_KEYS_FILE);
-    this.lockFile = `${this.file}.lock`;
+  constructor(dataDir: string, options: { now?: () => number; document?: StateDocument } = {}) {
+    this.document = options.document ?? new FileDocument(join(dataDir, API_KEYS_FILE), { lock: true });
     this.now = options.now ?? Date.now;
   }
 
@@ -264,76 +256,37 @@ export class ApiKeyStore {
     await this.queue;
   }
 
-  /** The file's state, re-read only when the file changed since the last read. */
+  /** The document's state, parsed again only when its text changed since the last read. */
   private async read(): Promise<State> {
-    let signature: string;
-    try {
-      const info = await stat(this.file, { bigint: true });
-      signature = `${info.ino}:${info.size}:${info.mtimeNs}:${info.ctimeNs}`;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return EMPTY;
-      throw error;
-    }
-    if (this.cache?.signature === signature) return this.cache.state;
-    let text: string;
-    try {
-      text = await readFile(this.file, 'utf8');
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return EMPTY;
-      throw error;
-    }
+    return this.parse(await this.document.read());
+  }
+
+  private parse(text: string | undefined): State {
+    if (text === undefined) return EMPTY;
+    if (this.cache.text === text) return this.cache;
     let keys: StoredKey[];
     try {
       keys = ApiKeysFile.parse(JSON.parse(text)).keys;
     } catch {
-      throw new ApiKeyStoreError(`${this.file} is not a valid Parley API keys file.`, ApiKeyStoreFailure.storage);
+      throw new ApiKeyStoreError(`${this.document.name} is not a valid Parley API keys file.`, ApiKeyStoreFailure.storage);
     }
-    // The content read is at least as new as the signature taken before it, so the cache is never staler than one change.
-    const state: State = { keys, byHash: new Map(keys.map((stored) => [stored.hash, stored])) };
-    this.cache = { signature, state };
-    return state;
+    this.cache = { text, keys, byHash: new Map(keys.map((stored) => [stored.hash, stored])) };
+    return this.cache;
   }
 
-  /** Read-modify-write of the current file, serialised in this process and locked across processes. */
+  /** Read-modify-write of the document as it is now (a compare-and-set: `apply` may run again on a newer state). */
   private change<T>(apply: (keys: readonly StoredKey[]) => { keys?: StoredKey[]; result: T }): Promise<T> {
-    const run = this.queue.then(() =>
-      this.locked(async () => {
-        this.cache = undefined;
-        const outcome = apply((await this.read()).keys);
-        if (outcome.keys) {
-          await writeFileAtomic(this.file, `${JSON.stringify({ version: 1, keys: outcome.keys }, null, 2)}\n`);
-          this.cache = undefined;
-        }
-        return outcome.result;
-      }),
-    );
-    this.queue = run.catch(() => undefined);
+    const run = this.document
+      .update((text) => {
+        const outcome = apply(this.parse(text).keys);
+        return { result: outcome.result, ...(outcome.keys ? { text: `${JSON.stringify({ version: 1, keys: outcome.keys }, null, 2)}\n` } : {}) };
+      })
+      .catch((error: unknown) => {
+        if (error instanceof DocumentBusyError) throw new ApiKeyStoreError(error.message, ApiKeyStoreFailure.storage);
+        throw error;
+      });
+    this.queue = Promise.allSettled([this.queue, run]);
     return run;
-  }
-
-  private async locked<T>(work: () => Promise<T>): Promise<T> {
-    await mkdir(this.dataDir, { recursive: true, mode: 0o700 });
-    const deadline = Date.now() + LOCK_WAIT_MS;
-    for (;;) {
-      try {
-        await (await open(this.lockFile, 'wx', 0o600)).close();
-        break;
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      }
-      const since = await stat(this.lockFile).then((info) => info.mtimeMs, () => undefined);
-      if (since !== undefined && Date.now() - since > STALE_LOCK_MS) {
-        await unlink(this.lockFile).catch(() => undefined);
-        continue;
-      }
-      if (Date.now() > deadline) throw new ApiKeyStoreError(`${this.lockFile} is held by another process; try again.`, ApiKeyStoreFailure.storage);
-      await sleep(LOCK_RETRY_MS);
-    }
-    try {
-      return await work();
-    } finally {
-      await unlink(this.lockFile).catch(() => undefined);
-    }
   }
 }
 

@@ -1,9 +1,9 @@
 import { randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
-import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as z from 'zod/mini';
 import { Role } from './Principal.js';
-import { writeFileAtomic } from './writeFileAtomic.js';
+import { FileDocument } from './FileDocument.js';
+import type { StateDocument } from './StateDocument.js';
 
 export const USERS_FILE = 'users.json';
 
@@ -44,20 +44,21 @@ export class UserStoreError extends Error {
 }
 
 /**
- * Named accounts, in `users.json` in the data dir (mode 0600, replaced atomically). The file
- * is read on every call, so `parley user add/remove` takes effect on a running server at the
- * next login or refresh.
+ * Named accounts, in `users.json` in the data dir (mode 0600, replaced atomically), or with
+ * `--redis` in a document every gateway shares (RedisDocument). The document is read on every
+ * call, so `parley user add/remove` (on the file) or a block made on another gateway takes
+ * effect at the next login or refresh; every change is a compare-and-set of it as it is now.
  *
  * Passwords are scrypt hashes with a per-user salt, and the parameters are stored with each
  * hash. A login for an unknown name runs the same scrypt work against a dummy hash, so the
  * response time does not tell which names exist.
  */
 export class UserStore {
-  private readonly file: string;
+  private readonly document: StateDocument;
   private dummy: string | undefined;
 
-  constructor(private readonly dataDir: string) {
-    this.file = join(dataDir, USERS_FILE);
+  constructor(dataDir: string, options: { document?: StateDocument } = {}) {
+    this.document = options.document ?? new FileDocument(join(dataDir, USERS_FILE));
   }
 
   async list(): Promise<Account[]> {
@@ -80,22 +81,22 @@ export class UserStore {
     }
     checkPassword(password);
     const hash = await hashPassword(password);
-    const file = await this.read();
-    if (lookup(file, name)) throw new UserStoreError(`User "${name}" already exists.`);
     const user: StoredUser = { id: `a_${randomBytes(12).toString('base64url')}`, name, role, password: hash, createdAt: new Date().toISOString() };
-    await this.write({ ...file, users: { ...file.users, [key(name)]: user } });
-    return toAccount(user);
+    return this.change((file) => {
+      if (lookup(file, name)) throw new UserStoreError(`User "${name}" already exists.`);
+      return { file: { ...file, users: { ...file.users, [key(name)]: user } }, result: toAccount(user) };
+    });
   }
 
   /** Removes the account; returns it, or undefined when there was none. */
   async remove(name: string): Promise<Account | undefined> {
-    const file = await this.read();
-    const user = lookup(file, name);
-    if (!user) return undefined;
-    const users = { ...file.users };
-    delete users[key(name)];
-    await this.write({ ...file, users });
-    return toAccount(user);
+    return this.change((file) => {
+      const user = lookup(file, name);
+      if (!user) return { result: undefined };
+      const users = { ...file.users };
+      delete users[key(name)];
+      return { file: { ...file, users }, result: toAccount(user) };
+    });
   }
 
   /**
@@ -104,14 +105,16 @@ export class UserStore {
    * answered with a refusal, and its sessions cannot refresh.
    */
   async setBlocked(reference: string, blocked: boolean): Promise<Account | undefined> {
-    const file = await this.read();
-    const entry = Object.entries(file.users).find(([name, user]) => name === key(reference) || user.id === reference);
-    if (!entry) return undefined;
-    const [name, user] = entry;
-    const { blockedAt: _was, ...rest } = user;
-    const next: StoredUser = blocked ? { ...rest, blockedAt: user.blockedAt ?? new Date().toISOString() } : rest;
-    if (next.blockedAt !== user.blockedAt) await this.write({ ...file, users: { ...file.users, [name]: next } });
-    return toAccount(next);
+    const at = new Date().toISOString();
+    return this.change((file) => {
+      const entry = Object.entries(file.users).find(([name, user]) => name === key(reference) || user.id === reference);
+      if (!entry) return { result: undefined };
+      const [name, user] = entry;
+      const { blockedAt: _was, ...rest } = user;
+      const next: StoredUser = blocked ? { ...rest, blockedAt: user.blockedAt ?? at } : rest;
+      if (next.blockedAt === user.blockedAt) return { result: toAccount(next) };
+      return { file: { ...file, users: { ...file.users, [name]: next } }, result: toAccount(next) };
+    });
   }
 
   /** The account when name and password match; undefined otherwise, after the same scrypt work. */
@@ -136,23 +139,24 @@ export class UserStore {
   }
 
   private async read(): Promise<UsersFile> {
-    let text: string;
-    try {
-      text = await readFile(this.file, 'utf8');
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { version: 1, users: {} };
-      throw error;
-    }
+    return this.parse(await this.document.read());
+  }
+
+  private parse(text: string | undefined): UsersFile {
+    if (text === undefined) return { version: 1, users: {} };
     try {
       return UsersFile.parse(JSON.parse(text));
     } catch {
-      throw new UserStoreError(`${this.file} is not a valid Parley users file.`);
+      throw new UserStoreError(`${this.document.name} is not a valid Parley users file.`);
     }
   }
 
-  private async write(file: UsersFile): Promise<void> {
-    await mkdir(this.dataDir, { recursive: true, mode: 0o700 });
-    await writeFileAtomic(this.file, `${JSON.stringify(file, null, 2)}\n`);
+  /** A compare-and-set of the document as it is now: `apply` may run again on a newer state. */
+  private change<T>(apply: (file: UsersFile) => { file?: UsersFile; result: T }): Promise<T> {
+    return this.document.update((text) => {
+      const outcome = apply(this.parse(text));
+      return { result: outcome.result, ...(outcome.file ? { text: `${JSON.stringify(outcome.file, null, 2)}\n` } : {}) };
+    });
   }
 }
 

@@ -167,10 +167,10 @@ export function createRedisRevocationBus(options: {
   };
   const onSubscriberReady = () => {
     // Confirmed before the read, so nothing published meanwhile is missed (ioredis also resubscribes; twice is harmless).
-    subscriber.subscribe(REVOCATIONS_CHANNEL).then(
-      () => sync('subscriber reconnected'),
-      () => undefined,
-    );
+    subscriber
+      .subscribe(REVOCATIONS_CHANNEL)
+      .then(() => sync('subscriber reconnected'))
+      .catch(() => undefined);
   };
   const onClientReady = () => void sync('client reconnected').catch(() => undefined);
 

@@ -1,8 +1,14 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { Redis } from 'ioredis';
 import { SIGNING_KEY_FILE } from '../../server/auth/loadOrCreateSigningKey.js';
+import { Role } from '../../server/auth/Principal.js';
+import { UserStore } from '../../server/auth/UserStore.js';
+import { USERS_KEY } from '../../server/cluster/openAuthDocuments.js';
+import { RedisDocument } from '../../server/cluster/RedisDocument.js';
 import type { ConfigInput } from '../../server/config.js';
+import { createApiKey } from '../helpers/createApiKey.js';
 import { ScriptedEngine } from '../helpers/ScriptedEngine.js';
 import { hasRedis, startRedis, type TestRedis } from '../helpers/startRedis.js';
 import { startTestServer, type TestServer } from '../helpers/startTestServer.js';
@@ -34,6 +40,12 @@ async function post(server: TestServer, path: string, options: { bearer?: string
   const response = await fetch(`${server.baseUrl}${path}`, { method: 'POST', headers, ...(options.json === undefined ? {} : { body: JSON.stringify(options.json) }) });
   const text = await response.text();
   return { status: response.status, body: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
+}
+
+async function request(server: TestServer, method: string, path: string, bearer: string): Promise<number> {
+  const response = await fetch(`${server.baseUrl}${path}`, { method, headers: { authorization: `Bearer ${bearer}` } });
+  await response.arrayBuffer();
+  return response.status;
 }
 
 /** Resolves with the socket's close code, or rejects if it has not closed `boundMs` after `since`. */
@@ -79,6 +91,46 @@ describe('auth state shared over redis', { skip: unavailable() }, () => {
     assert.equal((await post(b, '/api/logout', { bearer: token })).status, 401, 'a revoked token is no credential on B either');
     assert.equal(otherOnB.closeCode, undefined, 'another user is untouched');
     assert.equal(await bearerUpgradeStatus(b.wsUrl, stays), 101);
+  });
+
+  test('an API key made on A works on B, and once revoked on A is refused on B; a logout on A ends its keys on B', async () => {
+    const key = await createApiKey(a, 'Keyholder');
+    assert.equal(await request(b, 'GET', '/v1/models', key), 200);
+    const owner = await a.token('Keyholder two');
+    const made = await fetch(`${a.baseUrl}/api/keys`, { method: 'POST', headers: { authorization: `Bearer ${owner}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'second' }) });
+    assert.equal(made.status, 201);
+    const { key: second, prefix } = (await made.json()) as { key: string; prefix: string };
+    assert.equal(await request(b, 'GET', '/v1/models', second), 200);
+    assert.equal(await request(a, 'DELETE', `/api/keys/${prefix}`, owner), 204);
+    assert.equal(await request(b, 'GET', '/v1/models', second), 401);
+    // The first key's owner signs out on A: B refuses the key from then on.
+    const keyOwner = await a.token('Keyholder three');
+    const third = await fetch(`${a.baseUrl}/api/keys`, { method: 'POST', headers: { authorization: `Bearer ${keyOwner}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'third' }) });
+    const thirdKey = ((await third.json()) as { key: string }).key;
+    assert.equal(await request(b, 'GET', '/v1/models', thirdKey), 200);
+    assert.equal((await post(a, '/api/logout', { bearer: keyOwner })).status, 200);
+    assert.equal(await request(b, 'GET', '/v1/models', thirdKey), 401);
+  });
+
+  test("accounts are shared: an admin's revocation on A closes the account's socket on B and B refuses its sign-in", async () => {
+    const connection = new Redis(redis.url);
+    try {
+      // What `parley user add` does to the data dir, done to the shared document.
+      const accounts = new UserStore('', { document: new RedisDocument(connection, USERS_KEY) });
+      await accounts.add('root', 'admin-pass-PARLEY-2718', Role.admin);
+      await accounts.add('carol', 'carol-pass-PARLEY-3141');
+    } finally {
+      connection.disconnect();
+    }
+    const admin = await post(a, '/api/login', { json: { name: 'root', password: 'admin-pass-PARLEY-2718' } });
+    assert.equal(admin.status, 200);
+    const carol = await post(b, '/api/login', { json: { name: 'carol', password: 'carol-pass-PARLEY-3141' } });
+    assert.equal(carol.status, 200, 'an account added once signs in on every gateway');
+    const onB = await b.connect(carol.body.token as string);
+    assert.equal((await post(a, '/api/admin/revoke', { bearer: admin.body.token as string, json: { user: 'carol' } })).status, 200);
+    const revoked = Date.now();
+    assert.equal(await closedWithin(onB, revoked, REVOCATION_BOUND_MS), 4403);
+    assert.equal((await post(b, '/api/login', { json: { name: 'carol', password: 'carol-pass-PARLEY-3141' } })).status, 403, 'the block holds on B');
   });
 
   test("a gateway started after a revocation refuses the revoked epoch's tokens", async () => {
