@@ -65,6 +65,12 @@ export interface RedisReplyRelayOptions {
  * the owning gateway then does not cancel it at the end of the grace period until the follower
  * drops (then the grace period starts again) or stops it.
  *
+ * Text a detached reply makes is committed only once a follower claims it, not as it comes: seqs
+ * are assigned where the text is written, as for a local socket, and a dropped reply nobody
+ * follows costs no Redis writes. One blocking connection per follow keeps each follow's reads
+ * independent; follows are rare (a reconnect that lands on another gateway) and end with their
+ * reply.
+ *
  * Invariants:
  * - A follower sends seqs in order with no gap or duplicate: a stream that skips a seq (Redis
  *   lost writes) ends the follow with `lost` rather than a gap.
