@@ -241,6 +241,8 @@ export class ChatCore {
     try {
       // The conversation's documents and this send's (checked here): whole or retrieved into the user turn.
       documents = request.history === undefined ? await this.documents?.prepare(request.userId, conversation?.id, request.documents ?? [], request.text) : undefined;
+      // Counting is a round trip for an upstream engine: after the cheap checks, before planning.
+      await engine.prepareTokenCounts?.([request.text, ...history.filter((turn) => turn.tokens === undefined).map((turn) => turn.text), ...(request.options?.system === undefined ? [] : [request.options.system])], request.signal);
       planned = planWithDocuments(engine, history, request.text, cap, request.options?.system, documents);
       plan = planned.plan;
       if (request.options?.format !== undefined) await engine.prepareFormat(request.options.format);

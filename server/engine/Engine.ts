@@ -91,6 +91,11 @@ export interface Engine {
    * pass over per-turn token counts. Throws ContextOverflowError when the message alone cannot fit.
    */
   planPrompt(history: readonly Turn[], text: string, maxTokens: number, system?: string): PromptPlan;
+  /**
+   * Optional: counts these texts with the engine's own tokenizer ahead of planPrompt, where
+   * counting is a round trip (an upstream's /tokenize). Never throws; planning estimates without it.
+   */
+  prepareTokenCounts?(texts: readonly string[], signal?: AbortSignal): Promise<void>;
   /** Resolves when the engine can enforce `format`; rejects with a ParleyError (bad_request) when it cannot (an unsupported schema). */
   prepareFormat(format: ResponseFormat): Promise<void>;
   generate(request: GenerateRequest): Promise<GenerateResult>;

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { ContextOverflowError, UpstreamFailedError } from '../ParleyError.js';
 import { EngineStopReason, type Engine, type EngineInfo, type GenerateRequest, type GenerateResult, type PromptPlan, type ResponseFormat, type Turn } from './Engine.js';
 import { UpstreamPool, type UpstreamStatus, type UpstreamTarget } from './UpstreamPool.js';
@@ -57,6 +58,8 @@ interface Progress {
 export class UpstreamEngine implements Engine {
   readonly info: EngineInfo;
   readonly slots: number;
+  /** Token counts from /tokenize, by the text's hash, newest last (at most MAX_COUNTS_KEPT). */
+  private readonly counts = new Map<string, number>();
 
   private constructor(
     private readonly options: UpstreamEngineOptions,
@@ -99,11 +102,11 @@ export class UpstreamEngine implements Engine {
 
   planPrompt(history: readonly Turn[], text: string, maxTokens: number, system?: string): PromptPlan {
     const contextSize = this.info.contextSize;
-    const alone = estimateTokens(text) + TOKENS_PER_TURN + estimateTokens(system ?? this.options.systemPrompt ?? '');
+    const alone = this.tokensOf(text) + TOKENS_PER_TURN + this.tokensOf(system ?? this.options.systemPrompt ?? '');
     if (alone + MIN_REPLY_TOKENS + CONTEXT_MARGIN > contextSize) {
       throw new ContextOverflowError(`This message is about ${alone} tokens; the model's context holds ${contextSize} tokens including the reply. Shorten it.`);
     }
-    const turnTokens = history.map((turn) => turn.tokens ?? estimateTokens(turn.text) + TOKENS_PER_TURN);
+    const turnTokens = history.map((turn) => turn.tokens ?? this.tokensOf(turn.text) + TOKENS_PER_TURN);
     // Like LlamaEngine: keep the newest turns (dropping the oldest exchange at a time) that leave
     // room for the full reply, or at least a quarter of the context.
     const reserve = Math.min(maxTokens, Math.floor(contextSize / 4));
@@ -117,6 +120,27 @@ export class UpstreamEngine implements Engine {
     firstTurn = Math.min(firstTurn, history.length);
     const room = Math.max(MIN_REPLY_TOKENS, contextSize - promptTokens - CONTEXT_MARGIN);
     return { firstTurn, promptTokens, maxTokens: Math.min(maxTokens, room), limitedByContext: room < maxTokens, turnTokens };
+  }
+
+  /**
+   * Counts `texts` with an upstream's /tokenize (where it has one) and keeps the counts, so the
+   * next planPrompt uses them instead of the chars/3 estimate. Never throws: without counts,
+   * planning estimates as before.
+   */
+  async prepareTokenCounts(texts: readonly string[], signal?: AbortSignal): Promise<void> {
+    const unknown = [...new Set(texts.filter((text) => text.length > 0 && !this.counts.has(countKey(text))))];
+    if (unknown.length === 0) return;
+    const counts = await this.pool.countTokens(unknown, signal);
+    if (counts === undefined) return;
+    unknown.forEach((text, index) => {
+      const key = countKey(text);
+      this.counts.delete(key);
+      this.counts.set(key, counts[index] as number);
+    });
+    for (const oldest of this.counts.keys()) {
+      if (this.counts.size <= MAX_COUNTS_KEPT) break;
+      this.counts.delete(oldest);
+    }
   }
 
   /** JSON and JSON-schema output are passed on as `response_format`; an upstream that cannot honour it refuses the request (upstream_failed). */
@@ -242,6 +266,11 @@ export class UpstreamEngine implements Engine {
     };
   }
 
+  /** The upstream's count of `text` when prepareTokenCounts got one, else the estimate. */
+  private tokensOf(text: string): number {
+    return this.counts.get(countKey(text)) ?? estimateTokens(text);
+  }
+
   private estimatePrompt(request: GenerateRequest): number {
     const system = request.options?.system ?? this.options.systemPrompt ?? '';
     return [system, ...request.history.map((turn) => turn.text), request.text].reduce((sum, text) => sum + estimateTokens(text) + TOKENS_PER_TURN, 0);
@@ -256,6 +285,13 @@ interface StreamChunk {
   choices?: Array<{ delta?: { content?: string | null }; finish_reason?: string | null }>;
   usage?: { prompt_tokens?: number; completion_tokens?: number } | null;
   error?: unknown;
+}
+
+/** Texts whose /tokenize counts are kept (by hash: a few dozen bytes each). */
+const MAX_COUNTS_KEPT = 4096;
+
+function countKey(text: string): string {
+  return createHash('sha256').update(text).digest('base64url');
 }
 
 function estimateTokens(text: string): number {

@@ -11,7 +11,12 @@ export interface UpstreamTarget {
   healthy: boolean;
   /** Requests sent to it and not yet ended. */
   inFlight: number;
+  /** How its POST /tokenize takes text (llama-server: `content`; vLLM: `prompt`), `none` when it has none; undefined until tried. */
+  tokenizer?: TokenizerShape;
 }
+
+/** The /tokenize dialects Parley speaks: llama-server's `{content}` → `{tokens}`, vLLM's `{model, prompt}` → `{count}`. */
+type TokenizerShape = 'llama' | 'vllm' | 'none';
 
 /** What the pool shows about one upstream (tests, logs): never its key. */
 export interface UpstreamStatus {
@@ -127,6 +132,54 @@ export class UpstreamPool {
   }
 
   /** A request found this upstream refusing or unreachable: out of rotation until a health check passes. */
+  /**
+   * Token counts of `texts` from a healthy upstream's POST /tokenize (llama-server's and vLLM's
+   * dialects), or undefined when none of them has one, it fails, or it is slower than the probe
+   * timeout: the caller then estimates. Never throws; never marks an upstream down.
+   */
+  async countTokens(texts: readonly string[], signal?: AbortSignal): Promise<number[] | undefined> {
+    const target = this.targets.find((candidate) => candidate.healthy && candidate.tokenizer !== 'none');
+    if (target === undefined || texts.length === 0) return undefined;
+    const timeout = AbortSignal.timeout(PROBE_TIMEOUT_MS);
+    const combined = signal === undefined ? timeout : AbortSignal.any([signal, timeout]);
+    try {
+      if (target.tokenizer === undefined) {
+        const first = await this.tokenizeProbing(target, texts[0] as string, combined);
+        if (first === undefined) return undefined;
+        const rest = await Promise.all(texts.slice(1).map((text) => this.tokenize(target, text, combined)));
+        return rest.every((count) => count !== undefined) ? [first, ...(rest as number[])] : undefined;
+      }
+      const counts = await Promise.all(texts.map((text) => this.tokenize(target, text, combined)));
+      return counts.every((count) => count !== undefined) ? (counts as number[]) : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The first /tokenize call to an upstream: finds its dialect (llama-server's, then vLLM's), or learns it has none. */
+  private async tokenizeProbing(target: UpstreamTarget, text: string, signal: AbortSignal): Promise<number | undefined> {
+    for (const shape of ['llama', 'vllm'] as const) {
+      target.tokenizer = shape;
+      const count = await this.tokenize(target, text, signal);
+      if (count !== undefined) return count;
+    }
+    target.tokenizer = 'none';
+    return undefined;
+  }
+
+  private async tokenize(target: UpstreamTarget, text: string, signal: AbortSignal): Promise<number | undefined> {
+    const body = target.tokenizer === 'vllm' ? { model: target.model ?? this.options.name, prompt: text, add_special_tokens: false } : { content: text, add_special: false };
+    const response = await fetch(`${target.url}/tokenize`, { method: 'POST', headers: { ...this.headers(), 'content-type': 'application/json' }, body: JSON.stringify(body), signal });
+    if (!response.ok) {
+      await response.body?.cancel();
+      return undefined;
+    }
+    const answer = (await response.json()) as { tokens?: unknown; count?: unknown };
+    if (typeof answer.count === 'number' && Number.isInteger(answer.count) && answer.count >= 0) return answer.count;
+    if (Array.isArray(answer.tokens)) return answer.tokens.length;
+    return undefined;
+  }
+
   markDown(target: UpstreamTarget, why: string): void {
     this.setHealth(target, false, why);
   }

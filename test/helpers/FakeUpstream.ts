@@ -34,6 +34,10 @@ export class FakeUpstream {
   readonly model = 'fake-model';
   readonly contextLength = 2048;
   readonly completions: UpstreamRequest[] = [];
+  /** Its POST /tokenize: llama-server's dialect, vLLM's, or none (404). It counts one token per character. */
+  tokenizer: 'llama' | 'vllm' | 'none' = 'none';
+  /** Bodies of the /tokenize requests it answered or refused. */
+  readonly tokenizeRequests: Array<Record<string, unknown>> = [];
   private readonly heldQueue: HeldReply[] = [];
   private readonly heldWaiters: Array<(reply: HeldReply) => void> = [];
 
@@ -85,6 +89,21 @@ export class FakeUpstream {
         return;
       }
       response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ object: 'list', data: [{ id: this.model, object: 'model', context_length: this.contextLength }] }));
+      return;
+    }
+    if (request.method === 'POST' && path === '/tokenize') {
+      const chunks: Buffer[] = [];
+      for await (const chunk of request) chunks.push(chunk as Buffer);
+      const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>;
+      this.tokenizeRequests.push(body);
+      // Each dialect refuses the other's body, as the real servers do.
+      if (this.tokenizer === 'llama' && typeof body.content === 'string') {
+        response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ tokens: [...body.content].map((_, index) => index) }));
+      } else if (this.tokenizer === 'vllm' && typeof body.prompt === 'string') {
+        response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ count: [...body.prompt].length, max_model_len: this.contextLength, tokens: [] }));
+      } else {
+        response.writeHead(this.tokenizer === 'none' ? 404 : 400).end();
+      }
       return;
     }
     if (request.method !== 'POST' || path !== '/v1/chat/completions') {
