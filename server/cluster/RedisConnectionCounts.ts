@@ -50,7 +50,8 @@ export class RedisConnectionCounts implements ConnectionCounts {
   private readonly heartbeat: ReturnType<typeof setInterval>;
   private readonly ttlMs: number;
   private readonly scripts: Scripts;
-  private heartbeatFailing = false;
+  /** Whether writes to Redis are failing: logged once when they begin, once when they work again. */
+  private failing = false;
 
   constructor(
     private readonly redis: Redis,
@@ -72,13 +73,13 @@ export class RedisConnectionCounts implements ConnectionCounts {
   opened(connectionId: string, ip: string, userId: string): void {
     const member = this.member(connectionId);
     this.live.set(member, { ip, userId });
-    this.touch(member, ip, userId).catch((error: unknown) => this.options.logger.warn({ err: error }, 'could not count an opened socket in redis; the heartbeat adds it'));
+    this.touch(member, ip, userId).catch((error: unknown) => this.failed(error));
   }
 
   closed(connectionId: string, ip: string, userId: string): void {
     const member = this.member(connectionId);
     this.live.delete(member);
-    this.remove(member, ip, userId).catch((error: unknown) => this.options.logger.warn({ err: error }, 'could not uncount a closed socket in redis; it expires with the TTL'));
+    this.remove(member, ip, userId).catch((error: unknown) => this.failed(error));
   }
 
   async close(): Promise<void> {
@@ -93,9 +94,21 @@ export class RedisConnectionCounts implements ConnectionCounts {
   private async renew(): Promise<void> {
     const results = await Promise.allSettled([...this.live].map(([member, { ip, userId }]) => this.touch(member, ip, userId)));
     const failed = results.find((result) => result.status === 'rejected');
-    if (failed && !this.heartbeatFailing) this.options.logger.warn({ err: failed.reason as unknown }, 'connection count heartbeat failed; retrying');
-    if (!failed && this.heartbeatFailing) this.options.logger.info('connection count heartbeat works again');
-    this.heartbeatFailing = failed !== undefined;
+    if (failed) {
+      this.failed(failed.reason);
+    } else if (this.failing && results.length > 0) {
+      this.failing = false;
+      this.options.logger.info({ gateway: this.options.gatewayId }, 'connection counts in redis work again');
+    }
+  }
+
+  /**
+   * A write failed: nothing to undo, since the next heartbeat re-adds every live socket and a
+   * socket closed meanwhile expires with the TTL.
+   */
+  private failed(error: unknown): void {
+    if (!this.failing) this.options.logger.warn({ err: error, gateway: this.options.gatewayId }, 'connection counts in redis failed; the heartbeat sets them right once redis answers');
+    this.failing = true;
   }
 
   private touch(member: string, ip: string, userId: string): Promise<unknown> {
