@@ -3,8 +3,9 @@ import type { AttachedDocument, DocumentKind, DocumentSource } from '../../share
 /**
  * Where uploaded documents are kept: their metadata, their extracted text in chunks, and what
  * each stored message says about documents (a user message's attachments, a reply's sources).
- * It lives in the history store beside the conversations (SqliteDocumentRepository shares the
- * history database, MemoryDocumentRepository serves `--history off`).
+ * It lives in the history store beside the conversations (SqliteDocumentRepository and
+ * PostgresDocumentRepository share the history database, MemoryDocumentRepository serves
+ * `--history off`).
  *
  * Invariants every implementation keeps:
  * - Every read and write is scoped to the owner: another user's id and an unknown id give the

@@ -1,6 +1,7 @@
 import type Database from 'better-sqlite3';
 import type { DocumentKind } from '../../shared/protocol.js';
 import type { HistoryCipher } from '../history/HistoryCipher.js';
+import { SealContext } from '../history/SealContext.js';
 import type { SqliteConversationRepository } from '../history/SqliteConversationRepository.js';
 import type { AttachResult, DocumentRepository, MessageDocuments, StoredDocument } from './DocumentRepository.js';
 
@@ -165,11 +166,11 @@ export class SqliteDocumentRepository implements DocumentRepository {
 
 type Prepared = ReturnType<SqliteDocumentRepository['prepare']>;
 
-/** AAD contexts: each sealed value is bound to its row, so one copied elsewhere fails to open. */
-const nameContext = (ownerId: string, id: string): string[] => ['document', ownerId, id, 'name'];
-const chunkContext = (documentId: string, seq: number): string[] => ['document_chunk', documentId, String(seq), 'text'];
-const embeddingContext = (documentId: string, seq: number): string[] => ['document_chunk', documentId, String(seq), 'embedding'];
-const noteContext = (conversationId: string, messageId: string): string[] => ['message_documents', conversationId, messageId, 'value'];
+/** AAD contexts (SealContext): each sealed value is bound to its row, so one copied elsewhere fails to open. */
+const nameContext = SealContext.documentName;
+const chunkContext = SealContext.chunkText;
+const embeddingContext = SealContext.chunkEmbedding;
+const noteContext = SealContext.messageDocuments;
 
 interface DocumentRow {
   readonly id: string;

@@ -1,8 +1,8 @@
 /**
  * Where conversations are kept, behind one async interface: the chat core and the HTTP API call
- * this and nothing else. SQLite (SqliteConversationRepository) is the embedded default and
- * MemoryConversationRepository serves `--history off`; a Postgres implementation for several
- * gateways slots in here without changes to the core.
+ * this and nothing else. SQLite (SqliteConversationRepository) is the embedded default,
+ * MemoryConversationRepository serves `--history off`, and PostgresConversationRepository serves
+ * `--database`, one store shared by several gateways.
  *
  * Invariants every implementation keeps:
  * - Every read and write is scoped to the owner: another user's id and an unknown id give the
@@ -97,7 +97,11 @@ export interface ConversationRepository {
 
   /** Deletes conversations (of every owner) not updated since `before` (epoch ms); resolves with how many. */
   purgeIdle(before: number): Promise<number>;
-  /** Marks every reply still `streaming` as `interrupted` (at start, after a crash); resolves with how many. */
+  /**
+   * Marks every reply still `streaming` as `interrupted` (at start, after a crash); resolves with
+   * how many. A store shared by several gateways skips the replies another running gateway is
+   * still writing.
+   */
   markInterrupted(): Promise<number>;
 
   /**

@@ -18,6 +18,7 @@ import { HistoryKeyMismatchError } from './HistoryKeyMismatchError.js';
 import { HistoryUnreadableError } from './HistoryUnreadableError.js';
 import { listLimit } from './listLimit.js';
 import { migrations } from './migrations.js';
+import { KEY_CHECK_TEXT, SealContext } from './SealContext.js';
 
 export const HISTORY_FILE = 'history.sqlite';
 
@@ -289,12 +290,9 @@ export class SqliteConversationRepository implements ConversationRepository {
   }
 }
 
-/** The AAD context of a title: bound to its conversation and that conversation's owner. */
-const titleContext = (ownerId: string, id: string): string[] => ['conversation', ownerId, id, 'title'];
-/** The AAD context of a message's text: bound to the message and its conversation. */
-const textContext = (conversationId: string, id: string): string[] => ['message', conversationId, id, 'text'];
-const KEY_CHECK_CONTEXT = ['meta', 'key_check', 'value'] as const;
-const KEY_CHECK_TEXT = 'parley history key check';
+const titleContext = SealContext.title;
+const textContext = SealContext.messageText;
+const KEY_CHECK_CONTEXT = SealContext.keyCheck;
 
 type State =
   | { readonly phase: 'created' }

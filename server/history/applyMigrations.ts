@@ -1,5 +1,6 @@
 import type { Database } from 'better-sqlite3';
 import type { Migration } from './migrations.js';
+import { pendingMigrations } from './pendingMigrations.js';
 
 /**
  * Brings the database up to the last of `migrations`. Each runs in its own write transaction
@@ -7,18 +8,11 @@ import type { Migration } from './migrations.js';
  * neither its changes nor its version behind. Applied ones are skipped (checked again inside the
  * transaction, so two processes opening at once apply each migration once), which makes this safe
  * on every open. Returns the versions this call applied.
- * A database newer than the list is refused: this code would misread it.
+ * A database newer than the list is refused (pendingMigrations).
  */
 export function applyMigrations(db: Database, migrations: readonly Migration[]): number[] {
-  migrations.forEach((migration, index) => {
-    if (migration.version !== index + 1) throw new Error(`migration "${migration.name}" has version ${migration.version}, expected ${index + 1}`);
-  });
-  const current = userVersion(db);
-  if (current > migrations.length) {
-    throw new Error(`the history database has schema version ${current}, newer than this Parley knows (${migrations.length}); upgrade Parley or restore an older copy`);
-  }
   const applied: number[] = [];
-  for (const migration of migrations.slice(current)) {
+  for (const migration of pendingMigrations(migrations, userVersion(db))) {
     const ran = db.transaction(() => {
       if (userVersion(db) >= migration.version) return false;
       migration.up(db);

@@ -1,9 +1,8 @@
 import type { Database } from 'better-sqlite3';
+import type { VersionedMigration } from './pendingMigrations.js';
 
-export interface Migration {
-  /** 1 for the first, then each one more: `PRAGMA user_version` holds the last one applied. */
-  readonly version: number;
-  readonly name: string;
+/** A SQLite migration: `PRAGMA user_version` holds the last version applied. */
+export interface Migration extends VersionedMigration {
   /** Runs inside the transaction that records `version`; it must not open its own. */
   readonly up: (db: Database) => void;
 }

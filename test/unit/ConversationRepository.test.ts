@@ -17,16 +17,20 @@ import {
 import { HistoryCipher } from '../../server/history/HistoryCipher.js';
 import { ListLimit } from '../../server/history/listLimit.js';
 import { MemoryConversationRepository } from '../../server/history/MemoryConversationRepository.js';
+import { PostgresConversationRepository } from '../../server/history/PostgresConversationRepository.js';
 import { SqliteConversationRepository } from '../../server/history/SqliteConversationRepository.js';
+import { lazyPostgres, postgresUnavailable } from '../helpers/lazyPostgres.js';
 
 const dirs: string[] = [];
 const repositories: ConversationRepository[] = [];
+const postgres = lazyPostgres();
 after(async () => {
   await Promise.all(repositories.map((repository) => repository.close()));
   await Promise.all(dirs.map((dir) => rm(dir, { recursive: true, force: true })));
+  await postgres.close();
 });
 
-const implementations: ReadonlyArray<{ readonly name: string; readonly create: () => Promise<ConversationRepository> }> = [
+const implementations: ReadonlyArray<{ readonly name: string; readonly create: () => Promise<ConversationRepository>; readonly skip?: string }> = [
   { name: 'MemoryConversationRepository', create: async () => new MemoryConversationRepository() },
   {
     name: 'SqliteConversationRepository',
@@ -36,7 +40,14 @@ const implementations: ReadonlyArray<{ readonly name: string; readonly create: (
       return new SqliteConversationRepository({ directory, cipher: new HistoryCipher(randomBytes(32)), purgeBatchSize: 2 });
     },
   },
+  {
+    name: 'PostgresConversationRepository',
+    // A database per repository: each test starts from an empty store.
+    create: async () => new PostgresConversationRepository({ url: await postgres.createDatabase(), cipher: new HistoryCipher(randomBytes(32)), purgeBatchSize: 2, importBatchSize: 7 }),
+    skip: postgresUnavailable('the Postgres ConversationRepository contract'),
+  },
 ];
+
 
 const ALICE = 'u_alice';
 const BOB = 'u_bob';
@@ -55,7 +66,7 @@ function reply(id: string, conversationId: string, at: number, outcome: MessageO
 }
 
 for (const implementation of implementations) {
-  describe(`${implementation.name} keeps the ConversationRepository contract`, () => {
+  describe(`${implementation.name} keeps the ConversationRepository contract`, { skip: implementation.skip ?? false }, () => {
     async function opened(): Promise<ConversationRepository> {
       const repository = await implementation.create();
       repositories.push(repository);

@@ -3,8 +3,9 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
+import pg from 'pg';
 import { ErrorCode } from '../../shared/errorCodes.js';
 import { ChunkIndex } from '../../server/documents/ChunkIndex.js';
 import { chunkText, CHUNK_CHARS, overlapOf } from '../../server/documents/chunkText.js';
@@ -12,6 +13,7 @@ import type { DocumentRepository, StoredDocument } from '../../server/documents/
 import { Documents } from '../../server/documents/Documents.js';
 import { frameDocuments } from '../../server/documents/frameDocuments.js';
 import { MemoryDocumentRepository } from '../../server/documents/MemoryDocumentRepository.js';
+import { PostgresDocumentRepository } from '../../server/documents/PostgresDocumentRepository.js';
 import { readDocument } from '../../server/documents/readDocument.js';
 import { sanitiseFileName } from '../../server/documents/sanitiseFileName.js';
 import { SqliteDocumentRepository } from '../../server/documents/SqliteDocumentRepository.js';
@@ -19,8 +21,10 @@ import { toFtsQuery } from '../../server/documents/toFtsQuery.js';
 import type { ConversationRepository } from '../../server/history/ConversationRepository.js';
 import { HistoryCipher } from '../../server/history/HistoryCipher.js';
 import { MemoryConversationRepository } from '../../server/history/MemoryConversationRepository.js';
+import { PostgresConversationRepository } from '../../server/history/PostgresConversationRepository.js';
 import { SqliteConversationRepository } from '../../server/history/SqliteConversationRepository.js';
 import { ParleyError } from '../../server/ParleyError.js';
+import { lazyPostgres, postgresUnavailable } from '../helpers/lazyPostgres.js';
 import { generatedLog, minimalPdf, PNG_BYTES } from '../helpers/minimalPdf.js';
 
 describe('chunkText', () => {
@@ -176,7 +180,18 @@ interface Stores {
   close(): Promise<void>;
 }
 
-const stores: ReadonlyArray<[string, () => Promise<Stores>]> = [
+const postgres = lazyPostgres();
+after(() => postgres.close());
+const noPostgres = postgresUnavailable('the Postgres document repository tests');
+
+async function openPostgres(): Promise<Stores & { readonly conversations: PostgresConversationRepository; readonly url: string }> {
+  const url = await postgres.createDatabase();
+  const conversations = new PostgresConversationRepository({ url, cipher });
+  await conversations.open();
+  return { conversations, documents: new PostgresDocumentRepository(conversations, cipher), url, close: () => conversations.close() };
+}
+
+const stores: ReadonlyArray<[string, () => Promise<Stores>, string?]> = [
   [
     'sqlite',
     async () => {
@@ -193,6 +208,7 @@ const stores: ReadonlyArray<[string, () => Promise<Stores>]> = [
       return { conversations, documents: new MemoryDocumentRepository(conversations), close: () => conversations.close() };
     },
   ],
+  ['postgres', openPostgres, noPostgres],
 ];
 
 function documentOf(id: string, ownerId: string, size = 100): StoredDocument {
@@ -204,8 +220,8 @@ async function conversation(store: Stores, id: string, ownerId: string): Promise
   await store.conversations.appendMessage(ownerId, { id: `${id}-m1`, conversationId: id, role: 'user', text: 'hi', createdAt: 2, tokenCount: undefined, requestId: undefined, outcome: undefined });
 }
 
-for (const [name, open] of stores) {
-  describe(`document repository (${name})`, () => {
+for (const [name, open, skip] of stores) {
+  describe(`document repository (${name})`, { skip: skip ?? false }, () => {
     test('stores a document with its chunks; another owner gets nothing; the storage cap refuses whole', async () => {
       const store = await open();
       try {
@@ -225,7 +241,7 @@ for (const [name, open] of stores) {
       }
     });
 
-    test("a chunk's vectors are stored (encrypted in SQLite) under their model's name, for the owner only", async () => {
+    test("a chunk's vectors are stored (encrypted at rest) under their model's name, for the owner only", async () => {
       const store = await open();
       try {
         await store.documents.addDocument(documentOf('d1', 'alice'), ['one', 'two', 'three'], 1e9);
@@ -312,6 +328,37 @@ describe('document storage at rest (sqlite)', () => {
       }
     } finally {
       await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('document storage at rest (postgres)', { skip: noPostgres ?? false }, () => {
+  test('names, text, vectors and notes are encrypted: no row of the database holds them in the clear', async () => {
+    const store = await openPostgres();
+    try {
+      await conversation(store, 'c1', 'alice');
+      await store.documents.addDocument({ ...documentOf('d1', 'alice'), name: 'quasar-filename-77.txt' }, ['the quasar-secret-881 is here'], 1e9);
+      await store.documents.setEmbeddings('alice', 'd1', 'quasar-model-55', [Float32Array.of(1, 2)]);
+      await store.documents.attachDocuments('alice', 'c1', ['d1'], 10);
+      await store.documents.setMessageDocuments('alice', 'c1', 'c1-m1', { documents: [{ id: 'd1', name: 'quasar-notename-31.txt', size: 100, kind: 'text' }] });
+      const raw = new pg.Client({ connectionString: store.url });
+      await raw.connect();
+      try {
+        const tables = ['documents', 'document_chunks', 'message_documents'];
+        const dump = (await raw.query<{ row: string }>(tables.map((table) => `SELECT t::text AS row FROM ${table} t`).join(' UNION ALL '))).rows.map((row) => row.row).join('\n');
+        assert.ok(dump.includes('alice'), 'plain columns are readable');
+        for (const secret of ['quasar-secret-881', 'quasar-filename-77', 'quasar-model-55', 'quasar-notename-31']) {
+          assert.equal(dump.includes(secret), false, `${secret} is in the database`);
+          assert.equal(dump.includes(Buffer.from(secret).toString('hex')), false, `${secret} is in the database as bytes`);
+        }
+        // A chunk sealed for another row does not open here.
+        await raw.query("INSERT INTO documents (id, owner_id, name, size, kind, chars, created_at) SELECT 'd2', owner_id, name, size, kind, chars, created_at FROM documents WHERE id = 'd1'");
+        await assert.rejects(store.documents.getDocument('alice', 'd2'), { code: ErrorCode.historyUnreadable });
+      } finally {
+        await raw.end();
+      }
+    } finally {
+      await store.close();
     }
   });
 });
