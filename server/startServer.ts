@@ -27,6 +27,7 @@ import { Metrics } from './metrics/Metrics.js';
 import { checkTlsFiles } from './transport/checkTlsFiles.js';
 import { selectTransport } from './transport/selectTransport.js';
 import { openAuthDocuments } from './cluster/openAuthDocuments.js';
+import { RedisFamilies } from './cluster/RedisFamilies.js';
 import { openRedis, type OpenedRedis } from './cluster/openRedis.js';
 import type { LimiterSet } from './limits/Limiters.js';
 
@@ -107,7 +108,8 @@ export async function startServer(
   if (embedder) logger.info({ embeddingModel: embedder.id }, `documents: hybrid retrieval with ${embedder.id}`);
   const invite = await loadOrCreateInvite(config.dataDir, config.invite);
   if (invite.pinRotated) logger.warn({ event: 'pinned_invite_rotated' }, 'an admin rotated the --invite code: the code in invite-rotated.json is used until --invite names another one');
-  const sessions = await SessionStore.load(config.dataDir);
+  // `--redis`: refresh sessions are shared too, so a session begun on one gateway refreshes on any.
+  const sessions = await SessionStore.load(config.dataDir, redis === undefined ? {} : { shared: new RedisFamilies(redis.client) });
   // `--redis`: accounts and API keys are shared by every gateway (seeded once from this data dir).
   const shared = redis === undefined ? undefined : await openAuthDocuments(redis.client, config.dataDir, logger);
   const users = new UserStore(config.dataDir, shared === undefined ? {} : { document: shared.users });

@@ -3,6 +3,7 @@ import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as z from 'zod/mini';
 import type { EpochSource } from './createTokenService.js';
+import type { SharedFamilies } from './SharedFamilies.js';
 import { writeFileAtomic } from './writeFileAtomic.js';
 
 export const SESSIONS_FILE = 'sessions.json';
@@ -23,7 +24,7 @@ export const DEFAULT_REUSE_GRACE_MS = 30_000;
 /** Sessions one user may hold; a new sign-in beyond it ends the oldest (an account signing in again and again cannot grow the file). */
 export const DEFAULT_MAX_FAMILIES_PER_USER = 20;
 
-const FamilyRecord = z.strictObject({
+export const FamilyRecord = z.strictObject({
   userId: z.string(),
   /** The only jti of this family that a refresh may present. */
   jti: z.string(),
@@ -76,6 +77,12 @@ export interface SessionStoreOptions {
   epochRetentionMs?: number;
   reuseGraceMs?: number;
   maxFamiliesPerUser?: number;
+  /**
+   * `--redis`: families live there for every gateway, and this store's map is a cache of them,
+   * brought up to date by `sync` before it is read. Epochs stay per gateway (the revocation bus
+   * shares them).
+   */
+  shared?: SharedFamilies;
 }
 
 /** A binding value for a new session: 256 random bits, base64url. */
@@ -102,7 +109,9 @@ export function newBinding(): string {
  *
  * Invariant: every check-and-update happens synchronously in memory before the write is
  * awaited, so two concurrent refreshes with the same jti cannot both rotate: the second gets
- * the first one's successor (the grace window) or, without the binding, a refusal.
+ * the first one's successor (the grace window) or, without the binding, a refusal. With shared
+ * families the same check-and-update is a compare-and-set of the family in Redis, which gives
+ * the same answer across gateways.
  */
 export class SessionStore implements EpochSource {
   private writing: Promise<void> = Promise.resolve();
@@ -111,6 +120,7 @@ export class SessionStore implements EpochSource {
   private readonly epochRetentionMs: number;
   private readonly reuseGraceMs: number;
   private readonly maxFamiliesPerUser: number;
+  private readonly shared: SharedFamilies | undefined;
 
   private constructor(
     private readonly file: string,
@@ -122,6 +132,7 @@ export class SessionStore implements EpochSource {
     this.epochRetentionMs = options.epochRetentionMs ?? DEFAULT_EPOCH_RETENTION_MS;
     this.reuseGraceMs = options.reuseGraceMs ?? DEFAULT_REUSE_GRACE_MS;
     this.maxFamiliesPerUser = Math.max(1, options.maxFamiliesPerUser ?? DEFAULT_MAX_FAMILIES_PER_USER);
+    this.shared = options.shared;
   }
 
   static async load(dataDir: string, options: SessionStoreOptions = {}): Promise<SessionStore> {
@@ -153,6 +164,19 @@ export class SessionStore implements EpochSource {
     return false;
   }
 
+  /** With shared families: brings this family's cached copy up to date (a no-op without). */
+  async sync(family: string): Promise<void> {
+    if (!this.shared) return;
+    const record = await this.shared.load(family);
+    if (record) this.families.set(family, record);
+    else this.families.delete(family);
+  }
+
+  /** `knows`, also asking the shared families (a user whose sessions began on another gateway). */
+  async isKnown(userId: string): Promise<boolean> {
+    return this.knows(userId) || (this.shared !== undefined && (await this.shared.familiesOf(userId)).length > 0);
+  }
+
   /** The session behind a family id, if it is still stored. */
   get(family: string): FamilyRecord | undefined {
     return this.families.get(family);
@@ -167,8 +191,10 @@ export class SessionStore implements EpochSource {
     this.prune();
     const family = `f_${randomId()}`;
     const jti = randomId();
-    this.families.set(family, { userId, jti, expiresAt, revoked: false, kind, binding: hashBinding(binding) });
+    const record: FamilyRecord = { userId, jti, expiresAt, revoked: false, kind, binding: hashBinding(binding) };
+    this.families.set(family, record);
     this.boundUser(userId);
+    await this.shared?.add(family, record, this.maxFamiliesPerUser);
     await this.persist();
     return { family, jti };
   }
@@ -182,26 +208,44 @@ export class SessionStore implements EpochSource {
    * Every check and update happens before the first await.
    */
   async rotate(family: string, jti: string, binding: string | undefined): Promise<RotateResult> {
-    const record = this.families.get(family);
+    if (this.shared) {
+      const { result, stored } = await this.shared.update(family, (record) => {
+        const decision = this.decideRotation(record, jti, binding);
+        return { ...(decision.record ? { record: decision.record } : {}), result: { result: decision.result, stored: decision.record ?? record } };
+      });
+      this.cache(family, stored);
+      return result;
+    }
+    const decision = this.decideRotation(this.families.get(family), jti, binding);
+    if (decision.record) {
+      this.families.set(family, decision.record);
+      await this.persist();
+    }
+    return decision.result;
+  }
+
+  /** What presenting `jti` and `binding` does to the family: its new record (none: unchanged) and the answer. */
+  private decideRotation(record: FamilyRecord | undefined, jti: string, binding: string | undefined): { record?: FamilyRecord; result: RotateResult } {
     const state = this.classify(record, jti, binding);
-    if (!record) return { ok: false, reason: RefreshRefusal.unknown };
+    if (!record) return { result: { ok: false, reason: RefreshRefusal.unknown } };
     const { userId } = record;
     switch (state) {
       case Presented.current: {
         const next = { ...record, jti: randomId(), previousJti: record.jti, rotatedAt: this.now() };
-        this.families.set(family, next);
-        await this.persist();
-        return { ok: true, jti: next.jti, session: next, replayed: false };
+        return { record: next, result: { ok: true, jti: next.jti, session: next, replayed: false } };
       }
       case Presented.justRotated:
-        return { ok: true, jti: record.jti, session: record, replayed: true };
+        return { result: { ok: true, jti: record.jti, session: record, replayed: true } };
       case Presented.reused:
-        this.families.set(family, { ...record, revoked: true, revokedAt: this.now() });
-        await this.persist();
-        return { ok: false, reason: RefreshRefusal.reused, userId };
+        return { record: { ...record, revoked: true, revokedAt: this.now() }, result: { ok: false, reason: RefreshRefusal.reused, userId } };
       default:
-        return { ok: false, reason: state, userId };
+        return { result: { ok: false, reason: state, userId } };
     }
+  }
+
+  private cache(family: string, record: FamilyRecord | undefined): void {
+    if (record) this.families.set(family, record);
+    else this.families.delete(family);
   }
 
   /**
@@ -228,6 +272,16 @@ export class SessionStore implements EpochSource {
 
   /** Revokes one family; returns its user, if the family is known. */
   async revokeFamily(family: string): Promise<string | undefined> {
+    if (this.shared) {
+      const now = this.now();
+      const stored = await this.shared.update(family, (record) => {
+        if (!record || record.revoked) return { result: record };
+        const revoked = { ...record, revoked: true, revokedAt: now };
+        return { record: revoked, result: revoked };
+      });
+      this.cache(family, stored);
+      return stored?.userId;
+    }
     const record = this.families.get(family);
     if (!record) return undefined;
     if (!record.revoked) {
@@ -246,6 +300,7 @@ export class SessionStore implements EpochSource {
     for (const [id, record] of this.families) {
       if (record.userId === userId && !record.revoked) this.families.set(id, { ...record, revoked: true, revokedAt: now });
     }
+    if (this.shared) for (const family of await this.shared.familiesOf(userId)) await this.revokeFamily(family);
     return this.bumpEpoch(userId);
   }
 

@@ -102,6 +102,8 @@ export function createAuthService(deps: {
         // Not a credential of this server.
       }
     }
+    // Shared families (--redis): the session may have begun, rotated or ended on another gateway.
+    await Promise.all(verified.map((claims) => sessions.sync(claims.family)));
     if (verified.length <= 1) return verified[0];
     const bound = verified.filter((claims) => sessions.isBound(claims.family, binding));
     return bound.length === 1 ? bound[0] : undefined;
@@ -147,6 +149,7 @@ export function createAuthService(deps: {
         user = { userId, name: account.name, role: account.role };
       }
       // Revoked while this refresh was working (logout, an admin, reuse elsewhere): nothing to hand out.
+      await sessions.sync(family);
       if (!sessions.isLive(family) || sessions.epochOf(userId) !== epoch) return { ok: false, reason: RefreshFailure.revoked, userId, family };
       const access = await tokens.issueAccessToken(user, { epoch });
       const { expiresAt } = rotated.session;
@@ -173,7 +176,7 @@ export function createAuthService(deps: {
     async resolveUser(reference) {
       const account = await users.find(reference);
       if (account) return account.id;
-      return sessions.knows(reference) ? reference : undefined;
+      return (await sessions.isKnown(reference)) ? reference : undefined;
     },
   };
 }

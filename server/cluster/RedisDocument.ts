@@ -9,12 +9,14 @@ const BACKOFF_MS = 5;
 
 /**
  * Writes ARGV[2] as the text and bumps the version, only if the version is still ARGV[1]
- * (the one the change was computed from). Returns 1 when written, 0 when another writer won.
+ * (the one the change was computed from); with ARGV[3], the key expires at that epoch ms.
+ * Returns 1 when written, 0 when another writer won.
  */
 const CAS_SCRIPT = `
 local version = redis.call('HGET', KEYS[1], 'version') or '0'
 if version ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'version', tostring(tonumber(version) + 1), 'text', ARGV[2])
+if ARGV[3] then redis.call('PEXPIREAT', KEYS[1], ARGV[3]) end
 return 1`;
 
 /**
@@ -33,6 +35,8 @@ export class RedisDocument implements StateDocument {
   constructor(
     private readonly client: Redis,
     readonly name: string,
+    /** When the key may go (epoch ms), given the text written; it is kept for ever when absent. */
+    private readonly expireAt?: (text: string) => number,
   ) {}
 
   async read(): Promise<string | undefined> {
@@ -54,7 +58,8 @@ export class RedisDocument implements StateDocument {
       const current = await this.fetch();
       const outcome = change(current?.text);
       if (outcome.text === undefined) return outcome.result;
-      const written = await this.client.eval(CAS_SCRIPT, 1, this.name, current?.version ?? '0', outcome.text);
+      const expiry = this.expireAt === undefined ? [] : [String(Math.max(1, Math.ceil(this.expireAt(outcome.text))))];
+      const written = await this.client.eval(CAS_SCRIPT, 1, this.name, current?.version ?? '0', outcome.text, ...expiry);
       if (written === 1) return outcome.result;
     }
     throw new DocumentBusyError(`${this.name} kept changing under ${MAX_ATTEMPTS} updates in a row; try again.`);

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { decodeJwt } from 'jose';
 import { Redis } from 'ioredis';
 import { SIGNING_KEY_FILE } from '../../server/auth/loadOrCreateSigningKey.js';
 import { Role } from '../../server/auth/Principal.js';
@@ -11,7 +12,7 @@ import type { ConfigInput } from '../../server/config.js';
 import { createApiKey } from '../helpers/createApiKey.js';
 import { ScriptedEngine } from '../helpers/ScriptedEngine.js';
 import { hasRedis, startRedis, type TestRedis } from '../helpers/startRedis.js';
-import { startTestServer, type TestServer } from '../helpers/startTestServer.js';
+import { startTestServer, TEST_INVITE, type TestServer } from '../helpers/startTestServer.js';
 import { TcpProxy } from '../helpers/TcpProxy.js';
 import { bearerUpgradeStatus } from '../helpers/upgradeStatus.js';
 import { waitUntil } from '../helpers/waitUntil.js';
@@ -47,6 +48,25 @@ async function request(server: TestServer, method: string, path: string, bearer:
   await response.arrayBuffer();
   return response.status;
 }
+
+interface Session {
+  readonly token: string;
+  readonly cookie: string;
+  readonly binding: string;
+}
+
+/** A sign-in as the page does it (invite), or a refresh: the access token, the refresh cookie and its binding. */
+async function session(server: TestServer, path: '/api/token' | '/api/token/refresh', from?: Session): Promise<{ status: number; session?: Session }> {
+  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  if (from) Object.assign(headers, { cookie: from.cookie, 'x-parley-binding': from.binding });
+  const response = await fetch(`${server.baseUrl}${path}`, { method: 'POST', headers, body: JSON.stringify(from ? {} : { invite: TEST_INVITE, name: 'Roamer' }) });
+  const body = (await response.json()) as { token?: string; refreshBinding?: string };
+  const cookie = response.headers.get('set-cookie')?.split(';')[0];
+  if (response.status !== 200 || body.token === undefined || cookie === undefined) return { status: response.status };
+  return { status: 200, session: { token: body.token, cookie, binding: body.refreshBinding ?? from?.binding ?? '' } };
+}
+
+const jtiOf = (cookie: string) => decodeJwt(cookie.slice('parley_refresh='.length)).jti;
 
 /** Resolves with the socket's close code, or rejects if it has not closed `boundMs` after `since`. */
 async function closedWithin(socket: { waitClose(timeoutMs?: number): Promise<number> }, since: number, boundMs: number): Promise<number> {
@@ -131,6 +151,52 @@ describe('auth state shared over redis', { skip: unavailable() }, () => {
     const revoked = Date.now();
     assert.equal(await closedWithin(onB, revoked, REVOCATION_BOUND_MS), 4403);
     assert.equal((await post(b, '/api/login', { json: { name: 'carol', password: 'carol-pass-PARLEY-3141' } })).status, 403, 'the block holds on B');
+  });
+
+  test('a session begun on A refreshes on B and back (no sticky sessions); a copied cookie is reuse on either, ending the session everywhere', async () => {
+    const start = await session(a, '/api/token');
+    assert.ok(start.session);
+    const onB = await session(b, '/api/token/refresh', start.session);
+    assert.equal(onB.status, 200, 'B knows the session A began');
+    assert.ok(onB.session);
+    const backOnA = await session(a, '/api/token/refresh', onB.session);
+    assert.equal(backOnA.status, 200, 'A sees the rotation B made');
+    assert.ok(backOnA.session);
+    assert.equal(await bearerUpgradeStatus(b.wsUrl, backOnA.session.token), 101);
+    // The first cookie, two rotations old, comes back on B: reuse; the session ends on A too.
+    assert.equal((await session(b, '/api/token/refresh', start.session)).status, 401);
+    assert.equal((await session(a, '/api/token/refresh', backOnA.session)).status, 401);
+  });
+
+  test('the same cookie refreshed on A and B at once rotates once: both get the same successor', async () => {
+    const start = await session(a, '/api/token');
+    assert.ok(start.session);
+    const [onA, onB] = await Promise.all([session(a, '/api/token/refresh', start.session), session(b, '/api/token/refresh', start.session)]);
+    assert.equal(onA.status, 200);
+    assert.equal(onB.status, 200);
+    assert.ok(onA.session && onB.session);
+    assert.equal(jtiOf(onA.session.cookie), jtiOf(onB.session.cookie), 'one rotation, one successor');
+    assert.equal((await session(b, '/api/token/refresh', onA.session)).status, 200);
+  });
+
+  test("a sign-out on A ends the session's refresh on B, and an admin on A can revoke an invite user who signed in on B", async () => {
+    const start = await session(a, '/api/token');
+    assert.ok(start.session);
+    assert.equal((await post(a, '/api/logout', { bearer: start.session.token })).status, 200);
+    assert.equal((await session(b, '/api/token/refresh', start.session)).status, 401);
+
+    const connection = new Redis(redis.url);
+    try {
+      await new UserStore('', { document: new RedisDocument(connection, USERS_KEY) }).add('boss', 'boss-pass-PARLEY-1414', Role.admin);
+    } finally {
+      connection.disconnect();
+    }
+    const admin = await post(a, '/api/login', { json: { name: 'boss', password: 'boss-pass-PARLEY-1414' } });
+    const elsewhere = await session(b, '/api/token');
+    assert.ok(elsewhere.session);
+    const userId = decodeJwt(elsewhere.session.token).sub;
+    assert.equal((await post(a, '/api/admin/revoke', { bearer: admin.body.token as string, json: { user: userId } })).status, 200, 'A knows the user from the shared sessions');
+    assert.equal((await session(b, '/api/token/refresh', elsewhere.session)).status, 401);
   });
 
   test("a gateway started after a revocation refuses the revoked epoch's tokens", async () => {
