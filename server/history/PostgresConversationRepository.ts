@@ -35,7 +35,16 @@ export interface PostgresRepositoryOptions {
   readonly purgeBatchSize?: number;
   /** Rows per INSERT when importing. */
   readonly importBatchSize?: number;
+  /** How often markAbandoned runs while the store is open; 0 never (tests call it). */
+  readonly abandonedSweepMs?: number;
 }
+
+/**
+ * markAbandoned runs only once this gateway has held its presence lock this long without a
+ * break: after a database restart every gateway's session drops at once, and each takes its lock
+ * back within a second or so (PostgresPresence), so none marks the others' replies meanwhile.
+ */
+const SETTLED_PRESENCE_MS = 10_000;
 
 /**
  * Conversations in a PostgreSQL database shared by several gateways (`--database`), sealed like
@@ -51,7 +60,9 @@ export interface PostgresRepositoryOptions {
  * - markInterrupted marks only replies no running gateway is writing: each message records the
  *   presence key of the gateway that last wrote it (PostgresPresence), and a reply whose writer's
  *   presence lock is still held (another gateway streams it right now) is left alone. This
- *   gateway's own replies, and those of gateways that stopped, are marked.
+ *   gateway's own replies, and those of gateways that stopped, are marked. While the store is
+ *   open, markAbandoned does the same every minute for the other gateways' replies only, so a
+ *   gateway that crashed while the others run does not leave its replies streaming for ever.
  * - BIGINT columns are read as numbers (epoch ms and counts are far below 2^53).
  * - A deleted row's ciphertext stays in the table's files until VACUUM reuses the space; unlike
  *   SQLite's secure_delete it is not zeroed at once. It stays encrypted.
@@ -65,6 +76,7 @@ export class PostgresConversationRepository implements ConversationRepository {
   private readonly connectTimeoutMs: number;
   private readonly purgeBatchSize: number;
   private readonly importBatchSize: number;
+  private readonly abandonedSweepMs: number;
   private state: State = { phase: 'created' };
 
   constructor(options: PostgresRepositoryOptions) {
@@ -76,6 +88,7 @@ export class PostgresConversationRepository implements ConversationRepository {
     this.connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
     this.purgeBatchSize = options.purgeBatchSize ?? 500;
     this.importBatchSize = options.importBatchSize ?? 1000;
+    this.abandonedSweepMs = options.abandonedSweepMs ?? 60_000;
   }
 
   /** The open pool, for the stores that share this database (PostgresDocumentRepository). */
@@ -112,7 +125,9 @@ export class PostgresConversationRepository implements ConversationRepository {
       this.state = { phase: 'closed' };
       throw error;
     }
-    this.state = { phase: 'open', pool, presence };
+    const sweep = this.abandonedSweepMs > 0 ? setInterval(() => void this.sweepAbandoned(), this.abandonedSweepMs) : undefined;
+    sweep?.unref();
+    this.state = { phase: 'open', pool, presence, sweep };
   }
 
   async createConversation(conversation: StoredConversation): Promise<void> {
@@ -250,6 +265,22 @@ export class PostgresConversationRepository implements ConversationRepository {
     return result.rowCount ?? 0;
   }
 
+  /**
+   * Marks interrupted the streaming replies of other gateways that stopped (their presence lock
+   * is gone), never this gateway's own; resolves with how many. Does nothing until this
+   * gateway's own lock has been held for SETTLED_PRESENCE_MS, or `settledMs`.
+   */
+  async markAbandoned(settledMs = SETTLED_PRESENCE_MS): Promise<number> {
+    const { pool, presence } = this.ready();
+    if (presence.heldForMs() < settledMs) return 0;
+    const result = await pool.query(
+      `UPDATE messages SET outcome = 'interrupted'
+       WHERE outcome = 'streaming' AND writer IS DISTINCT FROM $1 AND (writer IS NULL OR writer NOT IN (${liveKeysSql}))`,
+      [presence.key],
+    );
+    return result.rowCount ?? 0;
+  }
+
   async importConversations(entries: readonly ImportedConversation[]): Promise<void> {
     const { pool, presence } = this.ready();
     for (const { conversation, messages } of entries) {
@@ -302,6 +333,7 @@ export class PostgresConversationRepository implements ConversationRepository {
     const previous = this.state;
     this.state = { phase: 'closed' };
     if (previous.phase === 'open') {
+      clearInterval(previous.sweep);
       await previous.presence.close();
       await previous.pool.end();
     }
@@ -310,6 +342,15 @@ export class PostgresConversationRepository implements ConversationRepository {
   private ready(): OpenState {
     if (this.state.phase !== 'open') throw new Error(`the history store is ${this.state.phase}, not open`);
     return this.state;
+  }
+
+  private async sweepAbandoned(): Promise<void> {
+    try {
+      const marked = await this.markAbandoned();
+      if (marked > 0) this.logger?.warn({ interrupted: marked }, 'replies of a gateway that stopped are kept as interrupted');
+    } catch (error) {
+      if (this.state.phase === 'open') this.logger?.warn({ database: this.shownUrl, err: { message: this.scrub(error instanceof Error ? error.message : String(error)) } }, 'marking abandoned replies failed');
+    }
   }
 
   /** One connection, to fail open() with a clear error naming the database (without its password). */
@@ -389,6 +430,7 @@ interface OpenState {
   readonly phase: 'open';
   readonly pool: pg.Pool;
   readonly presence: PostgresPresence;
+  readonly sweep: NodeJS.Timeout | undefined;
 }
 
 interface ConversationRow {

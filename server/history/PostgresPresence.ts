@@ -21,6 +21,8 @@ export class PostgresPresence {
   /** Positive int4, random: two gateways drawing the same one is caught by the lock itself. */
   private currentKey = randomInt(1, 2 ** 31 - 1);
   private client: pg.Client | undefined;
+  /** When the current session took the lock (performance.now()); undefined while it has none. */
+  private heldSince: number | undefined;
   private closed = false;
   private reconnectTimer: NodeJS.Timeout | undefined;
 
@@ -32,6 +34,11 @@ export class PostgresPresence {
 
   get key(): number {
     return this.currentKey;
+  }
+
+  /** How long this gateway has held its lock without a break; 0 while it holds none. */
+  heldForMs(): number {
+    return this.heldSince === undefined ? 0 : performance.now() - this.heldSince;
   }
 
   /** Connects and takes a key nobody holds; rejects if the database cannot be reached. */
@@ -48,6 +55,7 @@ export class PostgresPresence {
     clearTimeout(this.reconnectTimer);
     const client = this.client;
     this.client = undefined;
+    this.heldSince = undefined;
     await client?.end().catch(() => undefined);
   }
 
@@ -68,12 +76,14 @@ export class PostgresPresence {
     }
     client.once('end', () => this.lost(client));
     this.client = client;
+    this.heldSince = performance.now();
     return true;
   }
 
   private lost(client: pg.Client): void {
     if (this.closed || this.client !== client) return;
     this.client = undefined;
+    this.heldSince = undefined;
     this.logger?.warn({ database: this.shownUrl }, 'history database presence session lost; reconnecting');
     this.scheduleReconnect();
   }

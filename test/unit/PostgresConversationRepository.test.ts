@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { ErrorCode } from '../../shared/errorCodes.js';
 import { applyPostgresMigrations } from '../../server/history/applyPostgresMigrations.js';
@@ -226,6 +227,45 @@ describe('PostgresConversationRepository', { skip: postgresUnavailable('Postgres
     assert.equal(await restarted.markInterrupted(), 1, 'the gateway that wrote it is gone: its reply is interrupted');
     const reply = (await restarted.listMessages(ALICE, 'c1'))[1];
     assert.deepEqual([reply?.text, reply?.outcome], ['half a reply', MessageOutcome.interrupted]);
+  });
+
+  test('a presence session the database cuts comes back with the same key, and its replies stay its own', async () => {
+    const url = await postgres.createDatabase();
+    const key = randomBytes(32);
+    const streaming = await openRepository(url, key);
+    await withConversation(streaming, 'c1', 'title', []);
+    await streaming.appendMessage(ALICE, message('r1', 'c1', 'partial', MessageOutcome.streaming));
+    const raw = await rawClient(url);
+    const holders = async () =>
+      (await raw.query<{ pid: number }>(`SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND objid::int8 = $1`, [streaming.writerKey])).rows.map((row) => row.pid);
+    const [cut] = await holders();
+    assert.ok(cut !== undefined, 'the gateway holds its presence lock');
+    await raw.query('SELECT pg_terminate_backend($1)', [cut]);
+    // A failure bound only: the session reconnects about a second later.
+    for (let waited = 0; (await holders()).filter((pid) => pid !== cut).length === 0; waited += 50) {
+      assert.ok(waited < 30_000, 'the presence lock came back');
+      await sleep(50);
+    }
+    const starting = await openRepository(url, key);
+    assert.equal(await starting.markInterrupted(), 0, 'the reply is still its running gateway’s');
+    assert.equal(await streaming.updateMessage(ALICE, 'r1', { text: 'whole', outcome: MessageOutcome.done }), true);
+  });
+
+  test('while running, markAbandoned marks the replies of a gateway that stopped, never its own or a running one’s', async () => {
+    const url = await postgres.createDatabase();
+    const key = randomBytes(32);
+    const other = await openRepository(url, key);
+    const self = await openRepository(url, key);
+    await withConversation(other, 'c1', 'title', []);
+    await other.appendMessage(ALICE, message('r_other', 'c1', 'theirs', MessageOutcome.streaming));
+    await self.appendMessage(ALICE, message('r_self', 'c1', 'mine', MessageOutcome.streaming));
+    const outcomes = async () => (await self.listMessages(ALICE, 'c1')).map((stored) => [stored.id, stored.outcome]);
+
+    assert.equal(await self.markAbandoned(0), 0, 'the other gateway runs, and its own reply is never abandoned');
+    await other.close();
+    assert.equal(await self.markAbandoned(Number.MAX_SAFE_INTEGER), 0, 'not before its own presence lock has settled');
+    assert.equal(await self.markAbandoned(0), 1);
+    assert.deepEqual(await outcomes(), [['r_other', MessageOutcome.interrupted], ['r_self', MessageOutcome.streaming]]);
   });
 
   test('methods before open() and after close() reject; close() twice is fine', async () => {
