@@ -111,6 +111,8 @@ export function createRedisRevocationBus(options: {
   let apply: ((revocation: Revocation) => void) | undefined;
   let queue: Promise<void> = Promise.resolve();
   let retry: NodeJS.Timeout | undefined;
+  /** Set from a failed sync until one succeeds: an outage is logged once, not once per retry. */
+  let failing = false;
 
   /** The oldest epoch still worth keeping: epochs are Unix seconds of the bump (or just above). */
   const cutoff = () => Math.floor((now() - retentionMs) / 1000);
@@ -139,10 +141,14 @@ export function createRedisRevocationBus(options: {
 
   /** Syncs run one at a time, in order; a failure schedules another. */
   const sync = (reason: string): Promise<void> => {
-    const run = queue.then(syncOnce);
+    const run = queue.then(syncOnce).then(() => {
+      if (failing) log.info({ reason }, 'revocations synced with redis again');
+      failing = false;
+    });
     queue = run.catch((error: unknown) => {
       if (apply === undefined) return;
-      log.warn({ err: { message: (error as Error).message }, reason }, 'could not sync revocations with redis; retrying');
+      if (!failing) log.warn({ err: { message: (error as Error).message }, reason }, 'could not sync revocations with redis; retrying');
+      failing = true;
       scheduleRetry();
     });
     return run;
