@@ -9,11 +9,11 @@ import { Command, Option } from 'commander';
 import qrcode from 'qrcode-terminal';
 import { pullModel } from '../models/pullModel.js';
 import { DataDirPermissionError } from './auth/checkDataDir.js';
-import { ApiKeyStore, ApiKeyStoreError, ApiKeyStoreFailure, API_KEY_PREFIX, isKeyPrefix, KeyOwnerKind, type ApiKey, type KeyOwner } from './auth/ApiKeyStore.js';
+import { ApiKeyStoreError, ApiKeyStoreFailure, API_KEY_PREFIX, isKeyPrefix, KeyOwnerKind, type ApiKey, type KeyOwner } from './auth/ApiKeyStore.js';
 import { Role } from './auth/Principal.js';
 import { PasswordInputError, readNewPassword } from './auth/readPassword.js';
-import { SessionStore } from './auth/SessionStore.js';
-import { UserStore, UserStoreError } from './auth/UserStore.js';
+import { UserStoreError } from './auth/UserStore.js';
+import { openAuthStores, type AuthStores } from './cluster/openAuthStores.js';
 import { ConfigError, defaults, loadConfig } from './config.js';
 import { buildNativeLlama } from './engine/buildNativeLlama.js';
 import { GpuUnavailableError } from './engine/GpuUnavailableError.js';
@@ -320,6 +320,17 @@ const userCommand = program
   .command('user')
   .description('manage named accounts (optional: invites keep working); the running server sees changes at the next login or refresh');
 const userDataDir = () => new Option('--data-dir <path>', 'where users.json lives').env('PARLEY_DATA_DIR').default(defaults.dataDir);
+/** With it, `user` and `key` commands change the accounts and keys the gateways share, instead of the data dir's files. */
+const authRedis = () => new Option('--redis <url>', "the gateways' Redis: change the accounts and keys they share (docs/deploy.md)").env('PARLEY_REDIS_URL');
+/** Runs `work` on the data dir's stores, or with `--redis` on the shared ones, and closes them. */
+async function withAuthStores(options: { dataDir: string; redis?: string }, work: (stores: AuthStores) => Promise<void>): Promise<void> {
+  const stores = await openAuthStores(resolve(options.dataDir), options.redis);
+  try {
+    await work(stores);
+  } finally {
+    await stores.close();
+  }
+}
 const runUserCommand = async (work: () => Promise<void>) => {
   try {
     await work();
@@ -338,11 +349,14 @@ userCommand
   .argument('<name>', 'account name: a letter, then letters, digits, ".", "_" or "-" (32 at most)')
   .option('--admin', 'may revoke users and rotate the invite')
   .addOption(userDataDir())
-  .action((name: string, options: { admin?: boolean; dataDir: string }) =>
+  .addOption(authRedis())
+  .action((name: string, options: { admin?: boolean; dataDir: string; redis?: string }) =>
     runUserCommand(async () => {
       const password = await readNewPassword(process.stdin, process.stderr);
-      const account = await new UserStore(resolve(options.dataDir)).add(name, password, options.admin ? Role.admin : Role.user);
-      process.stdout.write(`Added ${account.role} "${account.name}" (id ${account.id}).\n`);
+      await withAuthStores(options, async ({ users }) => {
+        const account = await users.add(name, password, options.admin ? Role.admin : Role.user);
+        process.stdout.write(`Added ${account.role} "${account.name}" (id ${account.id}).\n`);
+      });
     }),
   );
 
@@ -351,14 +365,17 @@ userCommand
   .description('remove an account; its sessions end at their next refresh (use the admin revoke route to end them at once)')
   .argument('<name>', 'account name')
   .addOption(userDataDir())
-  .action((name: string, options: { dataDir: string }) =>
-    runUserCommand(async () => {
-      const removed = await new UserStore(resolve(options.dataDir)).remove(name);
-      if (!removed) throw new UserStoreError(`No user "${name}".`);
-      // The server refuses a removed account's keys anyway; this also shows it in `key list`.
-      const keys = await new ApiKeyStore(resolve(options.dataDir)).revokeUser(removed.id);
-      process.stdout.write(`Removed "${removed.name}" (id ${removed.id})${keys > 0 ? `; revoked ${keys} API key${keys === 1 ? '' : 's'}` : ''}.\n`);
-    }),
+  .addOption(authRedis())
+  .action((name: string, options: { dataDir: string; redis?: string }) =>
+    runUserCommand(() =>
+      withAuthStores(options, async ({ users, apiKeys }) => {
+        const removed = await users.remove(name);
+        if (!removed) throw new UserStoreError(`No user "${name}".`);
+        // The server refuses a removed account's keys anyway; this also shows it in `key list`.
+        const keys = await apiKeys.revokeUser(removed.id);
+        process.stdout.write(`Removed "${removed.name}" (id ${removed.id})${keys > 0 ? `; revoked ${keys} API key${keys === 1 ? '' : 's'}` : ''}.\n`);
+      }),
+    ),
   );
 
 userCommand
@@ -366,24 +383,30 @@ userCommand
   .description("lift the block an admin's revocation put on an account, so it can sign in again (a running server sees it at once)")
   .argument('<name>', 'account name or id')
   .addOption(userDataDir())
-  .action((name: string, options: { dataDir: string }) =>
-    runUserCommand(async () => {
-      const account = await new UserStore(resolve(options.dataDir)).setBlocked(name, false);
-      if (!account) throw new UserStoreError(`No user "${name}".`);
-      process.stdout.write(`"${account.name}" (id ${account.id}) can sign in.\n`);
-    }),
+  .addOption(authRedis())
+  .action((name: string, options: { dataDir: string; redis?: string }) =>
+    runUserCommand(() =>
+      withAuthStores(options, async ({ users }) => {
+        const account = await users.setBlocked(name, false);
+        if (!account) throw new UserStoreError(`No user "${name}".`);
+        process.stdout.write(`"${account.name}" (id ${account.id}) can sign in.\n`);
+      }),
+    ),
   );
 
 userCommand
   .command('list')
   .description('list accounts (names, ids and roles; never passwords)')
   .addOption(userDataDir())
-  .action((options: { dataDir: string }) =>
-    runUserCommand(async () => {
-      for (const account of await new UserStore(resolve(options.dataDir)).list()) {
-        process.stdout.write(`${account.name}\t${account.role}\t${account.id}${account.blocked ? '\tblocked' : ''}\n`);
-      }
-    }),
+  .addOption(authRedis())
+  .action((options: { dataDir: string; redis?: string }) =>
+    runUserCommand(() =>
+      withAuthStores(options, async ({ users }) => {
+        for (const account of await users.list()) {
+          process.stdout.write(`${account.name}\t${account.role}\t${account.id}${account.blocked ? '\tblocked' : ''}\n`);
+        }
+      }),
+    ),
   );
 
 const keyCommand = program
@@ -404,15 +427,15 @@ const runKeyCommand = async (work: () => Promise<void>) => {
 
 /**
  * The owner of new keys: an account, by name or id, or an invite user by the id the server
- * knows them by (`u_…`, as in its log). The epoch is read from sessions.json without writing it.
+ * knows them by (`u_…`, as in its log). The epoch is read (sessions.json, and with `--redis` the
+ * gateways' shared epochs) without writing it.
  */
-async function keyOwner(dataDir: string, reference: string): Promise<KeyOwner> {
-  const users = new UserStore(dataDir);
-  const sessions = await SessionStore.read(dataDir);
+async function keyOwner(stores: AuthStores, reference: string): Promise<KeyOwner> {
+  const { users } = stores;
   const account = (await users.find(reference)) ?? (await users.findById(reference));
-  if (account) return { userId: account.id, kind: KeyOwnerKind.account, userName: account.name, epoch: sessions.epochOf(account.id) };
-  if (/^u_[A-Za-z0-9_-]+$/.test(reference) && sessions.knows(reference)) {
-    return { userId: reference, kind: KeyOwnerKind.invite, userName: reference, epoch: sessions.epochOf(reference) };
+  if (account) return { userId: account.id, kind: KeyOwnerKind.account, userName: account.name, epoch: await stores.epochOf(account.id) };
+  if (/^u_[A-Za-z0-9_-]+$/.test(reference) && (await stores.knows(reference))) {
+    return { userId: reference, kind: KeyOwnerKind.invite, userName: reference, epoch: await stores.epochOf(reference) };
   }
   throw new ApiKeyStoreError(`No user "${reference}": give an account name, an account id (a_…) or the id of an invite user the server knows (u_…).`, ApiKeyStoreFailure.notFound);
 }
@@ -431,15 +454,17 @@ keyCommand
   .argument('<user>', 'account name, account id (a_…) or invite user id (u_…)')
   .option('--name <name>', 'what the key is for, e.g. the tool or machine (1-64 characters)', 'API key')
   .addOption(keyDataDir())
-  .action((reference: string, options: { name: string; dataDir: string }) =>
-    runKeyCommand(async () => {
-      const dataDir = resolve(options.dataDir);
-      const owner = await keyOwner(dataDir, reference);
-      const { key, apiKey } = await new ApiKeyStore(dataDir).create(owner, options.name);
-      process.stderr.write(`Created API key ${describeKey(apiKey)} for ${owner.userName} (id ${owner.userId}):\n\n`);
-      process.stdout.write(`${key}\n`);
-      process.stderr.write(`\nCopy it now: it will not be shown again (Parley keeps only its hash).\nRevoke it with: npm run parley -- key revoke ${apiKey.prefix}\n`);
-    }),
+  .addOption(authRedis())
+  .action((reference: string, options: { name: string; dataDir: string; redis?: string }) =>
+    runKeyCommand(() =>
+      withAuthStores(options, async (stores) => {
+        const owner = await keyOwner(stores, reference);
+        const { key, apiKey } = await stores.apiKeys.create(owner, options.name);
+        process.stderr.write(`Created API key ${describeKey(apiKey)} for ${owner.userName} (id ${owner.userId}):\n\n`);
+        process.stdout.write(`${key}\n`);
+        process.stderr.write(`\nCopy it now: it will not be shown again (Parley keeps only its hash).\nRevoke it with: npm run parley -- key revoke ${apiKey.prefix}\n`);
+      }),
+    ),
   );
 
 keyCommand
@@ -447,22 +472,24 @@ keyCommand
   .description("list a user's keys: name, prefix, created, last used, revoked (never the keys)")
   .argument('<user>', 'account name or user id')
   .addOption(keyDataDir())
-  .action((reference: string, options: { dataDir: string }) =>
-    runKeyCommand(async () => {
-      const dataDir = resolve(options.dataDir);
-      // Listing needs no live session: an invite user's id is enough.
-      const account = (await new UserStore(dataDir).find(reference)) ?? (await new UserStore(dataDir).findById(reference));
-      const userId = account?.id ?? reference;
-      const keys = await new ApiKeyStore(dataDir).list(userId);
-      if (keys.length === 0) {
-        process.stderr.write(`No API keys for "${reference}".\n`);
-        return;
-      }
-      process.stdout.write('name\tprefix\tcreated\tlast used\trevoked\n');
-      for (const key of keys) {
-        process.stdout.write(`${key.name}\t${key.prefix}\t${describeTime(key.createdAt)}\t${describeTime(key.lastUsedAt)}\t${key.revokedAt === undefined ? 'no' : describeTime(key.revokedAt)}\n`);
-      }
-    }),
+  .addOption(authRedis())
+  .action((reference: string, options: { dataDir: string; redis?: string }) =>
+    runKeyCommand(() =>
+      withAuthStores(options, async ({ users, apiKeys }) => {
+        // Listing needs no live session: an invite user's id is enough.
+        const account = (await users.find(reference)) ?? (await users.findById(reference));
+        const userId = account?.id ?? reference;
+        const keys = await apiKeys.list(userId);
+        if (keys.length === 0) {
+          process.stderr.write(`No API keys for "${reference}".\n`);
+          return;
+        }
+        process.stdout.write('name\tprefix\tcreated\tlast used\trevoked\n');
+        for (const key of keys) {
+          process.stdout.write(`${key.name}\t${key.prefix}\t${describeTime(key.createdAt)}\t${describeTime(key.lastUsedAt)}\t${key.revokedAt === undefined ? 'no' : describeTime(key.revokedAt)}\n`);
+        }
+      }),
+    ),
   );
 
 keyCommand
@@ -470,15 +497,17 @@ keyCommand
   .description('revoke a key by its prefix (from `key list`); tools using it are refused from their next request')
   .argument('<prefix>', `the 8 characters after ${API_KEY_PREFIX}`)
   .addOption(keyDataDir())
-  .action((given: string, options: { dataDir: string }) =>
+  .addOption(authRedis())
+  .action((given: string, options: { dataDir: string; redis?: string }) =>
     runKeyCommand(async () => {
       const prefix = given.startsWith(API_KEY_PREFIX) ? given.slice(API_KEY_PREFIX.length) : given;
       if (!isKeyPrefix(prefix)) throw new ApiKeyStoreError(`A prefix is the 8 characters after ${API_KEY_PREFIX}, as \`key list\` shows them.`, ApiKeyStoreFailure.badName);
-      const store = new ApiKeyStore(resolve(options.dataDir));
-      const before = await store.get(prefix);
-      const revoked = await store.revoke(prefix);
-      if (!revoked) throw new ApiKeyStoreError(`No API key with prefix ${prefix}.`, ApiKeyStoreFailure.notFound);
-      process.stdout.write(`${before?.revokedAt === undefined ? 'Revoked' : 'Already revoked:'} ${describeKey(revoked)} of ${revoked.userName} (id ${revoked.userId}).\n`);
+      await withAuthStores(options, async ({ apiKeys }) => {
+        const before = await apiKeys.get(prefix);
+        const revoked = await apiKeys.revoke(prefix);
+        if (!revoked) throw new ApiKeyStoreError(`No API key with prefix ${prefix}.`, ApiKeyStoreFailure.notFound);
+        process.stdout.write(`${before?.revokedAt === undefined ? 'Revoked' : 'Already revoked:'} ${describeKey(revoked)} of ${revoked.userName} (id ${revoked.userId}).\n`);
+      });
     }),
   );
 

@@ -1,5 +1,9 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { decodeJwt } from 'jose';
 import { Redis } from 'ioredis';
@@ -64,6 +68,19 @@ async function session(server: TestServer, path: '/api/token' | '/api/token/refr
   const cookie = response.headers.get('set-cookie')?.split(';')[0];
   if (response.status !== 200 || body.token === undefined || cookie === undefined) return { status: response.status };
   return { status: 200, session: { token: body.token, cookie, binding: body.refreshBinding ?? from?.binding ?? '' } };
+}
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+/** `parley <args>` as an operator runs it (no PARLEY_* variable of the test's shell), with `input` on standard input. */
+function parley(args: readonly string[], input = ''): Promise<{ code: number; stdout: string; stderr: string }> {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('PARLEY_')));
+  return new Promise((resolve) => {
+    const child = execFile(process.execPath, ['--import', 'tsx', 'server/main.ts', ...args], { cwd: ROOT, env }, (error, stdout, stderr) => {
+      resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+    child.stdin?.end(input);
+  });
 }
 
 const jtiOf = (cookie: string) => decodeJwt(cookie.slice('parley_refresh='.length)).jti;
@@ -197,6 +214,29 @@ describe('auth state shared over redis', { skip: unavailable() }, () => {
     const userId = decodeJwt(elsewhere.session.token).sub;
     assert.equal((await post(a, '/api/admin/revoke', { bearer: admin.body.token as string, json: { user: userId } })).status, 200, 'A knows the user from the shared sessions');
     assert.equal((await session(b, '/api/token/refresh', elsewhere.session)).status, 401);
+  });
+
+  test('`parley user` and `parley key` with --redis change the accounts and keys every gateway shares', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'parley-cli-'));
+    try {
+      const shared = ['--data-dir', dataDir, '--redis', redis.url];
+      const added = await parley(['user', 'add', 'dora', ...shared], 'dora-pass-PARLEY-1732\n');
+      assert.equal(added.code, 0, added.stderr);
+      const signedIn = await post(b, '/api/login', { json: { name: 'dora', password: 'dora-pass-PARLEY-1732' } });
+      assert.equal(signedIn.status, 200, 'an account added by the command signs in on a running gateway');
+      const created = await parley(['key', 'create', 'dora', '--name', 'cli', ...shared]);
+      assert.equal(created.code, 0, created.stderr);
+      const key = created.stdout.trim();
+      assert.equal(await request(a, 'GET', '/v1/models', key), 200);
+      assert.equal(await request(b, 'GET', '/v1/models', key), 200);
+      const revoked = await parley(['key', 'revoke', key.slice('pk-parley-'.length, 'pk-parley-'.length + 8), ...shared]);
+      assert.equal(revoked.code, 0, revoked.stderr);
+      assert.equal(await request(b, 'GET', '/v1/models', key), 401);
+      const listed = await parley(['user', 'list', ...shared]);
+      assert.match(listed.stdout, /^dora\tuser\ta_/m);
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
   });
 
   test("a gateway started after a revocation refuses the revoked epoch's tokens", async () => {
