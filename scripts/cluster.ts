@@ -32,6 +32,11 @@ import { which } from './cluster/which.js';
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 /** How long a Parley process may take to listen: an engine node loads its model first. */
 const START_TIMEOUT_MS = 180_000;
+/**
+ * Every request from the gateways reaches a node as one user, the owner of its key: the node's
+ * per-user budgets and queue must fit everyone's traffic (docs/deploy.md, "Engine nodes").
+ */
+const ENGINE_LIMITS = ['--generations-per-minute', '100000', '--tokens-per-hour', '1000000000', '--max-queued-per-user', '32'];
 /** Past the processes' own drain (--shutdown-timeout-ms, 10 s by default). */
 const STOP_TIMEOUT_MS = 30_000;
 
@@ -181,7 +186,7 @@ async function start(): Promise<{ urls: string[]; invite: string }> {
 
   const engineKey = await prepareEngineKey(ROOT, engineDirs, join(shared, 'engine.key'));
   say(`starting ${options.engines} engine node${options.engines === 1 ? '' : 's'} with ${model.path}`);
-  engines.push(...engineDirs.map((dataDir, index) => startParley(`engine-${index + 1}`, ['--role', 'engine', '--port', '0', '--model', model.path, '--data-dir', dataDir], {})));
+  engines.push(...engineDirs.map((dataDir, index) => startParley(`engine-${index + 1}`, ['--role', 'engine', '--port', '0', '--model', model.path, '--data-dir', dataDir, ...ENGINE_LIMITS], {})));
   const enginePorts = await Promise.all(engines.map(ready));
 
   say(`starting ${options.gateways} gateway${options.gateways === 1 ? '' : 's'} in front of them`);
