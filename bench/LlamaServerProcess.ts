@@ -36,12 +36,18 @@ export class LlamaServerProcess {
     child.stdout?.resume();
   }
 
+  /** Whether the process has ended. */
+  get ended(): boolean {
+    return this.child.exitCode !== null || this.child.signalCode !== null;
+  }
+
   /** The last 4,000 characters llama-server wrote to stderr: its log, for error messages. */
   get stderrTail(): string {
     return this.stderrTailText;
   }
 
-  static async start(binary: string, model: BenchModel, slots: number): Promise<LlamaServerProcess> {
+  /** `extraArgs` go after the usual ones (e.g. `--threads-http` for a server that gateways keep connections open to). */
+  static async start(binary: string, model: BenchModel, slots: number, extraArgs: readonly string[] = []): Promise<LlamaServerProcess> {
     await access(binary, constants.X_OK).catch(() => {
       throw new Error(`--llama-server ${binary}: not an executable file`);
     });
@@ -49,7 +55,7 @@ export class LlamaServerProcess {
     const threads = String(model.threads);
     const child = spawn(binary, [
       '--host', '127.0.0.1', '--port', String(port), '-m', model.path,
-      '-t', threads, '-tb', threads, '-np', String(slots), '-c', String(model.contextSize * slots),
+      '-t', threads, '-tb', threads, '-np', String(slots), '-c', String(model.contextSize * slots), ...extraArgs,
     ], { stdio: ['ignore', 'pipe', 'pipe'] });
     const server = new LlamaServerProcess(child, port, model, slots);
     const deadline = Date.now() + START_TIMEOUT_MS;

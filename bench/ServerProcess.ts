@@ -23,7 +23,8 @@ export type BenchTransport = (typeof BenchTransport)[keyof typeof BenchTransport
 
 export interface ServerSpec {
   readonly transport: BenchTransport;
-  readonly modelPath: string;
+  /** The GGUF file it serves; undefined for a gateway that serves only its `--upstream` engines. */
+  readonly modelPath: string | undefined;
   readonly threads: number;
   readonly llamaBuild: LlamaBuildChoice;
   readonly slots: number;
@@ -31,6 +32,10 @@ export interface ServerSpec {
   readonly maxTokens: number;
   /** A data dir prepared beforehand (e.g. a filled history); the server's own temporary one when absent. Never removed. */
   readonly dataDir?: string;
+  /** Flags after the usual ones, e.g. `--role engine` or `--upstream NAME=URL`. */
+  readonly extraArgs?: readonly string[];
+  /** PARLEY_* variables it gets (every other PARLEY_* of this process is dropped), e.g. a key that must stay off the command line. */
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 /** The server refused `--transport uws` (exit 2): no native uWebSockets.js binary for this Node. */
@@ -82,7 +87,7 @@ export class ServerProcess {
     const dataDir = spec.dataDir ?? (await mkdtemp(join(tmpdir(), 'parley-bench-')));
     const args = [
       '--import', 'tsx', 'server/main.ts',
-      '--host', '127.0.0.1', '--port', '0', '--transport', spec.transport, '--model', spec.modelPath,
+      '--host', '127.0.0.1', '--port', '0', '--transport', spec.transport, ...(spec.modelPath === undefined ? [] : ['--model', spec.modelPath]),
       '--threads', String(spec.threads), '--llama-build', spec.llamaBuild, '--slots', String(spec.slots), '--context-size', String(spec.contextSize),
       '--max-tokens', String(spec.maxTokens), '--temperature', '0', '--generation-timeout', String(REPLY_TIME_CAP_MS),
       '--data-dir', dataDir, '--invite', INVITE, '--no-qr', '--log-level', 'info',
@@ -96,8 +101,9 @@ export class ServerProcess {
       // A closed benchmark client never leaves a reply running into the next measurement.
       '--resume-grace-ms', '0',
       '--shutdown-timeout-ms', '2000',
+      ...(spec.extraArgs ?? []),
     ];
-    const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('PARLEY_')));
+    const env = { ...Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('PARLEY_'))), ...spec.env };
     const child = spawn(process.execPath, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
     const errors: string[] = [];
     let stderr = '';

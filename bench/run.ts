@@ -27,6 +27,7 @@ import { contentFilter } from './contentFilter.js';
 import { documents } from './documents.js';
 import { EnginePool } from './EnginePool.js';
 import { frameThroughput } from './frameThroughput.js';
+import { gateway } from './gateway.js';
 import { idleConnections } from './idleConnections.js';
 import { machineInfo } from './machineInfo.js';
 import { historyMemory } from './historyMemory.js';
@@ -45,6 +46,7 @@ const BENCHMARKS: ReadonlyArray<{ readonly benchmark: Benchmark; readonly models
   { benchmark: streamingOverhead, models: 'chosen' },
   { benchmark: concurrency, models: 'chosen' },
   { benchmark: cancelLatency, models: 'chosen' },
+  { benchmark: gateway, models: 'chosen' },
   { benchmark: idleConnections, models: 'light' },
   { benchmark: frameThroughput, models: 'light' },
   { benchmark: planning, models: 'light' },
@@ -75,7 +77,7 @@ const list = <T extends string>(allowed: readonly T[], what: string) => (value: 
   return items as T[];
 };
 const program = new Command('bench')
-  .description("Parley's benchmarks: streaming overhead, concurrency, cancel, idle connections, frame throughput, prompt planning, memory against stored history, the output content filter's cost per token.")
+  .description("Parley's benchmarks: streaming overhead, concurrency, cancel, idle connections, frame throughput, prompt planning, memory against stored history, the output content filter's cost per token, gateways in front of engine nodes.")
   .option('--quick', 'small counts, tiny model only unless --model says otherwise: under 3 minutes on 2 cores', false)
   .addOption(new Option('--only <names>', `run only these: ${NAMES.join(', ')}`).argParser(list(NAMES, '--only')))
   .addOption(new Option('--model <which>', 'tiny, bench (0.5B shape, F16), bench-q4 (the same in Q4_0, quantized by llama-quantize) or both (tiny and bench; default: tiny with --quick, else both)').choices(Object.values(ModelChoice)))

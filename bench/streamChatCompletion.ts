@@ -12,7 +12,8 @@ export interface ChatCompletionTrace {
 /**
  * One fresh chat completion from an OpenAI-compatible server at `origin` (llama.cpp's
  * llama-server, or Parley's /v1 with a key and a model id), streamed (`/v1/chat/completions`,
- * server-sent events) with the usage asked for and llama-server's prompt cache off.
+ * server-sent events) with the usage asked for and llama-server's prompt cache off. Rejects
+ * when the answer is not 200 or the stream ends in an error chunk.
  */
 export async function streamChatCompletion(
   origin: string,
@@ -45,7 +46,9 @@ export async function streamChatCompletion(
     buffered = lines.pop() ?? '';
     for (const line of lines) {
       if (!line.startsWith('data: ') || line === 'data: [DONE]') continue;
-      const event = JSON.parse(line.slice('data: '.length)) as { choices?: Array<{ delta?: { content?: string } }>; timings?: { predicted_n?: number }; usage?: { completion_tokens?: number } | null };
+      const event = JSON.parse(line.slice('data: '.length)) as { choices?: Array<{ delta?: { content?: string } }>; timings?: { predicted_n?: number }; usage?: { completion_tokens?: number } | null; error?: { message?: string } };
+      // A reply that fails after the 200 ends with an error chunk (OpenAI's error body): not a reply to count.
+      if (event.error !== undefined) throw new Error(`the stream ended in an error: ${event.error.message ?? JSON.stringify(event.error)}`);
       if (event.choices?.[0]?.delta?.content) {
         firstAt ??= performance.now();
         chunks++;

@@ -25,7 +25,9 @@ export async function prepareEngineKey(root: string, engineDirs: readonly string
   if (key === undefined) {
     const account = `gateways-${randomBytes(3).toString('hex')}`;
     const parley = (args: string[], input?: string) => {
-      const child = run(process.execPath, ['--import', 'tsx', 'server/main.ts', ...args, '--data-dir', first], { cwd: root, encoding: 'utf8' });
+      // No PARLEY_* from this environment: a PARLEY_REDIS_URL would send the account and key to that Redis instead of the node's files.
+      const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('PARLEY_')));
+      const child = run(process.execPath, ['--import', 'tsx', 'server/main.ts', ...args, '--data-dir', first], { cwd: root, env, encoding: 'utf8' });
       if (input !== undefined) child.child.stdin?.end(input);
       return child;
     };
