@@ -113,7 +113,7 @@ export async function startServer(
   // `--redis`: accounts and API keys are shared by every gateway (seeded once from this data dir).
   const shared = redis === undefined ? undefined : await openAuthDocuments(redis.client, config.dataDir, logger);
   const users = new UserStore(config.dataDir, shared === undefined ? {} : { document: shared.users });
-  const blocks = await SignInBlocks.load(config.dataDir, { keepSeenMs: config.refreshTtlSeconds * 1000 });
+  const blocks = await SignInBlocks.load(config.dataDir, { keepSeenMs: config.refreshTtlSeconds * 1000, ...(shared === undefined ? {} : { document: shared.blocks }) });
   const apiKeys = new ApiKeyStore(config.dataDir, shared === undefined ? {} : { document: shared.apiKeys });
   const tokens = createTokenService({ key, ttlSeconds: config.tokenTtlSeconds, epochs: sessions });
   // An engine node (--role engine) serves /v1 and no web page.

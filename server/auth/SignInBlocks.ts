@@ -1,7 +1,7 @@
-import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as z from 'zod/mini';
-import { writeFileAtomic } from './writeFileAtomic.js';
+import { FileDocument } from './FileDocument.js';
+import type { StateDocument } from './StateDocument.js';
 
 export const BLOCKS_FILE = 'blocks.json';
 
@@ -26,6 +26,8 @@ const BlocksFile = z.strictObject({
 });
 type BlocksFile = z.infer<typeof BlocksFile>;
 
+const EMPTY: BlocksFile = { version: 1, seen: {}, blocked: {} };
+
 export class SignInBlocksError extends Error {
   override name = 'SignInBlocksError';
 }
@@ -43,17 +45,19 @@ export class SignInBlocksError extends Error {
  * reverse proxy), and a new address (another network, DHCP) is not blocked. Rotating the
  * invite is the complete answer.
  *
- * Kept in `blocks.json` in the data dir (mode 0600, replaced atomically); this process is the
- * file's only writer, so it is read once and written through.
+ * Kept in `blocks.json` in the data dir (mode 0600, replaced atomically), or with `--redis` in a
+ * document every gateway shares. Every change is a compare-and-set of the document as it is
+ * now; `sync` (before a join is checked) brings this copy up to date with the other gateways'.
  */
 export class SignInBlocks {
   /** Blocked device id or address -> the user whose revocation blocked it. */
   private readonly devices = new Map<string, string>();
   private readonly addresses = new Map<string, string>();
-  private writes: Promise<void> = Promise.resolve();
+  /** The text `file` was parsed from. */
+  private text: string | undefined;
 
   private constructor(
-    private readonly dataDir: string,
+    private readonly document: StateDocument,
     private file: BlocksFile,
     /** How long a join is remembered: the refresh session's lifetime. */
     private readonly keepSeenMs: number,
@@ -62,20 +66,16 @@ export class SignInBlocks {
     this.index();
   }
 
-  static async load(dataDir: string, options: { keepSeenMs: number; now?: () => number }): Promise<SignInBlocks> {
-    const path = join(dataDir, BLOCKS_FILE);
-    let file: BlocksFile = { version: 1, seen: {}, blocked: {} };
-    try {
-      const text = await readFile(path, 'utf8');
-      try {
-        file = BlocksFile.parse(JSON.parse(text));
-      } catch {
-        throw new SignInBlocksError(`${path} is not a valid Parley blocks file.`);
-      }
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-    }
-    return new SignInBlocks(dataDir, file, options.keepSeenMs, options.now ?? Date.now);
+  static async load(dataDir: string, options: { keepSeenMs: number; now?: () => number; document?: StateDocument }): Promise<SignInBlocks> {
+    const document = options.document ?? new FileDocument(join(dataDir, BLOCKS_FILE));
+    const blocks = new SignInBlocks(document, EMPTY, options.keepSeenMs, options.now ?? Date.now);
+    await blocks.sync();
+    return blocks;
+  }
+
+  /** Reads the document again if it changed (another gateway blocked, unblocked or saw a join). */
+  async sync(): Promise<void> {
+    this.adopt(await this.document.read());
   }
 
   /** Whether a join from this device (if the page sent one) or this address is blocked. */
@@ -90,13 +90,12 @@ export class SignInBlocks {
 
   /** Records where an invite user joined from, so a revocation can block it. */
   recordJoin(userId: string, device: string | undefined, address: string): Promise<void> {
-    const seen = Object.hasOwn(this.file.seen, userId) ? this.file.seen[userId] : undefined;
-    const traces: Traces = {
-      devices: addTrace(seen?.devices ?? [], device),
-      addresses: addTrace(seen?.addresses ?? [], address),
-      at: this.now(),
-    };
-    return this.change((file) => ({ ...file, seen: { ...file.seen, [userId]: traces } }));
+    const at = this.now();
+    return this.change((file) => {
+      const seen = Object.hasOwn(file.seen, userId) ? file.seen[userId] : undefined;
+      const traces: Traces = { devices: addTrace(seen?.devices ?? [], device), addresses: addTrace(seen?.addresses ?? [], address), at };
+      return { file: { ...file, seen: { ...file.seen, [userId]: traces } }, result: undefined };
+    });
   }
 
   /**
@@ -104,39 +103,56 @@ export class SignInBlocks {
    * (empty when the user never joined while this file kept their joins).
    */
   async block(userId: string): Promise<{ readonly devices: number; readonly addresses: readonly string[] }> {
-    const seen = Object.hasOwn(this.file.seen, userId) ? this.file.seen[userId] : undefined;
-    const before = Object.hasOwn(this.file.blocked, userId) ? this.file.blocked[userId] : undefined;
-    const devices = [...new Set([...(before?.devices ?? []), ...(seen?.devices ?? [])])];
-    const addresses = [...new Set([...(before?.addresses ?? []), ...(seen?.addresses ?? [])])];
-    if (devices.length + addresses.length > 0) {
-      await this.change((file) => ({ ...file, blocked: { ...file.blocked, [userId]: { devices, addresses, at: this.now() } } }));
-    }
-    return { devices: devices.length, addresses };
+    const at = this.now();
+    return this.change((file) => {
+      const seen = Object.hasOwn(file.seen, userId) ? file.seen[userId] : undefined;
+      const before = Object.hasOwn(file.blocked, userId) ? file.blocked[userId] : undefined;
+      const devices = [...new Set([...(before?.devices ?? []), ...(seen?.devices ?? [])])];
+      const addresses = [...new Set([...(before?.addresses ?? []), ...(seen?.addresses ?? [])])];
+      const result = { devices: devices.length, addresses };
+      if (devices.length + addresses.length === 0) return { result };
+      return { file: { ...file, blocked: { ...file.blocked, [userId]: { devices, addresses, at } } }, result };
+    });
   }
 
   /** Lifts the user's block; false when there was none. */
   async unblock(userId: string): Promise<boolean> {
-    if (!this.isBlockedUser(userId)) return false;
-    await this.change((file) => {
+    return this.change((file) => {
+      if (!Object.hasOwn(file.blocked, userId)) return { result: false };
       const blocked = { ...file.blocked };
       delete blocked[userId];
-      return { ...file, blocked };
+      return { file: { ...file, blocked }, result: true };
     });
-    return true;
   }
 
-  /** Applies a change in memory and writes the file; changes are written one at a time, in order. */
-  private change(update: (file: BlocksFile) => BlocksFile): Promise<void> {
-    this.file = prune(update(this.file), this.now() - this.keepSeenMs);
-    this.index();
-    const snapshot = this.file;
-    const write = this.writes.then(async () => {
-      await mkdir(this.dataDir, { recursive: true, mode: 0o700 });
-      await writeFileAtomic(join(this.dataDir, BLOCKS_FILE), `${JSON.stringify(snapshot, null, 2)}\n`);
+  /** A compare-and-set of the document as it is now (`update` may run again); this copy then holds what was written. */
+  private async change<T>(update: (file: BlocksFile) => { file?: BlocksFile; result: T }): Promise<T> {
+    let written: string | undefined;
+    const result = await this.document.update((text) => {
+      written = undefined;
+      const outcome = update(this.parse(text));
+      if (!outcome.file) return { result: outcome.result };
+      written = `${JSON.stringify(prune(outcome.file, this.now() - this.keepSeenMs), null, 2)}\n`;
+      return { text: written, result: outcome.result };
     });
-    // A failed write fails its own caller; the next write still runs.
-    this.writes = write.catch(() => undefined);
-    return write;
+    if (written !== undefined) this.adopt(written);
+    return result;
+  }
+
+  private adopt(text: string | undefined): void {
+    if (text === this.text) return;
+    this.file = this.parse(text);
+    this.text = text;
+    this.index();
+  }
+
+  private parse(text: string | undefined): BlocksFile {
+    if (text === undefined) return EMPTY;
+    try {
+      return BlocksFile.parse(JSON.parse(text));
+    } catch {
+      throw new SignInBlocksError(`${this.document.name} is not a valid Parley blocks file.`);
+    }
   }
 
   private index(): void {

@@ -214,6 +214,7 @@ async function issueInviteToken(context: Context): Promise<HttpResponse> {
   await deps.limiters.loginSucceeded(ip);
   // A revoked invite user's devices and addresses stay out until an admin lifts the block;
   // before the identity count, so a refused join costs the address nothing.
+  await deps.blocks.sync();
   if (deps.blocks.isBlocked(body.value.device, ip)) {
     audit(deps, 'join_blocked', { ip }, 'join refused: device or address blocked by an admin');
     return toHttpResponse(new ForbiddenError('An admin has blocked joins from this device or address.'));

@@ -29,6 +29,8 @@ import { waitUntil } from '../helpers/waitUntil.js';
  */
 
 const TRANSPORT = 'ws';
+/** Every request here comes from 127.0.0.1, and the per-address budgets hold across the gateways: lifted. */
+const ROOMY = { tokenRequestsPerMinute: 100_000, logoutsPerMinute: 100_000, upgradesPerMinute: 100_000 } as const;
 /** The issue's bound for a revocation to reach the other gateways' sockets. */
 const REVOCATION_BOUND_MS = 1000;
 
@@ -99,14 +101,14 @@ describe('auth state shared over redis', { skip: unavailable() }, () => {
 
   /** Another gateway of this installation: same Redis (or `redisUrl`), A's signing key, its own data dir. */
   const gateway = async (overrides: ConfigInput = {}) => {
-    const server = await startTestServer(TRANSPORT, new ScriptedEngine(), { redis: redis.url, signingKeyFile: join(a.dataDir, SIGNING_KEY_FILE), ...overrides });
+    const server = await startTestServer(TRANSPORT, new ScriptedEngine(), { ...ROOMY, redis: redis.url, signingKeyFile: join(a.dataDir, SIGNING_KEY_FILE), ...overrides });
     extra.push(server);
     return server;
   };
 
   before(async () => {
     redis = await startRedis();
-    a = await startTestServer(TRANSPORT, new ScriptedEngine(), { redis: redis.url });
+    a = await startTestServer(TRANSPORT, new ScriptedEngine(), { ...ROOMY, redis: redis.url });
     b = await gateway();
   });
 
@@ -214,6 +216,28 @@ describe('auth state shared over redis', { skip: unavailable() }, () => {
     const userId = decodeJwt(elsewhere.session.token).sub;
     assert.equal((await post(a, '/api/admin/revoke', { bearer: admin.body.token as string, json: { user: userId } })).status, 200, 'A knows the user from the shared sessions');
     assert.equal((await session(b, '/api/token/refresh', elsewhere.session)).status, 401);
+    // The revocation also blocked this address (every test user's) on every gateway: lift it.
+    assert.equal((await post(a, '/api/admin/unblock', { bearer: admin.body.token as string, json: { user: userId } })).status, 200);
+  });
+
+  test("an admin's revocation on A of an invite user who joined on B keeps their device out of every gateway until lifted", async () => {
+    const connection = new Redis(redis.url);
+    try {
+      await new UserStore('', { document: new RedisDocument(connection, USERS_KEY) }).add('warden', 'warden-pass-PARLEY-5772', Role.admin);
+    } finally {
+      connection.disconnect();
+    }
+    const admin = (await post(a, '/api/login', { json: { name: 'warden', password: 'warden-pass-PARLEY-5772' } })).body.token as string;
+    const device = 'device-of-the-blocked-browser-0123456789';
+    const join = (server: TestServer) => post(server, '/api/token', { json: { invite: TEST_INVITE, name: 'Blocked', device } });
+    const joined = await join(b);
+    assert.equal(joined.status, 200);
+    const userId = decodeJwt(joined.body.token as string).sub;
+    assert.equal((await post(a, '/api/admin/revoke', { bearer: admin, json: { user: userId } })).status, 200);
+    assert.equal((await join(b)).status, 403, 'blocked on the gateway it joined through');
+    assert.equal((await join(a)).status, 403, 'and on the one that revoked it');
+    assert.equal((await post(b, '/api/admin/unblock', { bearer: admin, json: { user: userId } })).status, 200, 'lifted on another gateway');
+    assert.equal((await join(a)).status, 200);
   });
 
   test('`parley user` and `parley key` with --redis change the accounts and keys every gateway shares', async () => {
