@@ -79,9 +79,20 @@ describe('cluster: 2 gateways, 1 Redis, 1 PostgreSQL, 2 engine nodes', { skip },
     const reply = onA.replyText(id);
     onA.drop();
     const conversationId = (accepted as { conversationId: string }).conversationId;
-    const response = await fetch(`${b.baseUrl}/api/conversations/${conversationId}`, { headers: { authorization: `Bearer ${token}` } });
-    assert.equal(response.status, 200);
-    const body = (await response.json()) as ConversationResponse;
+    // A reply is stored just after its terminal frame goes out (the frame never waits on the
+    // database), so B may briefly see it still streaming: read until A's write has landed.
+    const read = async () => {
+      const response = await fetch(`${b.baseUrl}/api/conversations/${conversationId}`, { headers: { authorization: `Bearer ${token}` } });
+      assert.equal(response.status, 200);
+      return (await response.json()) as ConversationResponse;
+    };
+    let body = await read();
+    const deadline = Date.now() + 30_000;
+    while (body.messages[1]?.outcome !== 'done' && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      body = await read();
+    }
+    assert.equal(body.messages[1]?.outcome, 'done');
     assert.deepEqual(body.messages.map((message) => message.role), ['user', 'assistant']);
     assert.equal(body.messages[0]?.text, PROMPT);
     assert.equal(body.messages[1]?.text, reply);
