@@ -46,8 +46,7 @@ export class LlamaServerProcess {
     return this.stderrTailText;
   }
 
-  /** `extraArgs` go after the usual ones (e.g. `--threads-http` for a server that gateways keep connections open to). */
-  static async start(binary: string, model: BenchModel, slots: number, extraArgs: readonly string[] = []): Promise<LlamaServerProcess> {
+  static async start(binary: string, model: BenchModel, slots: number): Promise<LlamaServerProcess> {
     await access(binary, constants.X_OK).catch(() => {
       throw new Error(`--llama-server ${binary}: not an executable file`);
     });
@@ -55,7 +54,7 @@ export class LlamaServerProcess {
     const threads = String(model.threads);
     const child = spawn(binary, [
       '--host', '127.0.0.1', '--port', String(port), '-m', model.path,
-      '-t', threads, '-tb', threads, '-np', String(slots), '-c', String(model.contextSize * slots), ...extraArgs,
+      '-t', threads, '-tb', threads, '-np', String(slots), '-c', String(model.contextSize * slots),
     ], { stdio: ['ignore', 'pipe', 'pipe'] });
     const server = new LlamaServerProcess(child, port, model, slots);
     const deadline = Date.now() + START_TIMEOUT_MS;

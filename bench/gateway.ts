@@ -19,8 +19,6 @@ const CLIENT_COUNTS = [1, 4, 8] as const;
 /** The gateways' names for the engine-node pool and for llama-server. */
 const NODE_MODEL = 'node';
 const LLAMA_MODEL = 'llama';
-/** llama-server's HTTP threads: more than the connections the clients and the gateway may hold open at once. */
-const LLAMA_HTTP_THREADS = 32;
 
 /** One streamed /v1 request. Times are `performance.now()`. */
 interface Sample {
@@ -36,7 +34,7 @@ interface Sample {
 interface Column {
   readonly path: string;
   /** Where client `i` sends its requests. */
-  readonly target: (client: number) => { readonly origin: string; readonly apiKey?: string; readonly model?: string };
+  readonly target: (client: number) => { readonly origin: string; readonly apiKey?: string; readonly model?: string; readonly cachePrompt?: boolean };
   /** Per client count, one list of samples per round. */
   readonly levels: Map<number, Sample[][]>;
 }
@@ -111,9 +109,7 @@ async function measure(context: BenchContext, model: BenchModel): Promise<{ colu
     context.progress(`gateway: ${model.kind}, starting 2 engine nodes${context.llamaServer === undefined ? '' : ' and llama-server'}`);
     const [first, second] = await Promise.all([firstDir, secondDir].map((dataDir) => fresh({ ...base, dataDir, extraArgs: ['--role', 'engine'] })));
     if (first === undefined || second === undefined) throw new Error('unreachable: two nodes started');
-    // Its HTTP thread pool (by default slots + 2 threads here) holds one thread per open connection, kept-alive idle ones
-    // too; a connection past it is closed unanswered. A gateway keeps up to --upstream-max-in-flight open, and the clients theirs.
-    if (context.llamaServer !== undefined) llamaServer = await LlamaServerProcess.start(context.llamaServer, model, context.slots, ['--threads-http', String(LLAMA_HTTP_THREADS)]);
+    if (context.llamaServer !== undefined) llamaServer = await LlamaServerProcess.start(context.llamaServer, model, context.slots);
     const gatewaySpec = (nodes: readonly ServerProcess[], withLlama: boolean): ServerSpec => ({
       ...base,
       modelPath: undefined,
@@ -148,7 +144,8 @@ async function measure(context: BenchContext, model: BenchModel): Promise<{ colu
     if (llamaServer !== undefined) {
       const origin = llamaServer.origin;
       columns.push(
-        { path: LLAMA_SERVER, target: () => ({ origin }), levels: new Map() },
+        // With its prompt cache on, as it is for the requests a gateway sends it (they carry no cache_prompt).
+        { path: LLAMA_SERVER, target: () => ({ origin, cachePrompt: true }), levels: new Map() },
         { path: GATEWAY_LLAMA, target: (client) => ({ origin: oneNode.origin, apiKey: key(oneNodeKeys, client), model: LLAMA_MODEL }), levels: new Map() },
       );
     }
@@ -196,7 +193,7 @@ async function ask(column: Column, client: number, text: string, model: BenchMod
   const target = column.target(client);
   const sentAt = performance.now();
   try {
-    const trace = await streamChatCompletion(target.origin, { text, maxTokens: model.workload.maxTokens, temperature: 0, apiKey: target.apiKey, model: target.model, signal: AbortSignal.timeout(REPLY_TIME_CAP_MS) });
+    const trace = await streamChatCompletion(target.origin, { text, maxTokens: model.workload.maxTokens, temperature: 0, apiKey: target.apiKey, model: target.model, cachePrompt: target.cachePrompt, signal: AbortSignal.timeout(REPLY_TIME_CAP_MS) });
     return { sentAt: trace.sentAt, firstAt: trace.firstAt ?? trace.endedAt, endedAt: trace.endedAt, tokens: trace.tokens };
   } catch (error) {
     const cause = error instanceof Error && error.cause !== undefined ? ` (${String(error.cause)})` : '';
@@ -257,7 +254,7 @@ function render(context: BenchContext, model: BenchModel, columns: readonly Colu
       notes: [
         `Aggregate tok/s (the median round's) and TTFT p50 over every request. Each client is its own API key sending ${model.workload.requestsPerClient} fresh request${model.workload.requestsPerClient === 1 ? '' : 's'} of ${model.workload.maxTokens} tokens, one at a time; ` +
           `each column ran each client count ${rounds} times, the columns taking turns. Every process is on this machine (${cpus().length} cores), so two nodes share its cores with each other, the gateways and the clients.`,
-        '"2 gateways": clients alternate between two gateways over the same two nodes. llama-server: same model, threads and slots; the gateway does not send llama-server\'s `cache_prompt: false`, the direct column does.',
+        '"2 gateways": clients alternate between two gateways over the same two nodes. llama-server: same model, threads and slots, its prompt cache on (its default) in both columns.',
         ...(model.threads * 2 > cpus().length
           ? [`Two nodes of ${model.threads} threads each are more threads than this machine's ${cpus().length} cores: llama.cpp's threads wait on each other and the two-node columns collapse. Use --threads ${Math.max(1, Math.floor(cpus().length / 2))} here, or nodes on separate machines.`]
           : []),

@@ -17,7 +17,11 @@ export interface ChatCompletionTrace {
  */
 export async function streamChatCompletion(
   origin: string,
-  request: { readonly text: string; readonly maxTokens: number; readonly temperature: number; readonly signal?: AbortSignal; readonly apiKey?: string; readonly model?: string },
+  request: {
+    readonly text: string; readonly maxTokens: number; readonly temperature: number; readonly signal?: AbortSignal; readonly apiKey?: string; readonly model?: string;
+    /** llama-server's prompt cache (its default is on); off unless asked for, so every request is fresh. */
+    readonly cachePrompt?: boolean;
+  },
 ): Promise<ChatCompletionTrace> {
   const sentAt = performance.now();
   const response = await fetch(new URL('/v1/chat/completions', origin), {
@@ -30,7 +34,7 @@ export async function streamChatCompletion(
       max_tokens: request.maxTokens,
       temperature: request.temperature,
       stream: true,
-      cache_prompt: false,
+      cache_prompt: request.cachePrompt ?? false,
     }),
     signal: request.signal,
   });
