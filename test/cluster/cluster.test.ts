@@ -32,6 +32,15 @@ async function readyz(gateway: TestServer): Promise<{ status: number; body: stri
   return { status: response.status, body: await response.text() };
 }
 
+/** Resolves once the gateway's /readyz answers 200 (its Redis connections are back). */
+async function waitUntilReady(gateway: TestServer): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  while ((await readyz(gateway)).status !== 200) {
+    if (Date.now() > deadline) assert.fail('/readyz did not recover');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
 /** Lets pieces through both nodes, one at a time, until `done` holds. */
 async function allowUntil(cluster: TestCluster, done: () => boolean, progress: () => number): Promise<void> {
   while (!done()) {
@@ -51,7 +60,14 @@ describe('cluster: 2 gateways, 1 Redis, 1 PostgreSQL, 2 engine nodes', { skip },
     cluster = await startCluster({ overrides: { generationsPerMinute: GENERATIONS_PER_MINUTE } });
     [a, b] = cluster.gateways as [TestServer, TestServer];
   });
+  /** Set while the Redis test has Redis stopped, so a failure there does not leave it down for the tests after it. */
+  let redisStopped = false;
   afterEach(async () => {
+    if (redisStopped) {
+      await cluster.redis.start();
+      redisStopped = false;
+      for (const gateway of [a, b]) await waitUntilReady(gateway);
+    }
     for (const node of cluster.engines) if (node.process.child.exitCode === null && node.process.child.signalCode === null) await node.gate({ gate: 'open' });
   });
   after(async () => {
@@ -170,6 +186,7 @@ describe('cluster: 2 gateways, 1 Redis, 1 PostgreSQL, 2 engine nodes', { skip },
     await allowUntil(cluster, () => deltaCount(running, id) >= 1, () => deltaCount(running, id));
 
     await cluster.redis.stop();
+    redisStopped = true;
     for (const gateway of [a, b]) {
       let ready = await readyz(gateway);
       const deadline = Date.now() + 30_000;
@@ -192,12 +209,9 @@ describe('cluster: 2 gateways, 1 Redis, 1 PostgreSQL, 2 engine nodes', { skip },
     assert.equal((await running.terminal(id, 60_000)).type, 'done', 'the running reply finishes');
 
     await cluster.redis.start();
+    redisStopped = false;
     for (const gateway of [a, b]) {
-      const deadline = Date.now() + 60_000;
-      while ((await readyz(gateway)).status !== 200) {
-        if (Date.now() > deadline) assert.fail('/readyz did not recover');
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
+      await waitUntilReady(gateway);
       const client = await gateway.client('after-redis');
       const next = client.send(PROMPT);
       assert.equal((await client.terminal(next, 60_000)).type, 'done', 'service is back without a restart');
