@@ -106,15 +106,16 @@ export class ClusterChild {
   }
 }
 
-/** A pino record as `level message` (info unlabelled); other lines as they are; blank lines dropped. */
+/** A pino record as `level message` (info unlabelled), with its error's message; other lines as they are; blank lines dropped. */
 function format(line: string): string | undefined {
   if (line.trim() === '') return undefined;
   if (!line.startsWith('{')) return line;
   try {
-    const record = JSON.parse(line) as { level?: number; msg?: string };
+    const record = JSON.parse(line) as { level?: number; msg?: string; err?: { message?: string } };
     if (typeof record.msg !== 'string') return line;
     const level = record.level === 30 || record.level === undefined ? '' : `${LEVELS[record.level] ?? record.level} `;
-    return `${level}${record.msg}`;
+    // Parley logs no secret in an error's message (the style guide's rule), so it is shown.
+    return `${level}${record.msg}${typeof record.err?.message === 'string' ? `: ${record.err.message}` : ''}`;
   } catch {
     return line;
   }
