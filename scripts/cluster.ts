@@ -4,7 +4,8 @@
  * that share the signing key, the history key, Redis and PostgreSQL (docs/deploy.md spreads the
  * same layout over machines).
  *
- *   npm run cluster -- [--gateways 2] [--engines 2] [--model demo|tiny|<file.gguf>] [--port <n>] [--smoke]
+ *   npm run cluster -- [--gateways 2] [--engines 2] [--model demo|tiny|<file.gguf>] [--port <n>]
+ *                      [--allowed-host <name>] [--allowed-origin <origin>] [--smoke]
  *
  * State stays in .cluster/ between runs (git-ignored): each process's data dir, the PostgreSQL
  * cluster, Redis's append-only file, and the shared secrets in .cluster/shared/ (mode 0600).
@@ -58,9 +59,11 @@ const options = new Command('cluster')
   .addOption(new Option('--model <model>', "the engine nodes' model: demo or tiny (Parley's generated ones) or a GGUF file").default('demo'))
   .addOption(new Option('--port <n>', "the first gateway's port; the others take the next ones (0: free ports)").argParser(port).default(0))
   .addOption(new Option('--dir <path>', 'where the cluster keeps its state').default('.cluster'))
+  .addOption(new Option('--allowed-host <host...>', "the gateways' --allowed-host: a name a proxy in front of them forwards as Host"))
+  .addOption(new Option('--allowed-origin <origin...>', "the gateways' --allowed-origin: the page's origin behind such a proxy"))
   .option('--smoke', 'chat through every gateway (chat socket and /v1), then stop; exits 1 if a step failed', false)
   .parse()
-  .opts<{ gateways: number; engines: number; model: string; port: number; dir: string; smoke: boolean }>();
+  .opts<{ gateways: number; engines: number; model: string; port: number; dir: string; allowedHost?: string[]; allowedOrigin?: string[]; smoke: boolean }>();
 
 const write = (line: string) => process.stdout.write(`${line}\n`);
 const say = (line: string) => write(`[cluster] ${line}`);
@@ -201,6 +204,8 @@ async function start(): Promise<{ urls: string[]; invite: string }> {
   gateways.push(...gatewayDirs.map((dataDir, index) => startParley(`gateway-${index + 1}`, [
     '--port', String(options.port === 0 ? 0 : options.port + index), '--data-dir', dataDir,
     '--signing-key', join(shared, SIGNING_KEY_FILE), '--history-key', join(shared, HISTORY_KEY_FILE), ...upstreams,
+    ...(options.allowedHost ?? []).flatMap((host) => ['--allowed-host', host]),
+    ...(options.allowedOrigin ?? []).flatMap((origin) => ['--allowed-origin', origin]),
   ], env)));
   const gatewayPorts = await Promise.all(gateways.map(ready));
   return { urls: gatewayPorts.map((gatewayPort) => `http://127.0.0.1:${gatewayPort}`), invite };
