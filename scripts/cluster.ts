@@ -38,6 +38,13 @@ const START_TIMEOUT_MS = 180_000;
  * per-user budgets and queue must fit everyone's traffic (docs/deploy.md, "Engine nodes").
  */
 const ENGINE_LIMITS = ['--generations-per-minute', '100000', '--tokens-per-hour', '1000000000', '--max-queued-per-user', '32'];
+/**
+ * Every client of this cluster comes from 127.0.0.1, as every client behind a balancer comes from
+ * its address (docs/deploy.md): the gateways' per-IP limits, shared through Redis and kept in its
+ * file between runs, are raised so that trying it (and --smoke, run after run) is not refused.
+ * The per-user limits stay the defaults.
+ */
+const GATEWAY_LIMITS = ['--invite-users-per-hour', '1000', '--token-requests-per-minute', '600', '--generations-per-minute-per-ip', '600', '--tokens-per-hour-per-ip', '100000000'];
 /** Past the processes' own drain (--shutdown-timeout-ms, 10 s by default). */
 const STOP_TIMEOUT_MS = 30_000;
 
@@ -203,7 +210,7 @@ async function start(): Promise<{ urls: string[]; invite: string }> {
   };
   gateways.push(...gatewayDirs.map((dataDir, index) => startParley(`gateway-${index + 1}`, [
     '--port', String(options.port === 0 ? 0 : options.port + index), '--data-dir', dataDir,
-    '--signing-key', join(shared, SIGNING_KEY_FILE), '--history-key', join(shared, HISTORY_KEY_FILE), ...upstreams,
+    '--signing-key', join(shared, SIGNING_KEY_FILE), '--history-key', join(shared, HISTORY_KEY_FILE), ...upstreams, ...GATEWAY_LIMITS,
     ...(options.allowedHost ?? []).flatMap((host) => ['--allowed-host', host]),
     ...(options.allowedOrigin ?? []).flatMap((origin) => ['--allowed-origin', origin]),
   ], env)));

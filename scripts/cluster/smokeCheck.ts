@@ -5,6 +5,7 @@ const TIMEOUT_MS = 60_000;
 
 /**
  * Chats through every gateway the way people and tools do, and says what each step got:
+ * - the web page;
  * - an access token from the invite (POST /api/token), then a reply over the chat socket;
  * - the same token on the next gateway (they share the signing key), and a reply there;
  * - an API key (POST /api/keys), then a streamed /v1/chat/completions reply.
@@ -22,6 +23,12 @@ export async function smokeCheck(gateways: readonly string[], invite: string, wr
   };
   for (const [index, origin] of gateways.entries()) {
     const next = gateways[(index + 1) % gateways.length] as string;
+    await step(`gateway ${index + 1}: the page`, async () => {
+      const response = await fetch(`${origin}/`, { signal: AbortSignal.timeout(TIMEOUT_MS) });
+      const type = response.headers.get('content-type') ?? '';
+      if (response.status !== 200 || !type.startsWith('text/html')) throw new Error(`GET / answered ${response.status} ${type}`);
+      return 'served';
+    });
     let token: string | undefined;
     await step(`gateway ${index + 1}: sign in with the invite`, async () => {
       token = await signIn(origin, invite, `smoke-${index + 1}`);
