@@ -188,10 +188,12 @@ async function start(): Promise<{ urls: string[]; invite: string }> {
   say(`starting Redis and PostgreSQL in ${options.dir}`);
   const redisPassword = await secret(join(shared, 'redis.password'), 24);
   const postgresPassword = await secret(join(shared, 'postgres.password'), 24);
-  await Promise.all([
+  // Both settle before a failure is thrown, so the one that did start is there to be stopped.
+  const [redisStarted, postgresStarted] = await Promise.allSettled([
     startRedisServer(join(dir, 'redis'), redisPassword, write).then((started) => (redis = started)),
     startPostgresServer(postgresBin as string, join(dir, 'postgres'), postgresPassword, write).then((started) => (postgres = started)),
   ]);
+  for (const result of [redisStarted, postgresStarted]) if (result.status === 'rejected') throw result.reason;
   if (redis === undefined || postgres === undefined) throw new Error('unreachable: both started');
 
   const engineKey = await prepareEngineKey(ROOT, engineDirs, join(shared, 'engine.key'));
