@@ -32,9 +32,20 @@ const MIN_REPLY_TOKENS = 16;
 /** Room left for the estimate's error and the template's own tokens. */
 const CONTEXT_MARGIN = 32;
 
-/** An attempt that ended before any text: the request may go to another upstream. */
+/**
+ * An attempt that ended before any text: the request may go to another upstream. `connection`:
+ * no HTTP answer at all (refused, reset, or a kept-alive connection the upstream had closed);
+ * `refused`: an overload or server-fault status, or a stream cut before its first text.
+ */
 class RefusedBeforeText extends Error {
   override name = 'RefusedBeforeText';
+  constructor(
+    message: string,
+    readonly kind: 'connection' | 'refused',
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
 }
 
 /** How far one attempt got; shared with the caller, which decides on failover by it. */
@@ -151,6 +162,8 @@ export class UpstreamEngine implements Engine {
   async generate(request: GenerateRequest): Promise<GenerateResult> {
     const progress: Progress = { text: '', chunks: 0 };
     const tried = new Set<UpstreamTarget>();
+    /** Upstreams this request already got no HTTP answer from once. */
+    const unanswered = new Set<UpstreamTarget>();
     let lastError: unknown;
     for (;;) {
       let target: UpstreamTarget;
@@ -166,8 +179,17 @@ export class UpstreamEngine implements Engine {
       } catch (error) {
         if (request.signal.aborted) return this.aborted(request, progress);
         if (error instanceof RefusedBeforeText && progress.chunks === 0) {
-          this.pool.markDown(target, error.message);
           lastError = error;
+          // One unanswered request is not a dead upstream (a kept-alive connection it had just
+          // closed looks the same): it may take this request again, on a new connection, and a
+          // health check decides now. Unanswered twice, or refused, it is out of rotation.
+          if (error.kind === 'connection' && !unanswered.has(target)) {
+            unanswered.add(target);
+            tried.delete(target);
+            this.pool.checkNow(target);
+          } else {
+            this.pool.markDown(target, error.message);
+          }
           continue;
         }
         if (error instanceof UpstreamFailedError) throw error;
@@ -193,13 +215,13 @@ export class UpstreamEngine implements Engine {
         signal: request.signal,
       });
     } catch (error) {
-      throw new RefusedBeforeText(`POST /v1/chat/completions: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+      throw new RefusedBeforeText(`POST /v1/chat/completions: ${error instanceof Error ? error.message : String(error)}`, 'connection', { cause: error });
     }
     if (!response.ok || response.body === null) {
       const detail = await response.text().catch(() => '');
       // Overload and server faults may pass on another upstream; anything else is this request's own.
       if (response.status >= 500 || response.status === 429 || response.status === 408) {
-        throw new RefusedBeforeText(`POST /v1/chat/completions: ${response.status}`, { cause: detail.slice(0, 500) });
+        throw new RefusedBeforeText(`POST /v1/chat/completions: ${response.status}`, 'refused', { cause: detail.slice(0, 500) });
       }
       throw new UpstreamFailedError(`The upstream engine of the model '${this.options.name}' refused this request (${response.status}).`, detail.slice(0, 500));
     }
@@ -231,13 +253,13 @@ export class UpstreamEngine implements Engine {
     try {
       await readSse(response.body, onData, () => done);
     } catch (error) {
-      if (progress.chunks === 0 && !request.signal.aborted) throw new RefusedBeforeText(`the stream failed before any text: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+      if (progress.chunks === 0 && !request.signal.aborted) throw new RefusedBeforeText(`the stream failed before any text: ${error instanceof Error ? error.message : String(error)}`, 'refused', { cause: error });
       throw error;
     }
     // A stream that ends without [DONE] or a finish reason was cut off: the upstream died.
     if (!done && finish === undefined) {
       const cut = new Error('the stream ended before the reply did');
-      if (progress.chunks === 0) throw new RefusedBeforeText(cut.message);
+      if (progress.chunks === 0) throw new RefusedBeforeText(cut.message, 'refused');
       throw cut;
     }
     return {

@@ -57,7 +57,8 @@ interface Waiter {
  * - With no healthy upstream left to try, `acquire` fails at once with `upstream_failed`: a request
  *   never waits for an upstream to come back.
  * - An upstream is taken out when its health check fails or a request it refused (`markDown`), and
- *   put back by the next health check that passes: GET `/health`, else GET `/v1/models`, 2xx.
+ *   put back by the next health check that passes: GET `/health`, else GET `/v1/models`, 2xx. A
+ *   request it left unanswered once only triggers a check (`checkNow`): the engine decides which.
  */
 export class UpstreamPool {
   readonly targets: readonly UpstreamTarget[];
@@ -178,6 +179,11 @@ export class UpstreamPool {
     if (typeof answer.count === 'number' && Number.isInteger(answer.count) && answer.count >= 0) return answer.count;
     if (Array.isArray(answer.tokens)) return answer.tokens.length;
     return undefined;
+  }
+
+  /** Health-checks one upstream now, in the background (a request got no answer from it). */
+  checkNow(target: UpstreamTarget): void {
+    void this.check(target);
   }
 
   markDown(target: UpstreamTarget, why: string): void {

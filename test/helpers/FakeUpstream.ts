@@ -34,6 +34,10 @@ export class FakeUpstream {
   readonly model = 'fake-model';
   readonly contextLength = 2048;
   readonly completions: UpstreamRequest[] = [];
+  /** Completion requests it dropped without an answer (dropNext). */
+  dropped = 0;
+  /** The next this many completion requests get no answer: the connection is destroyed, as a server that closed a kept-alive connection does. */
+  dropNext = 0;
   /** Its POST /tokenize: llama-server's dialect, vLLM's, or none (404). It counts one token per character. */
   tokenizer: 'llama' | 'vllm' | 'none' = 'none';
   /** Bodies of the /tokenize requests it answered or refused. */
@@ -112,6 +116,12 @@ export class FakeUpstream {
     }
     const chunks: Buffer[] = [];
     for await (const chunk of request) chunks.push(chunk as Buffer);
+    if (this.dropNext > 0) {
+      this.dropNext--;
+      this.dropped++;
+      request.socket.destroy();
+      return;
+    }
     const received: UpstreamRequest = { path, headers: request.headers, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown> };
     this.completions.push(received);
     if (this.mode === 'refuse') {

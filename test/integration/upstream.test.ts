@@ -141,6 +141,7 @@ for (const transport of TRANSPORTS) {
         for (const fake of [first, second]) {
           fake.mode = 'stream';
           fake.health = 200;
+          fake.dropNext = 0;
         }
         for (const id of ['solo', 'pool']) await waitUntil(() => upstreamOf(gateway, id).upstreams().every((upstream) => upstream.healthy), 20_000, `${id}: every upstream healthy`);
       });
@@ -261,6 +262,32 @@ for (const transport of TRANSPORTS) {
         assert.equal(second.completions.length, servedBefore + 1);
         // The refuser's health check still passes, so it comes back into rotation.
         await waitUntil(() => pool.upstreams()[0]?.healthy === true, 20_000, 'the refuser back in rotation');
+      });
+
+      test('an upstream that drops one request unanswered (a closed kept-alive connection) gets it again and stays in rotation', async () => {
+        const solo = upstreamOf(gateway, 'solo');
+        first.dropNext = 1;
+        const droppedBefore = first.dropped;
+        const client = await gateway.client();
+        client.sendFrame({ type: 'send', id: 'dropped1', text: 'Hello', model: 'solo' });
+        assert.equal((await client.terminal('dropped1')).type, 'done', 'the one upstream of the name serves it on a new connection');
+        assert.equal(client.replyText('dropped1'), first.words.join(''));
+        assert.equal(first.dropped, droppedBefore + 1);
+        assert.equal(solo.upstreams()[0]?.healthy, true, 'one unanswered request does not take it out');
+        client.sendFrame({ type: 'send', id: 'dropped2', text: 'Hello', model: 'solo' });
+        assert.equal((await client.terminal('dropped2')).type, 'done');
+      });
+
+      test('an upstream that leaves a request unanswered twice is taken out, and the request fails over', async () => {
+        const pool = upstreamOf(gateway, 'pool');
+        await waitUntil(() => pool.upstreams().every((upstream) => upstream.healthy), 20_000, 'both upstreams healthy');
+        first.dropNext = 2;
+        const servedBefore = second.completions.length;
+        const client = await gateway.client();
+        client.sendFrame({ type: 'send', id: 'dropped3', text: 'Hello', model: 'pool' });
+        assert.equal((await client.terminal('dropped3')).type, 'done');
+        assert.equal(first.dropNext, 0, 'the first was asked twice');
+        assert.equal(second.completions.length, servedBefore + 1, 'the second served it');
       });
 
       test('with every upstream refusing, the request ends with one upstream_failed', async () => {
