@@ -33,6 +33,8 @@ export async function openRedis(url: string, options: { readonly logger: Logger;
   const { logger } = options;
   const shown = redactUrl(url);
   let lastError: string | undefined;
+  /** Set by close(): the connections end on purpose, which is not an outage. */
+  let closing = false;
   const make = (role: string) => {
     const redis = new Redis(url, {
       lazyConnect: true,
@@ -56,7 +58,7 @@ export async function openRedis(url: string, options: { readonly logger: Logger;
     });
     redis.on('end', () => undefined);
     redis.on('close', () => {
-      if (wasReady) logger.warn({ redis: shown, role }, `redis ${role} connection lost; retrying`);
+      if (wasReady && !closing) logger.warn({ redis: shown, role }, `redis ${role} connection lost; retrying`);
       wasReady = false;
     });
     return redis;
@@ -78,6 +80,7 @@ export async function openRedis(url: string, options: { readonly logger: Logger;
       return { ready: false, reason: `redis at ${shown} is unreachable${lastError === undefined ? '' : ` (${lastError})`}` };
     },
     async close() {
+      closing = true;
       await Promise.allSettled([client.quit(), subscriber.quit()]);
       client.disconnect();
       subscriber.disconnect();
