@@ -139,6 +139,10 @@ export class UpstreamEngine implements Engine {
    * planning estimates as before.
    */
   async prepareTokenCounts(texts: readonly string[], signal?: AbortSignal): Promise<void> {
+    // A token is at least one byte of UTF-8: when the bytes alone fit beside the largest reply
+    // reserve (a quarter of the context), every plan keeps every turn and counting changes nothing.
+    const bytes = texts.reduce((sum, text) => sum + Buffer.byteLength(text) + TOKENS_PER_TURN, 0);
+    if (bytes <= this.info.contextSize - Math.floor(this.info.contextSize / 4) - CONTEXT_MARGIN) return;
     const unknown = [...new Set(texts.filter((text) => text.length > 0 && !this.counts.has(countKey(text))))];
     if (unknown.length === 0) return;
     const counts = await this.pool.countTokens(unknown, signal);

@@ -44,10 +44,12 @@ describe('upstream engines: prompt fitting with /tokenize', () => {
         assert.equal((terminal as { code: string }).code, 'context_overflow');
         assert.match((terminal as { message: string }).message, /about 30\d\d tokens/, 'the upstream count, not the estimate');
         assert.equal(upstream.completions.length, 0, 'nothing reached the upstream');
-        // A short message is counted the same way and goes through.
+        // A message whose bytes alone fit is not counted (a token is at least a byte): no round trip.
+        const asked = upstream.tokenizeRequests.length;
         const short = client.send('Hello there.');
         assert.equal((await client.terminal(short)).type, 'done');
         assert.equal(upstream.completions.length, 1);
+        assert.equal(upstream.tokenizeRequests.length, asked, 'no /tokenize for a short prompt');
       } finally {
         await gateway.stop();
         await upstream.close();
@@ -63,7 +65,7 @@ describe('upstream engines: prompt fitting with /tokenize', () => {
       assert.equal((await client.terminal(first)).type, 'done', 'about 1,000 estimated tokens fit');
       const asked = upstream.tokenizeRequests.length;
       assert.equal(asked, 2, "both dialects tried once (llama-server's, then vLLM's)");
-      const second = client.send('And again.');
+      const second = client.send(`${LONG} again`);
       assert.equal((await client.terminal(second)).type, 'done');
       assert.equal(upstream.tokenizeRequests.length, asked, 'not asked again');
     } finally {
