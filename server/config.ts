@@ -4,6 +4,7 @@ import * as z from 'zod/mini';
 import { ProtocolLimits } from '../shared/limits.js';
 import { GpuChoice } from './engine/GpuChoice.js';
 import { LlamaBuildChoice } from './engine/LlamaBuild.js';
+import { isTrustProxyEntry } from './transport/clientAddress.js';
 
 z.config(z.locales.en());
 
@@ -81,6 +82,8 @@ export const defaults = {
   // the machine's hostname, on the listening port).
   allowedOrigins: [] as readonly string[],
   allowedHosts: [] as readonly string[],
+  // Proxies (IPs, CIDR ranges, `loopback`) whose X-Forwarded-For names the client; none by default.
+  trustProxy: [] as readonly string[],
   // Per connection: frames per second with a burst allowance; this many refused frames within
   // floodWindowSeconds closes the socket (4429).
   framesPerSecond: 10,
@@ -191,6 +194,8 @@ const ConfigSchema = z.strictObject({
   allowedOrigins: z.readonly(z.array(z.string().check(z.regex(/^https?:\/\/[^/\s]+$/, 'an origin is scheme://host[:port], with no path')))),
   /** Extra Host header names (without port) accepted, e.g. a DNS name for this machine. */
   allowedHosts: z.readonly(z.array(z.string().check(z.minLength(1), z.maxLength(253)))),
+  /** TCP peers whose X-Forwarded-For and X-Forwarded-Proto are believed (transport/clientAddress.ts). */
+  trustProxy: z.readonly(z.array(z.string().check(z.refine(isTrustProxyEntry, { error: (issue) => `'${String(issue.input)}' is not an IP address, a CIDR range (10.0.1.0/24) or loopback, linklocal, uniquelocal` })))),
   /** PEM files; both or neither. With them Parley serves https and wss. */
   tlsCert: z.optional(z.string().check(z.minLength(1))),
   tlsKey: z.optional(z.string().check(z.minLength(1))),
@@ -313,7 +318,7 @@ export function loadConfig(input: ConfigInput = {}): Config {
     const name = entry.slice(0, entry.indexOf('='));
     if (!upstreamNames.has(name)) throw new ConfigError(`Invalid configuration:\n  upstreamKeys: '${name}' names no --upstream`);
   }
-  return Object.freeze({ ...config, models: Object.freeze([...config.models]), allowedOrigins: Object.freeze([...config.allowedOrigins]), allowedHosts: Object.freeze([...config.allowedHosts]), upstreams: Object.freeze([...config.upstreams]), upstreamKeys: Object.freeze([...config.upstreamKeys]) });
+  return Object.freeze({ ...config, models: Object.freeze([...config.models]), allowedOrigins: Object.freeze([...config.allowedOrigins]), allowedHosts: Object.freeze([...config.allowedHosts]), trustProxy: Object.freeze([...config.trustProxy]), upstreams: Object.freeze([...config.upstreams]), upstreamKeys: Object.freeze([...config.upstreamKeys]) });
 }
 
 /** Keys whose numeric strings become numbers: every numeric default, threads and gpuLayers (a count or a word). */
@@ -326,7 +331,7 @@ const numericKeys = new Set([
   'upstreamContextSize',
 ]);
 
-const listKeys = new Set(['allowedOrigins', 'allowedHosts', 'models', 'upstreams', 'upstreamKeys']);
+const listKeys = new Set(['allowedOrigins', 'allowedHosts', 'trustProxy', 'models', 'upstreams', 'upstreamKeys']);
 const booleanKeys = new Set(['qr', 'logContent', 'banner']);
 
 function coerce(key: string, value: unknown): unknown {

@@ -35,6 +35,7 @@ import { limitUpgrades } from './limits/limitUpgrades.js';
 import { Metrics } from './metrics/Metrics.js';
 import type { ModelPool } from './models/ModelPool.js';
 import { NotFoundError, ShuttingDownError } from './ParleyError.js';
+import { compileTrustProxy } from './transport/clientAddress.js';
 import type { Connection } from './transport/Connection.js';
 import type { TlsFiles, TransportFactory, UpgradeHandler } from './transport/Transport.js';
 
@@ -165,6 +166,7 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
 
   const transport = secureTransport({
     wsPath: WS_PATH,
+    trustProxy: compileTrustProxy(config.trustProxy),
     http: createHttpHandler({
       tokens: deps.tokens,
       invite: deps.invite,
@@ -265,6 +267,8 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
       await limiters.close();
       await revocations.close();
       await deps.apiKeys.settled();
+      // Epochs raised by the last revocations received are on disk before the caller moves on.
+      await deps.sessions.settled();
       documents?.close();
       // Background embedding stops after the chunk in progress; the store closes after this.
       await documents?.embeddingSettled();

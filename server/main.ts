@@ -56,6 +56,7 @@ program
   .addOption(new Option('--token-ttl <seconds>', 'access token lifetime').env('PARLEY_TOKEN_TTL').default(String(defaults.tokenTtlSeconds)))
   .addOption(new Option('--allowed-origin <origin...>', 'extra exact origins (scheme://host[:port]) allowed besides the server\'s own; repeat or comma-separate').env('PARLEY_ALLOWED_ORIGINS'))
   .addOption(new Option('--allowed-host <host...>', 'extra Host names (optionally name:port) accepted besides this machine\'s own names and addresses').env('PARLEY_ALLOWED_HOSTS'))
+  .addOption(new Option('--trust-proxy <address...>', 'load balancers (IPs, CIDR ranges or loopback) whose X-Forwarded-For names the client, for per-IP limits and logs; repeat or comma-separate').env('PARLEY_TRUST_PROXY'))
   .addOption(new Option('--tls-cert <file>', 'PEM certificate: serve https and wss (needs --tls-key)').env('PARLEY_TLS_CERT'))
   .addOption(new Option('--tls-key <file>', 'PEM private key for --tls-cert').env('PARLEY_TLS_KEY'))
   .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').env('PARLEY_LOG_LEVEL').default(defaults.logLevel))
@@ -151,6 +152,7 @@ program.action(async (options: Record<string, string | string[] | boolean | unde
         tokenTtlSeconds: options.tokenTtl,
         allowedOrigins: list(options.allowedOrigin),
         allowedHosts: list(options.allowedHost),
+        trustProxy: list(options.trustProxy),
         tlsCert: options.tlsCert,
         tlsKey: options.tlsKey,
         logLevel: options.logLevel,

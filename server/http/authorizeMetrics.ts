@@ -48,9 +48,10 @@ export function isLoopback(address: string): boolean {
 
 /**
  * Who may read /metrics: anyone on this machine, a scraper holding the metrics token, or an
- * admin's access token. The peer address is the TCP peer, never a forwarded header, so it
- * cannot be claimed over the network; a reverse proxy on this machine makes every request
- * loopback, and must then keep /metrics to itself.
+ * admin's access token. The address is the TCP peer, or the client a `--trust-proxy` proxy
+ * names (transport/clientAddress.ts), never a header from anyone else, so it cannot be claimed
+ * over the network; a reverse proxy on this machine that is not in --trust-proxy makes every
+ * request loopback, and must then keep /metrics to itself.
  *
  * The token is compared as SHA-256 digests with timingSafeEqual: both sides are 32 bytes
  * whatever was sent, so neither the length nor a matching prefix shows in the timing.

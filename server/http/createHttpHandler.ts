@@ -38,7 +38,10 @@ export interface HttpDeps {
   readonly blocks: SignInBlocks;
   readonly limiters: Limiters;
   readonly refreshTtlSeconds: number;
-  /** Adds `Secure` to the refresh cookie; true when Parley serves TLS. */
+  /**
+   * Adds `Secure` to the refresh cookie; true when Parley serves TLS. A request a trusted proxy
+   * says came over https (`forwardedHttps`) gets it as well.
+   */
   readonly secureCookies: boolean;
   /** The user's tokens were revoked (logout, admin, refresh reuse): close their sockets. */
   readonly onRevoked: (userId: string) => void;
@@ -101,7 +104,8 @@ export function createHttpHandler(deps: HttpDeps): HttpHandler {
   const refusals = new LogThrottle(REFUSAL_LOG_LIMIT);
   return async (request) => {
     try {
-      return withSecurityHeaders(await route({ deps, auth, request, ip: request.remoteAddress, refusals }));
+      const requestDeps = request.forwardedHttps === true && !deps.secureCookies ? { ...deps, secureCookies: true } : deps;
+      return withSecurityHeaders(await route({ deps: requestDeps, auth, request, ip: request.remoteAddress, refusals }));
     } catch (error) {
       deps.logger.error({ err: error, method: request.method, path: request.path }, 'http handler failed');
       return withSecurityHeaders(toHttpResponse(new InternalError(error)));

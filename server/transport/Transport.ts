@@ -1,5 +1,6 @@
 import type { Principal } from '../auth/Principal.js';
 import type { Connection, TransportName } from './Connection.js';
+import type { TrustProxy } from './clientAddress.js';
 
 /** A fully read HTTP request. Header names are lower case. */
 export interface HttpRequest {
@@ -7,7 +8,10 @@ export interface HttpRequest {
   readonly path: string;
   readonly query: string;
   readonly headers: Readonly<Record<string, string>>;
+  /** The client's address: the TCP peer, or what a trusted proxy forwarded (clientAddress.ts). */
   readonly remoteAddress: string;
+  /** A trusted proxy says the client used https (X-Forwarded-Proto); absent means no. */
+  readonly forwardedHttps?: boolean;
   readonly body: Buffer;
   /**
    * Uploads only (isUpload): the body is in this temporary file instead of `body` (which is
@@ -66,6 +70,7 @@ export type HttpHandler = (request: HttpRequest) => Promise<HttpResponse | HttpS
 export interface UpgradeRequest {
   readonly path: string;
   readonly headers: Readonly<Record<string, string>>;
+  /** As HttpRequest's; the connection keeps it. */
   readonly remoteAddress: string;
 }
 
@@ -129,6 +134,8 @@ export interface TransportOptions {
    * the transport's own 404, 413 and 500. A response's own header of the same name wins.
    */
   readonly responseHeaders?: Readonly<Record<string, string>>;
+  /** Which TCP peers are proxies whose X-Forwarded-For names the client; absent: none. */
+  readonly trustProxy?: TrustProxy;
   readonly http: HttpHandler;
   readonly upgrade: UpgradeHandler;
   readonly socket: SocketHandlers;

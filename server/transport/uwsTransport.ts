@@ -4,6 +4,7 @@ import type { Principal } from '../auth/Principal.js';
 import { SendStatus, TransportName, type Connection } from './Connection.js';
 import { isStreamResponse, type HttpResponse, type Transport, type TransportOptions } from './Transport.js';
 import { httpStatusLine } from './httpStatusLine.js';
+import { clientAddress, forwardedHttps, trustNoProxy } from './clientAddress.js';
 import { internalError } from './internalError.js';
 import { BodySpool } from './BodySpool.js';
 import { isUpload, maxBodyBytes } from './maxBodyBytes.js';
@@ -59,6 +60,7 @@ class UwsConnection implements Connection {
 export function uwsTransport(uws: UwsModule) {
   return (options: TransportOptions): Transport => {
     const { limits } = options;
+    const trustProxy = options.trustProxy ?? trustNoProxy;
     const open = new Set<UwsConnection>();
     const streams = new Set<UwsHttpStream>();
     let listenSocket: us_listen_socket | undefined;
@@ -92,7 +94,7 @@ export function uwsTransport(uws: UwsModule) {
         // uWS invalidates `req` after this synchronous section: copy everything now.
         const headers = readHeaders(req);
         const path = req.getUrl();
-        const remoteAddress = decoder.decode(res.getRemoteAddressAsText());
+        const remoteAddress = clientAddress(decoder.decode(res.getRemoteAddressAsText()), headers, trustProxy);
         const key = headers['sec-websocket-key'] ?? '';
         const extensions = headers['sec-websocket-extensions'] ?? '';
         let aborted = false;
@@ -163,7 +165,9 @@ export function uwsTransport(uws: UwsModule) {
       const path = req.getUrl();
       const query = req.getQuery() ?? '';
       const headers = readHeaders(req);
-      const remoteAddress = decoder.decode(res.getRemoteAddressAsText());
+      const peerAddress = decoder.decode(res.getRemoteAddressAsText());
+      const remoteAddress = clientAddress(peerAddress, headers, trustProxy);
+      const viaHttps = forwardedHttps(peerAddress, headers, trustProxy);
       const release = httpCap.admit(remoteAddress);
       if (!release) {
         // Still inside uWS's request callback: corked, and the body (if any) is never read.
@@ -196,7 +200,7 @@ export function uwsTransport(uws: UwsModule) {
       let tooLarge = false;
       const finish = (body: Buffer, bodyFile?: string) => {
         options
-          .http({ method, path, query, headers, remoteAddress, body, ...(bodyFile === undefined ? {} : { bodyFile }), signal: peer.signal })
+          .http({ method, path, query, headers, remoteAddress, forwardedHttps: viaHttps, body, ...(bodyFile === undefined ? {} : { bodyFile }), signal: peer.signal })
           .then((response) => {
             if (isStreamResponse(response)) {
               // Assigned before `start` runs, so onAborted reaches the stream from the first write on.

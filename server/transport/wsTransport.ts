@@ -10,6 +10,7 @@ import type { Principal } from '../auth/Principal.js';
 import { SendStatus, TransportName, type Connection } from './Connection.js';
 import { isStreamResponse, type HttpResponse, type Transport, type TransportOptions } from './Transport.js';
 import { httpStatusLine } from './httpStatusLine.js';
+import { clientAddress, forwardedHttps, trustNoProxy } from './clientAddress.js';
 import { internalError } from './internalError.js';
 import { BodySpool } from './BodySpool.js';
 import { isUpload, maxBodyBytes } from './maxBodyBytes.js';
@@ -74,6 +75,7 @@ class WsConnection implements Connection {
 export function wsTransport() {
   return (options: TransportOptions): Transport => {
     const { limits } = options;
+    const trustProxy = options.trustProxy ?? trustNoProxy;
     let nextId = 0;
     const open = new Set<WsConnection>();
     const streams = new Set<NodeHttpStream>();
@@ -99,7 +101,10 @@ export function wsTransport() {
     });
 
     const onRequest: RequestListener = (req, res) => {
-      const release = httpCap.admit(req.socket.remoteAddress ?? '');
+      const headers = flattenHeaders(req);
+      const peerAddress = req.socket.remoteAddress ?? '';
+      const remoteAddress = clientAddress(peerAddress, headers, trustProxy);
+      const release = httpCap.admit(remoteAddress);
       if (!release) {
         // The body (if any) is never read: the connection closes after this answer.
         writeResponse(res, withExtra(tooManyConnections()), true);
@@ -135,8 +140,9 @@ export function wsTransport() {
           method,
           path: url.pathname,
           query: url.search.slice(1),
-          headers: flattenHeaders(req),
-          remoteAddress: req.socket.remoteAddress ?? '',
+          headers,
+          remoteAddress,
+          forwardedHttps: forwardedHttps(peerAddress, headers, trustProxy),
           body,
           ...(bodyFile === undefined ? {} : { bodyFile }),
           signal: peer.signal,
@@ -176,9 +182,10 @@ export function wsTransport() {
         rejectUpgrade(socket, withExtra(toHttpResponse(new NotFoundError())));
         return;
       }
-      const remoteAddress = req.socket.remoteAddress ?? '';
+      const headers = flattenHeaders(req);
+      const remoteAddress = clientAddress(req.socket.remoteAddress ?? '', headers, trustProxy);
       options
-        .upgrade({ path: url.pathname, headers: flattenHeaders(req), remoteAddress })
+        .upgrade({ path: url.pathname, headers, remoteAddress })
         .then((decision) => {
           if (socket.destroyed) return;
           if (!decision.accept) {
