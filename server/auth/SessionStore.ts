@@ -360,6 +360,11 @@ export class SessionStore implements EpochSource {
     return changed;
   }
 
+  /** Resolves once every write asked of this store so far is done (or failed). */
+  async settled(): Promise<void> {
+    await this.writing;
+  }
+
   /** Number of stored families (live, revoked and not yet pruned). */
   get size(): number {
     return this.families.size;
