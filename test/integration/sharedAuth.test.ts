@@ -295,11 +295,11 @@ describe('auth state shared over redis', { skip: unavailable() }, () => {
     const next = await a.token('After');
     const nextOnB = await b.connect(next);
     assert.equal((await post(a, '/api/logout', { bearer: token })).status, 200);
-    const subscribed = (server: TestServer) => server.logs.records.filter((record) => record.msg === 'redis subscriber connection ready').length;
-    const before = [subscribed(a), subscribed(b)] as const;
+    const readies = (server: TestServer, role: 'commands' | 'subscriber') => server.logs.records.filter((record) => record.msg === `redis ${role} connection ready`).length;
+    const before = [readies(a, 'commands'), readies(a, 'subscriber'), readies(b, 'subscriber')] as const;
     await redis.stop();
     await redis.start();
-    await waitUntil(() => subscribed(a) > before[0] && subscribed(b) > before[1], 10_000, 'both gateways subscribed again');
+    await waitUntil(() => readies(a, 'commands') > before[0] && readies(a, 'subscriber') > before[1] && readies(b, 'subscriber') > before[2], 10_000, 'both gateways connected and subscribed again');
     // Delivered by message (both are subscribed again), within the bound.
     assert.equal((await post(a, '/api/logout', { bearer: next })).status, 200);
     const loggedOut = Date.now();
