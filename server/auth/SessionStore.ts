@@ -166,10 +166,7 @@ export class SessionStore implements EpochSource {
 
   /** With shared families: brings this family's cached copy up to date (a no-op without). */
   async sync(family: string): Promise<void> {
-    if (!this.shared) return;
-    const record = await this.shared.load(family);
-    if (record) this.families.set(family, record);
-    else this.families.delete(family);
+    if (this.shared) this.cache(family, await this.shared.load(family));
   }
 
   /** `knows`, also asking the shared families (a user whose sessions began on another gateway). */
