@@ -269,8 +269,6 @@ export function createServer(config: Config, deps: ServerDeps): ParleyServer {
       await deps.apiKeys.settled();
       // Epochs raised by the last revocations received are on disk before the caller moves on.
       await deps.sessions.settled();
-      // Epochs raised by the last revocations received are on disk before the caller moves on.
-      await deps.sessions.settled();
       documents?.close();
       // Background embedding stops after the chunk in progress; the store closes after this.
       await documents?.embeddingSettled();
