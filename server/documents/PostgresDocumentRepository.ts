@@ -1,4 +1,4 @@
-import type { DocumentKind } from '../../shared/protocol.js';
+import { DOCUMENT_COLUMNS, documentFromRow, type DocumentRow } from './documentRows.js';
 import { AdvisoryLock } from '../history/AdvisoryLock.js';
 import type { HistoryCipher } from '../history/HistoryCipher.js';
 import type { PostgresConversationRepository } from '../history/PostgresConversationRepository.js';
@@ -51,7 +51,7 @@ export class PostgresDocumentRepository implements DocumentRepository {
 
   async getDocument(ownerId: string, id: string): Promise<StoredDocument | undefined> {
     const { rows } = await this.history.pool.query<DocumentRow>(`SELECT ${DOCUMENT_COLUMNS} FROM documents WHERE id = $1 AND owner_id = $2`, [id, ownerId]);
-    return rows[0] === undefined ? undefined : this.toDocument(rows[0]);
+    return rows[0] === undefined ? undefined : documentFromRow(rows[0], this.cipher);
   }
 
   async listDocuments(ownerId: string, conversationId: string): Promise<StoredDocument[]> {
@@ -59,7 +59,7 @@ export class PostgresDocumentRepository implements DocumentRepository {
       `SELECT ${DOCUMENT_COLUMNS} FROM documents WHERE conversation_id = $1 AND owner_id = $2 ORDER BY created_at, id`,
       [conversationId, ownerId],
     );
-    return rows.map((row) => this.toDocument(row));
+    return rows.map((row) => documentFromRow(row, this.cipher));
   }
 
   async readChunks(ownerId: string, documentId: string): Promise<string[]> {
@@ -157,29 +157,5 @@ export class PostgresDocumentRepository implements DocumentRepository {
     return new Map(rows.map((row) => [row.message_id, JSON.parse(this.cipher.decrypt(row.value, SealContext.messageDocuments(conversationId, row.message_id))) as MessageDocuments]));
   }
 
-  private toDocument(row: DocumentRow): StoredDocument {
-    return {
-      id: row.id,
-      ownerId: row.owner_id,
-      name: this.cipher.decrypt(row.name, SealContext.documentName(row.owner_id, row.id)),
-      size: row.size,
-      kind: row.kind,
-      chars: row.chars,
-      createdAt: row.created_at,
-      conversationId: row.conversation_id ?? undefined,
-    };
-  }
 }
 
-interface DocumentRow {
-  readonly id: string;
-  readonly owner_id: string;
-  readonly conversation_id: string | null;
-  readonly name: Buffer;
-  readonly size: number;
-  readonly kind: DocumentKind;
-  readonly chars: number;
-  readonly created_at: number;
-}
-
-const DOCUMENT_COLUMNS = 'id, owner_id, conversation_id, name, size, kind, chars, created_at';

@@ -1,4 +1,5 @@
 import type Database from 'better-sqlite3';
+import { DOCUMENT_COLUMNS, documentFromRow, type DocumentRow } from './documentRows.js';
 import type { DocumentKind } from '../../shared/protocol.js';
 import type { HistoryCipher } from '../history/HistoryCipher.js';
 import { SealContext } from '../history/SealContext.js';
@@ -29,11 +30,11 @@ export class SqliteDocumentRepository implements DocumentRepository {
 
   async getDocument(ownerId: string, id: string): Promise<StoredDocument | undefined> {
     const row = this.ready().statements.get.get(id, ownerId);
-    return row === undefined ? undefined : this.toDocument(row);
+    return row === undefined ? undefined : documentFromRow(row, this.cipher);
   }
 
   async listDocuments(ownerId: string, conversationId: string): Promise<StoredDocument[]> {
-    return this.ready().statements.listByConversation.all(conversationId, ownerId).map((row) => this.toDocument(row));
+    return this.ready().statements.listByConversation.all(conversationId, ownerId).map((row) => documentFromRow(row, this.cipher));
   }
 
   async readChunks(ownerId: string, documentId: string): Promise<string[]> {
@@ -150,18 +151,6 @@ export class SqliteDocumentRepository implements DocumentRepository {
     };
   }
 
-  private toDocument(row: DocumentRow): StoredDocument {
-    return {
-      id: row.id,
-      ownerId: row.owner_id,
-      name: this.cipher.decrypt(row.name, nameContext(row.owner_id, row.id)),
-      size: row.size,
-      kind: row.kind,
-      chars: row.chars,
-      createdAt: row.created_at,
-      conversationId: row.conversation_id ?? undefined,
-    };
-  }
 }
 
 type Prepared = ReturnType<SqliteDocumentRepository['prepare']>;
@@ -171,19 +160,6 @@ const nameContext = SealContext.documentName;
 const chunkContext = SealContext.chunkText;
 const embeddingContext = SealContext.chunkEmbedding;
 const noteContext = SealContext.messageDocuments;
-
-interface DocumentRow {
-  readonly id: string;
-  readonly owner_id: string;
-  readonly conversation_id: string | null;
-  readonly name: Buffer;
-  readonly size: number;
-  readonly kind: DocumentKind;
-  readonly chars: number;
-  readonly created_at: number;
-}
-
-const DOCUMENT_COLUMNS = 'id, owner_id, conversation_id, name, size, kind, chars, created_at';
 
 function prepareStatements(db: Database.Database) {
   return {

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { CONVERSATION_COLUMNS, conversationFromRow, messageFromRow, type ConversationRow, type MessageRow, type SummaryRow } from './historyRows.js';
 import type { Logger } from 'pino';
 import { redactUrl } from '../cluster/redactUrl.js';
 import { applyPostgresMigrations } from './applyPostgresMigrations.js';
@@ -6,8 +7,6 @@ import type {
   ConversationRepository,
   ConversationSummary,
   ImportedConversation,
-  MessageOutcome,
-  MessageRole,
   MessageUpdate,
   StoredConversation,
   StoredMessage,
@@ -139,7 +138,7 @@ export class PostgresConversationRepository implements ConversationRepository {
 
   async getConversation(ownerId: string, id: string): Promise<StoredConversation | undefined> {
     const { rows } = await this.ready().pool.query<ConversationRow>(`SELECT ${CONVERSATION_COLUMNS} FROM conversations c WHERE c.id = $1 AND c.owner_id = $2`, [id, ownerId]);
-    return rows[0] === undefined ? undefined : this.toConversation(rows[0]);
+    return rows[0] === undefined ? undefined : conversationFromRow(rows[0], this.cipher);
   }
 
   async listConversations(ownerId: string, options: { readonly limit?: number } = {}): Promise<ConversationSummary[]> {
@@ -149,7 +148,7 @@ export class PostgresConversationRepository implements ConversationRepository {
        FROM conversations c WHERE c.owner_id = $1 ORDER BY c.updated_at DESC, c.id DESC LIMIT $2`,
       [ownerId, limit],
     );
-    return rows.map((row) => ({ ...this.toConversation(row), messageCount: row.message_count }));
+    return rows.map((row) => ({ ...conversationFromRow(row, this.cipher), messageCount: row.message_count }));
   }
 
   async countConversations(ownerId: string): Promise<number> {
@@ -164,7 +163,7 @@ export class PostgresConversationRepository implements ConversationRepository {
        WHERE m.conversation_id = $1 AND c.owner_id = $2 ORDER BY m.seq`,
       [conversationId, ownerId],
     );
-    return rows.map((row) => this.toMessage(row));
+    return rows.map((row) => messageFromRow(row, this.cipher));
   }
 
   async appendMessage(ownerId: string, message: StoredMessage): Promise<boolean> {
@@ -395,29 +394,6 @@ export class PostgresConversationRepository implements ConversationRepository {
     return this.cipher.encrypt(text, SealContext.messageText(conversationId, id));
   }
 
-  private toConversation(row: ConversationRow): StoredConversation {
-    return {
-      id: row.id,
-      ownerId: row.owner_id,
-      title: this.cipher.decrypt(row.title, SealContext.title(row.owner_id, row.id)),
-      createdAt: row.created_at,
-      updatedAt: row.updated_at,
-      model: row.model,
-    };
-  }
-
-  private toMessage(row: MessageRow): StoredMessage {
-    return {
-      id: row.id,
-      conversationId: row.conversation_id,
-      role: row.role,
-      text: this.cipher.decrypt(row.text, SealContext.messageText(row.conversation_id, row.id)),
-      createdAt: row.created_at,
-      tokenCount: row.token_count ?? undefined,
-      requestId: row.request_id ?? undefined,
-      outcome: row.outcome ?? undefined,
-    };
-  }
 }
 
 type State =
@@ -432,32 +408,6 @@ interface OpenState {
   readonly presence: PostgresPresence;
   readonly sweep: NodeJS.Timeout | undefined;
 }
-
-interface ConversationRow {
-  readonly id: string;
-  readonly owner_id: string;
-  readonly title: Buffer;
-  readonly created_at: number;
-  readonly updated_at: number;
-  readonly model: string;
-}
-
-interface SummaryRow extends ConversationRow {
-  readonly message_count: number;
-}
-
-interface MessageRow {
-  readonly id: string;
-  readonly conversation_id: string;
-  readonly role: MessageRole;
-  readonly text: Buffer;
-  readonly created_at: number;
-  readonly token_count: number | null;
-  readonly request_id: string | null;
-  readonly outcome: MessageOutcome | null;
-}
-
-const CONVERSATION_COLUMNS = 'c.id, c.owner_id, c.title, c.created_at, c.updated_at, c.model';
 
 const INT8_OID = 20;
 

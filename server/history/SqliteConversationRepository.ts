@@ -1,4 +1,5 @@
 import Database from 'better-sqlite3';
+import { CONVERSATION_COLUMNS, conversationFromRow, messageFromRow, type ConversationRow, type MessageRow, type SummaryRow } from './historyRows.js';
 import { mkdir, open as openFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
@@ -99,12 +100,12 @@ export class SqliteConversationRepository implements ConversationRepository {
 
   async getConversation(ownerId: string, id: string): Promise<StoredConversation | undefined> {
     const row = this.ready().statements.getConversation.get(id, ownerId);
-    return row === undefined ? undefined : this.toConversation(row);
+    return row === undefined ? undefined : conversationFromRow(row, this.cipher);
   }
 
   async listConversations(ownerId: string, options: { readonly limit?: number } = {}): Promise<ConversationSummary[]> {
     const rows = this.ready().statements.listConversations.all(ownerId, listLimit(options.limit));
-    return rows.map((row) => ({ ...this.toConversation(row), messageCount: row.message_count }));
+    return rows.map((row) => ({ ...conversationFromRow(row, this.cipher), messageCount: row.message_count }));
   }
 
   async countConversations(ownerId: string): Promise<number> {
@@ -114,7 +115,7 @@ export class SqliteConversationRepository implements ConversationRepository {
   async listMessages(ownerId: string, conversationId: string): Promise<StoredMessage[]> {
     const { statements } = this.ready();
     if (statements.ownsConversation.get(conversationId, ownerId) === undefined) return [];
-    return statements.listMessages.all(conversationId).map((row) => this.toMessage(row));
+    return statements.listMessages.all(conversationId).map((row) => messageFromRow(row, this.cipher));
   }
 
   async appendMessage(ownerId: string, message: StoredMessage): Promise<boolean> {
@@ -265,29 +266,6 @@ export class SqliteConversationRepository implements ConversationRepository {
     };
   }
 
-  private toConversation(row: ConversationRow): StoredConversation {
-    return {
-      id: row.id,
-      ownerId: row.owner_id,
-      title: this.cipher.decrypt(row.title, titleContext(row.owner_id, row.id)),
-      createdAt: row.created_at,
-      updatedAt: row.updated_at,
-      model: row.model,
-    };
-  }
-
-  private toMessage(row: MessageRow): StoredMessage {
-    return {
-      id: row.id,
-      conversationId: row.conversation_id,
-      role: row.role,
-      text: this.cipher.decrypt(row.text, textContext(row.conversation_id, row.id)),
-      createdAt: row.created_at,
-      tokenCount: row.token_count ?? undefined,
-      requestId: row.request_id ?? undefined,
-      outcome: row.outcome ?? undefined,
-    };
-  }
 }
 
 const titleContext = SealContext.title;
@@ -306,33 +284,7 @@ interface OpenState {
   readonly transactions: ReturnType<SqliteConversationRepository['prepareTransactions']>;
 }
 
-interface ConversationRow {
-  readonly id: string;
-  readonly owner_id: string;
-  readonly title: Buffer;
-  readonly created_at: number;
-  readonly updated_at: number;
-  readonly model: string;
-}
-
-interface SummaryRow extends ConversationRow {
-  readonly message_count: number;
-}
-
-interface MessageRow {
-  readonly id: string;
-  readonly conversation_id: string;
-  readonly role: MessageRole;
-  readonly text: Buffer;
-  readonly created_at: number;
-  readonly token_count: number | null;
-  readonly request_id: string | null;
-  readonly outcome: MessageOutcome | null;
-}
-
 type Statements = ReturnType<typeof prepareStatements>;
-
-const CONVERSATION_COLUMNS = 'c.id, c.owner_id, c.title, c.created_at, c.updated_at, c.model';
 
 function prepareStatements(db: Database.Database) {
   return {
