@@ -1,7 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { statSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
+import { freePort } from '../../scripts/cluster/freePort.js';
+import { which } from '../../scripts/cluster/which.js';
 
 /** A real redis-server on loopback, for tests; `stop` and `start` again keep the same port. */
 export interface TestRedis {
@@ -40,17 +41,6 @@ export async function startRedis(): Promise<TestRedis> {
   return { url: `redis://127.0.0.1:${port}`, port, start, stop, close: stop };
 }
 
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const address = server.address();
-  server.close();
-  await once(server, 'close');
-  if (address === null || typeof address === 'string') throw new Error('no port');
-  return address.port;
-}
-
 /** Resolves once something accepts TCP connections on the port; rejects after `timeoutMs` or when `failed` says why. */
 export async function waitForPort(port: number, timeoutMs: number, failed: () => string | undefined = () => undefined): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -71,14 +61,4 @@ export async function waitForPort(port: number, timeoutMs: number, failed: () =>
   }
 }
 
-export function which(command: string): string | undefined {
-  for (const dir of (process.env.PATH ?? '').split(':')) {
-    const candidate = `${dir}/${command}`;
-    try {
-      if (statSync(candidate).isFile()) return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
+export { freePort, which };
