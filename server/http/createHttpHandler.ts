@@ -1,4 +1,5 @@
 import { LogThrottle, REFUSAL_LOG_LIMIT } from '../logging/LogThrottle.js';
+import { isRedisUnreachable } from '../cluster/isRedisUnreachable.js';
 import type { Logger } from 'pino';
 import type * as z from 'zod/mini';
 import { REFRESH_BINDING_HEADER, TokenRequest, type TokenResponse } from '../../shared/protocol.js';
@@ -97,6 +98,9 @@ const getRoutes: Readonly<Record<string, Route>> = {
   '/metrics': scrapeMetrics,
 };
 
+/** Milliseconds a client is told to wait when the shared state failed mid-request. */
+const SHARED_STATE_RETRY_MS = 1000;
+
 /** Every HTTP route: token, login, refresh, logout and admin endpoints, health probes, metrics and the built client. */
 export function createHttpHandler(deps: HttpDeps): HttpHandler {
   const auth = createAuthService({ tokens: deps.tokens, sessions: deps.sessions, users: deps.users, refreshTtlSeconds: deps.refreshTtlSeconds });
@@ -107,6 +111,11 @@ export function createHttpHandler(deps: HttpDeps): HttpHandler {
       const requestDeps = request.forwardedHttps === true && !deps.secureCookies ? { ...deps, secureCookies: true } : deps;
       return withSecurityHeaders(await route({ deps: requestDeps, auth, request, ip: request.remoteAddress, refusals }));
     } catch (error) {
+      // Shared state (--redis) lost mid-request, after the limits passed: the same 503 the limits give while it is down.
+      if (isRedisUnreachable(error)) {
+        deps.logger.warn({ method: request.method, path: request.path, err: { message: (error as Error).message } }, 'shared state unreachable mid-request');
+        return withSecurityHeaders(toHttpResponse(new LimitRefusedError({ ok: false, retryAfterMs: SHARED_STATE_RETRY_MS, failed: true, sharedStateUnreachable: true }, '')));
+      }
       deps.logger.error({ err: error, method: request.method, path: request.path }, 'http handler failed');
       return withSecurityHeaders(toHttpResponse(new InternalError(error)));
     }
