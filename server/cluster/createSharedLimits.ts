@@ -5,6 +5,7 @@ import type { LimiterConfig, LimiterSet, SharedLimitState } from '../limits/Limi
 import { isRedisUnreachable } from './isRedisUnreachable.js';
 import type { OpenedRedis } from './openRedis.js';
 import { RedisConnectionCounts } from './RedisConnectionCounts.js';
+import { RedisRecognisedPairs } from './RedisRecognisedPairs.js';
 
 /**
  * With `--redis`, the limiters and socket counts that hold across gateways, for `new Limiters`;
@@ -15,6 +16,10 @@ export function createSharedLimits(config: LimiterConfig, redis: OpenedRedis | u
   if (redis === undefined) return { limiters: {}, state: {} };
   return {
     limiters: createRedisLimiters(config, redis.client),
-    state: { connections: new RedisConnectionCounts(redis.client, { gatewayId: randomUUID(), logger }), unreachable: (error) => isRedisUnreachable(error) || !redis.health().ready },
+    state: {
+      connections: new RedisConnectionCounts(redis.client, { gatewayId: randomUUID(), logger }),
+      recognisedPairs: new RedisRecognisedPairs(redis.client),
+      unreachable: (error) => isRedisUnreachable(error) || !redis.health().ready,
+    },
   };
 }

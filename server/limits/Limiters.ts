@@ -1,4 +1,5 @@
 import { BurstyRateLimiter, RateLimiterMemory, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import { MemoryRecognisedPairs, type RecognisedPairs } from './RecognisedPairs.js';
 import type { Config } from '../config.js';
 import { isAddressKey } from './budgetKeysOf.js';
 import type { ConnectionCounts } from './ConnectionCounts.js';
@@ -77,6 +78,8 @@ export interface SharedLimitState {
   readonly connections?: ConnectionCounts;
   /** Whether a limiter's error means the shared store could not be reached; the refusal then says so. */
   readonly unreachable?: (error: unknown) => boolean;
+  /** Addresses that signed in to an account; in this process when absent. */
+  readonly recognisedPairs?: RecognisedPairs;
 }
 
 /** Why a password attempt was refused before the password was looked at. */
@@ -89,9 +92,6 @@ export const PasswordRefusal = {
 export type PasswordRefusal = (typeof PasswordRefusal)[keyof typeof PasswordRefusal];
 
 export type PasswordDecision = { readonly ok: true } | (Extract<LimitDecision, { ok: false }> & { readonly reason: PasswordRefusal });
-
-/** (IP, account) pairs that signed in, kept at most this many (oldest forgotten first). */
-const MAX_RECOGNISED_PAIRS = 10_000;
 
 /**
  * Every rate limit Parley enforces, in one place (rate-limiter-flexible, in memory, or for the
@@ -110,8 +110,8 @@ const MAX_RECOGNISED_PAIRS = 10_000;
 export class Limiters {
   private readonly set: LimiterSet;
   private readonly connections: ConnectionCounts;
-  /** (IP, account) pairs that signed in with the right password, and until when they count (ms). */
-  private readonly recognisedPairs = new Map<string, number>();
+  /** (IP, account) pairs that signed in with the right password, for `refreshTtlSeconds`. */
+  private readonly recognisedPairs: RecognisedPairs;
 
   constructor(
     private readonly config: LimiterConfig,
@@ -123,6 +123,7 @@ export class Limiters {
   ) {
     this.set = { ...createDefaultLimiters(config), ...overrides };
     this.connections = shared.connections ?? new MemoryConnectionCounts();
+    this.recognisedPairs = shared.recognisedPairs ?? new MemoryRecognisedPairs();
   }
 
   frame(connectionId: string): Promise<LimitDecision> {
@@ -205,7 +206,7 @@ export class Limiters {
    * `lockoutSeconds` from anywhere, attempts from addresses that have not signed in to it
    * before share one attempt per `lockoutSeconds / loginFailuresBeforeLockout` (the pace one
    * address gets), so guesses spread over many addresses gain nothing. An address that signed
-   * in to the account before (within `refreshTtlSeconds`, in this process) is not slowed.
+   * in to the account before (within `refreshTtlSeconds`, on any gateway with `--redis`) is not slowed.
    */
   async passwordAttempt(ip: string, account: string): Promise<PasswordDecision> {
     const pair = pairKey(ip, account);
@@ -215,7 +216,7 @@ export class Limiters {
         this.onRejected('passwordPairLockout');
         return { ok: false, retryAfterMs: Math.max(1, pairState.msBeforeNext), failed: false, reason: PasswordRefusal.pairLocked };
       }
-      if (this.recognised(pair)) return { ok: true };
+      if (await this.recognisedPairs.has(pair)) return { ok: true };
       const accountState = await this.set.accountFailures.get(account);
       if (!accountState || accountState.consumedPoints < this.config.loginFailuresBeforeLockout) return { ok: true };
     } catch (error) {
@@ -242,18 +243,17 @@ export class Limiters {
    * not slowed for this account later. The account's count stays: someone else's success does
    * not speed up the guessing of a stranger.
    */
-  async passwordSucceeded(ip: string, account: string, now = Date.now()): Promise<void> {
+  async passwordSucceeded(ip: string, account: string): Promise<void> {
     const pair = pairKey(ip, account);
     try {
       await this.set.passwordPairFailures.delete(pair);
     } catch (error) {
       this.onFailure(error, 'passwordPairFailures');
     }
-    this.recognisedPairs.delete(pair);
-    this.recognisedPairs.set(pair, now + this.config.refreshTtlSeconds * 1000);
-    for (const oldest of this.recognisedPairs.keys()) {
-      if (this.recognisedPairs.size <= MAX_RECOGNISED_PAIRS) break;
-      this.recognisedPairs.delete(oldest);
+    try {
+      await this.recognisedPairs.add(pair, this.config.refreshTtlSeconds * 1000);
+    } catch (error) {
+      this.onFailure(error, 'recognisedPairs');
     }
   }
 
@@ -284,13 +284,6 @@ export class Limiters {
     return this.connections.close();
   }
 
-  private recognised(pair: string, now = Date.now()): boolean {
-    const until = this.recognisedPairs.get(pair);
-    if (until === undefined) return false;
-    if (until > now) return true;
-    this.recognisedPairs.delete(pair);
-    return false;
-  }
 
   /** Adds one to a counting limiter and returns its count (0 when the limiter failed). */
   private async count(name: 'passwordPairFailures' | 'accountFailures', key: string): Promise<number> {

@@ -63,6 +63,17 @@ describe('limiters on Redis (--redis)', { skip: redisUnavailable('redisLimiters.
     assert.equal((await a.loginAllowed('10.9.0.1')).ok, true, 'a success on B clears the address on A');
   });
 
+  test('an address that signed in to an account on A is recognised on B: not slowed while strangers are', async () => {
+    const config = { loginFailuresBeforeLockout: 2, lockoutSeconds: 60 };
+    const a = await gateway(config);
+    const b = await gateway(config);
+    await a.passwordSucceeded('10.8.0.1', 'owner');
+    for (const stranger of ['10.8.1.1', '10.8.1.2']) await b.passwordFailed(stranger, 'owner');
+    assert.deepEqual(await b.passwordAttempt('10.8.1.3', 'owner'), { ok: true }, "a stranger's first attempt in the slowed account");
+    assert.equal((await b.passwordAttempt('10.8.1.4', 'owner')).ok, false, 'the next stranger waits: the account is slowed');
+    for (let index = 0; index < 3; index++) assert.deepEqual(await b.passwordAttempt('10.8.0.1', 'owner'), { ok: true }, 'the address that signed in on A is not slowed on B');
+  });
+
   test('Redis down: budgets refuse with limiter_unavailable saying shared state is unreachable, refunds are logged, not thrown; frames stay local; back when Redis is', async () => {
     const failures: string[] = [];
     const limiters = await gateway({ generationsPerMinute: 100, tokensPerHour: 1000 }, failures);
