@@ -10,7 +10,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { ErrorCode } from '../../shared/errorCodes.js';
 import { applyPostgresMigrations } from '../../server/history/applyPostgresMigrations.js';
-import { MessageOutcome, type StoredMessage } from '../../server/history/ConversationRepository.js';
+import { MessageOutcome } from '../../server/history/ConversationRepository.js';
+import { ALICE, message, withConversation } from '../helpers/historyFixtures.js';
 import { HistoryCipher } from '../../server/history/HistoryCipher.js';
 import { HistoryKeyMismatchError } from '../../server/history/HistoryKeyMismatchError.js';
 import { HistoryUnreadableError } from '../../server/history/HistoryUnreadableError.js';
@@ -27,9 +28,6 @@ after(async () => {
   await postgres.close();
 });
 
-const ALICE = 'u_alice';
-const T0 = 1_900_000_000_000;
-
 async function openRepository(url: string, key: Buffer): Promise<PostgresConversationRepository> {
   const repository = new PostgresConversationRepository({ url, cipher: new HistoryCipher(key) });
   cleanups.push(() => repository.close());
@@ -43,24 +41,6 @@ async function rawClient(url: string): Promise<pg.Client> {
   await client.connect();
   cleanups.push(() => client.end());
   return client;
-}
-
-function message(id: string, conversationId: string, text: string, outcome?: MessageOutcome): StoredMessage {
-  return {
-    id,
-    conversationId,
-    role: outcome === undefined ? 'user' : 'assistant',
-    text,
-    createdAt: T0 + 1,
-    tokenCount: outcome === undefined ? undefined : 3,
-    requestId: outcome === undefined ? undefined : `r_${id}`,
-    outcome,
-  };
-}
-
-async function withConversation(repository: PostgresConversationRepository, id: string, title: string, texts: readonly string[]): Promise<void> {
-  await repository.createConversation({ id, ownerId: ALICE, title, createdAt: T0, updatedAt: T0, model: 'tiny' });
-  for (const [index, text] of texts.entries()) await repository.appendMessage(ALICE, message(`${id}_m${index}`, id, text));
 }
 
 describe('PostgresConversationRepository', { skip: postgresUnavailable('PostgresConversationRepository.test.ts') ?? false }, () => {

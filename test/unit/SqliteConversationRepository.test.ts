@@ -7,7 +7,8 @@ import { after, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { ErrorCode } from '../../shared/errorCodes.js';
 import { applyMigrations } from '../../server/history/applyMigrations.js';
-import { MessageOutcome, type StoredMessage } from '../../server/history/ConversationRepository.js';
+import { MessageOutcome } from '../../server/history/ConversationRepository.js';
+import { ALICE, message, T0, withConversation } from '../helpers/historyFixtures.js';
 import { HistoryCipher } from '../../server/history/HistoryCipher.js';
 import { HistoryKeyMismatchError } from '../../server/history/HistoryKeyMismatchError.js';
 import { HistoryUnreadableError } from '../../server/history/HistoryUnreadableError.js';
@@ -55,27 +56,6 @@ async function filesContaining(directory: string, needle: Buffer): Promise<strin
     if ((await readFile(file)).includes(needle)) found.push(file);
   }
   return found;
-}
-
-const ALICE = 'u_alice';
-const T0 = 1_900_000_000_000;
-
-function message(id: string, conversationId: string, text: string, outcome?: MessageOutcome): StoredMessage {
-  return {
-    id,
-    conversationId,
-    role: outcome === undefined ? 'user' : 'assistant',
-    text,
-    createdAt: T0 + 1,
-    tokenCount: outcome === undefined ? undefined : 3,
-    requestId: outcome === undefined ? undefined : `r_${id}`,
-    outcome,
-  };
-}
-
-async function withConversation(repository: SqliteConversationRepository, id: string, title: string, texts: readonly string[]): Promise<void> {
-  await repository.createConversation({ id, ownerId: ALICE, title, createdAt: T0, updatedAt: T0, model: 'tiny' });
-  for (const [index, text] of texts.entries()) await repository.appendMessage(ALICE, message(`${id}_m${index}`, id, text));
 }
 
 describe('SqliteConversationRepository', () => {
